@@ -95,6 +95,11 @@ class Backend(abc.ABC):
         """Yield new ids as they are produced. Default: one chunk from generate()."""
         yield self.generate([prompt])[0]
 
+    def score(self, ids: list[int]) -> list[float]:
+        """Natural-log probability of each ids[i] given ids[:i] (entry 0 is 0.0), one forward
+        pass over the whole list; used by the perplexity and multiple-choice tasks."""
+        raise HarnessError(f"backend '{self.name}' cannot score tokens (perplexity/multiple-choice tasks)")
+
     def close(self) -> None:
         """Free the model / connections. Safe to call twice."""
 
