@@ -73,6 +73,9 @@ class Backend(abc.ABC):
 
     name: ClassVar[str] = "base"
     defaults: ClassVar[dict[str, Any]] = {}
+    # What main.py uses when --batch-size / --num-workers are not given.
+    default_batch_size: ClassVar[int] = 1
+    default_num_workers: ClassVar[int] = 1
 
     def __init__(self, model_path: str | None = None, dtype: str = "float32", device: str = "cpu",
                  params: GenerationParams = GenerationParams(), options: dict[str, str] | None = None):

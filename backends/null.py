@@ -14,6 +14,7 @@ from backends.base import Backend
 
 class NullBackend(Backend):
     name = "null"
+    default_batch_size = 64
     defaults = {
         "tokens": 32,        # ids returned per request (capped by max_new_tokens)
         "delay_ms": 0.0,     # wait before answering (per stream / per generate call)
