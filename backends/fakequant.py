@@ -1,0 +1,63 @@
+"""Fake-quantized Hugging Face backend (`--backend fakequant --quant-config cfg.yaml`).
+
+The hf backend with one extra step: after the weights are loaded in the target dtype on the
+target device, the YAML config (harness/quant_config.py, docs/quantization.md) is applied by
+harness.quant: weights are quantize-dequantized in place, nn.Linear inputs are quantized by
+forward pre-hooks, and static activation ranges are calibrated on the calibration prompts.
+Generation, streaming and scoring are the hf backend's, unchanged.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from backends.hf import HFBackend
+from harness.errors import HarnessError
+from harness.quant_config import QuantConfig, load_config
+
+
+class FakeQuantBackend(HFBackend):
+    name = "fakequant"
+    defaults: dict[str, Any] = {
+        **HFBackend.defaults,
+        "quant_config": "",          # YAML file (main.py: --quant-config)
+        "calibration_dataset": "",   # overrides calibration.dataset of the config
+        "calibration_samples": 0,    # overrides calibration.samples of the config (0: keep)
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.options["quant_config"]:
+            raise HarnessError("backend 'fakequant' needs a quant config: --quant-config FILE "
+                               "(see quant_configs/ and docs/quantization.md)")
+        if self.options["calibration_samples"] < 0:
+            raise HarnessError("option calibration_samples must be >= 0")
+        # Parse now so that a bad config fails before minutes of weight loading.
+        self.quant_config: QuantConfig = load_config(self.options["quant_config"])
+        self.calibration_dataset = self.options["calibration_dataset"] or self.quant_config.calibration.dataset
+        acts = self.quant_config.activations
+        if acts is not None and acts.mode == "static" and not self.calibration_dataset:
+            raise HarnessError(f"quant config {self.quant_config.path}: activations.mode: static needs calibration "
+                               "data: set calibration.dataset or --backend-arg calibration_dataset=FILE")
+        self.quant_report = None
+
+    def prepare_model(self, model):
+        from harness.quant import load_calibration_prompts, quantize_model
+
+        cfg = self.quant_config
+        prompts = None
+        if cfg.activations is not None and cfg.activations.mode == "static":
+            prompts = load_calibration_prompts(
+                self.calibration_dataset, self.options["calibration_samples"] or cfg.calibration.samples,
+                cfg.calibration.max_tokens, model.get_input_embeddings().num_embeddings)
+        self.quant_report = quantize_model(model, cfg, prompts)
+        return model
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out["quant_config_path"] = self.quant_config.path
+        out["quant_config"] = self.quant_config.to_dict()
+        if self.calibration_dataset:
+            out["calibration_dataset"] = self.calibration_dataset
+        if self.quant_report is not None:
+            out["quant"] = self.quant_report.summary()
+        return out
