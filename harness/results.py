@@ -1,0 +1,387 @@
+"""results.json and requests.csv: everything about one run in files people and scripts can read.
+
+results.json (schema below) sits next to LoadGen's logs and gathers
+- "run": what the caller passed (scenario, mode, backend info, model, dataset, LoadGen settings,
+  command line, start/end time, status, errors);
+- "environment": versions, CPU, RAM, GPU, git commit;
+- "loadgen": LoadGen's own verdict and figures parsed from its summary and detail logs
+  (see harness/loadgen_logs.py), or {"error": ...} when they cannot be read;
+- "requests": our statistics over the per-request records (TTFT, TPOT, ITL, E2E in ms;
+  token counts; throughput; errors), with the vLLM/GuideLLM definitions of harness/records.py;
+- "goodput": share and rate of requests meeting every SLO given (optional);
+- "sysmetrics": CPU/memory/GPU samples and aggregates from harness/sysmetrics.py (optional).
+requests.csv has one row per request (RequestRecord.as_row() plus times relative to the
+first issue). Both are written to a temporary file and then linked into place, so a reader
+never sees half a file and an existing result is never replaced.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.loadgen_logs import loadgen_figures
+from harness.records import RequestRecord
+from harness.sysmetrics import add_energy_per_token, gpu_names
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+REQUESTS_FILE = "requests.csv"
+# Expected accuracy output next to the logs (evaluation.py --output); read by compare/report.
+ACCURACY_FILE = "accuracy.json"
+PERCENTILES = (50, 90, 99)
+GOODPUT_METRICS = ("ttft", "tpot", "e2e")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- statistics over records -------------------------------------------------------------------
+def distribution_ms(values_s: Iterable[float | None]) -> dict[str, float | int | None]:
+    """count, mean, min, max and p50/p90/p99 (numpy's linear interpolation, as vLLM) in ms."""
+    xs = np.array([v for v in values_s if v is not None], dtype=float) * 1000.0
+    out: dict[str, float | int | None] = {"count": int(xs.size)}
+    if xs.size == 0:
+        out.update({"mean": None, "min": None, "max": None, **{f"p{p}": None for p in PERCENTILES}})
+        return out
+    out.update({"mean": float(xs.mean()), "min": float(xs.min()), "max": float(xs.max())})
+    for p in PERCENTILES:
+        out[f"p{p}"] = float(np.percentile(xs, p))
+    return out
+
+
+def request_stats(records: list[RequestRecord]) -> dict[str, Any]:
+    """Our figures over the per-request records. Failed requests count as errors and are left
+    out of the latency distributions (their times say nothing about the model)."""
+    ok = [r for r in records if r.ok]
+    failed = [r for r in records if not r.ok]
+    issued = [r.t_issued for r in records]
+    done = [r.t_done for r in records if r.t_done is not None]
+    duration = (max(done) - min(issued)) if done and issued else None
+    out_tokens = sum(r.n_output for r in ok)
+    in_tokens = sum(r.n_input for r in ok)
+    error_counts: dict[str, int] = {}
+    for r in failed:
+        error_counts[r.error] = error_counts.get(r.error, 0) + 1
+    return {
+        "count": len(records),
+        "completed": len(ok),
+        "errors": len(failed),
+        "error_messages": dict(sorted(error_counts.items(), key=lambda kv: -kv[1])[:10]),
+        "duration_s": duration,
+        "input_tokens": {"total": in_tokens, "mean": in_tokens / len(ok) if ok else None},
+        "output_tokens": {"total": out_tokens, "mean": out_tokens / len(ok) if ok else None},
+        "requests_per_s": len(ok) / duration if duration else None,
+        "output_tokens_per_s": out_tokens / duration if duration else None,
+        "total_tokens_per_s": (in_tokens + out_tokens) / duration if duration else None,
+        "ttft_ms": distribution_ms(r.ttft for r in ok),
+        "tpot_ms": distribution_ms(r.tpot for r in ok),
+        "itl_ms": distribution_ms(g for r in ok for g in r.itl),
+        "e2e_ms": distribution_ms(r.e2e for r in ok),
+    }
+
+
+# -- goodput -------------------------------------------------------------------------------------
+def parse_goodput(specs: list[str] | str | None) -> dict[str, float] | None:
+    """`["ttft:500", "tpot:50"]` (or one space-separated string) -> {"ttft": 500.0, "tpot": 50.0} (ms)."""
+    if not specs:
+        return None
+    if isinstance(specs, str):
+        specs = specs.split()
+    slo: dict[str, float] = {}
+    for spec in specs:
+        name, sep, value = spec.partition(":")
+        name = name.strip().lower()
+        if not sep or name not in GOODPUT_METRICS:
+            raise HarnessError(f"--goodput expects METRIC:MS with METRIC in {', '.join(GOODPUT_METRICS)}, "
+                               f"got '{spec}'")
+        try:
+            ms = float(value)
+        except ValueError:
+            raise HarnessError(f"--goodput {name}: '{value}' is not a number of milliseconds") from None
+        if not ms > 0:
+            raise HarnessError(f"--goodput {name}: the limit must be > 0 ms, got {ms}")
+        slo[name] = ms
+    return slo
+
+
+def goodput_stats(records: list[RequestRecord], slo: dict[str, float]) -> dict[str, Any]:
+    """Requests that succeeded and met every SLO: their share of all requests and their rate.
+
+    As in vLLM, a one-token output has no TPOT and passes a TPOT limit.
+    """
+    issued = [r.t_issued for r in records]
+    done = [r.t_done for r in records if r.t_done is not None]
+    duration = (max(done) - min(issued)) if done and issued else None
+
+    def meets(r: RequestRecord) -> bool:
+        if not r.ok:
+            return False
+        for name, limit_ms in slo.items():
+            value = getattr(r, name)
+            if value is None:
+                if name == "tpot":
+                    continue
+                return False
+            if value * 1000.0 > limit_ms:
+                return False
+        return True
+
+    good = [r for r in records if meets(r)]
+    return {"slo_ms": dict(slo), "good_requests": len(good), "total_requests": len(records),
+            "fraction": len(good) / len(records) if records else None,
+            "requests_per_s": len(good) / duration if duration else None,
+            "output_tokens_per_s": sum(r.n_output for r in good) / duration if duration else None}
+
+
+# -- environment -----------------------------------------------------------------------------------
+def environment() -> dict[str, Any]:
+    """Versions and hardware; anything missing is None, never an error."""
+    import psutil
+
+    packages = {}
+    for dist in ("torch", "transformers", "llama-cpp-python", "mlcommons-loadgen", "numpy", "pandas",
+                 "nvidia-ml-py"):
+        try:
+            packages[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            packages[dist] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        "packages": packages,
+        "cpu_model": _cpu_model(),
+        "cpu_count_logical": os.cpu_count(),
+        "cpu_count_physical": psutil.cpu_count(logical=False),
+        "ram_bytes": psutil.virtual_memory().total,
+        "gpus": gpu_names(),
+        "git": _git_state(),
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _git_state() -> dict[str, Any] | None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# -- writing and reading ------------------------------------------------------------------------------
+def write_run_results(out_dir: str | Path, run: dict, records: list[RequestRecord],
+                      sysmetrics: dict | None, goodput: dict | None = None) -> Path:
+    """Write results.json and requests.csv into out_dir (the LoadGen log folder); return the
+    results.json path. Refuses (HarnessError) when out_dir already holds either file."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise HarnessError(f"results folder does not exist: {out_dir}")
+    for name in (RESULTS_FILE, REQUESTS_FILE):
+        if (out_dir / name).exists():
+            raise HarnessError(f"{out_dir / name} already exists; results are never overwritten "
+                               "(choose a new --output-log-dir)")
+    try:
+        figures: dict[str, Any] = loadgen_figures(out_dir)
+    except HarnessError as e:
+        # A run that failed before LoadGen finished still gets its results.json.
+        log.warning("LoadGen figures unavailable: %s", e)
+        figures = {"error": str(e)}
+    stats = request_stats(records)
+    if sysmetrics is not None:
+        add_energy_per_token(sysmetrics, stats["output_tokens"]["total"])
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "run": run,
+        "environment": environment(),
+        "loadgen": figures,
+        "requests": stats,
+        "goodput": goodput_stats(records, goodput) if goodput else None,
+        "sysmetrics": sysmetrics,
+        "files": {"requests": REQUESTS_FILE},
+    }
+    _write_new(out_dir / REQUESTS_FILE, _requests_csv(records))
+    path = out_dir / RESULTS_FILE
+    _write_new(path, json.dumps(_clean(results), indent=1, default=str, allow_nan=False) + "\n")
+    log.info("results written to %s", path)
+    return path
+
+
+def _requests_csv(records: list[RequestRecord]) -> str:
+    t0 = min((r.t_issued for r in records), default=0.0)
+    buf = io.StringIO()
+    fields = None
+    for r in records:
+        row = r.as_row()
+        row.update({"t_issued_s": r.t_issued - t0,
+                    "t_first_s": None if r.t_first is None else r.t_first - t0,
+                    "t_done_s": None if r.t_done is None else r.t_done - t0})
+        if fields is None:
+            fields = list(row)
+            writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+            writer.writeheader()
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Create `path` with `text` atomically; fail if it exists (a hard link never replaces)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise HarnessError(f"{path} already exists; results are never overwritten") from None
+        except OSError:
+            # File systems without hard links: checked above, replace is the next best thing.
+            if path.exists():
+                raise HarnessError(f"{path} already exists; results are never overwritten") from None
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _clean(obj: Any) -> Any:
+    """NaN/inf -> None so results.json is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return _clean(obj.item())
+    return obj
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """results.json of a run (give the file or its folder); adds "_dir" (the folder) and, when
+    an accuracy file is present, "accuracy"."""
+    path = Path(path)
+    file = path / RESULTS_FILE if path.is_dir() else path
+    try:
+        results = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HarnessError(f"no {RESULTS_FILE} in {path} (not a finished run folder?)") from None
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"{file} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(results, dict) or "schema_version" not in results:
+        raise HarnessError(f"{file} is not a results.json written by this harness")
+    results["_dir"] = str(file.parent)
+    accuracy = file.parent / ACCURACY_FILE
+    if accuracy.exists() and "accuracy" not in results:
+        try:
+            results["accuracy"] = json.loads(accuracy.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise HarnessError(f"{accuracy} is not valid JSON ({e.msg})") from None
+    return results
+
+
+def load_requests(run_dir: str | Path) -> list[dict[str, Any]]:
+    """requests.csv rows with numbers as floats/ints ([] when the file is absent)."""
+    path = Path(run_dir) / REQUESTS_FILE
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            rows.append({k: _csv_value(v) for k, v in row.items()})
+    return rows
+
+
+def _csv_value(v: str) -> Any:
+    if v == "":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+# -- human summary ------------------------------------------------------------------------------------
+def print_run_summary(results: dict[str, Any]) -> str:
+    """A short table: LoadGen's verdict and headline figures beside ours."""
+    run, lg, rq = results.get("run", {}), results.get("loadgen") or {}, results.get("requests") or {}
+    backend = run.get("backend") or {}
+    lines = [f"Run: {run.get('scenario', '?')} {run.get('mode', '?')}, backend "
+             f"{backend.get('backend', '?')}, status {run.get('status', '?')}"]
+    if "error" in lg:
+        lines.append(f"LoadGen: no figures ({lg['error']})")
+    else:
+        verdict = lg.get("result") or "?"
+        if lg.get("invalid_reasons"):
+            verdict += " (" + "; ".join(lg["invalid_reasons"]) + ")"
+        lines.append(f"LoadGen result: {verdict}")
+    rows = [
+        ("samples/s", lg.get("samples_per_s"), rq.get("requests_per_s")),
+        ("output tokens/s", lg.get("tokens_per_s"), rq.get("output_tokens_per_s")),
+        ("TTFT p50 (ms)", (lg.get("ttft_ms") or {}).get("p50"), (rq.get("ttft_ms") or {}).get("p50")),
+        ("TTFT p99 (ms)", (lg.get("ttft_ms") or {}).get("p99"), (rq.get("ttft_ms") or {}).get("p99")),
+        ("TPOT p50 (ms)", (lg.get("tpot_ms") or {}).get("p50"), (rq.get("tpot_ms") or {}).get("p50")),
+        ("TPOT p99 (ms)", (lg.get("tpot_ms") or {}).get("p99"), (rq.get("tpot_ms") or {}).get("p99")),
+        ("E2E p99 (ms)", (lg.get("latency_ms") or {}).get("p99"), (rq.get("e2e_ms") or {}).get("p99")),
+    ]
+    lines.append(f"{'':18}{'LoadGen':>14}{'per-request':>14}")
+    for name, a, b in rows:
+        lines.append(f"{name:18}{fmt_num(a):>14}{fmt_num(b):>14}")
+    lines.append(f"requests: {rq.get('completed', 0)} completed, {rq.get('errors', 0)} failed")
+    gp = results.get("goodput")
+    if gp:
+        slo = ", ".join(f"{k}<={v:g}ms" for k, v in gp["slo_ms"].items())
+        lines.append(f"goodput ({slo}): {fmt_num(100 * gp['fraction'] if gp['fraction'] is not None else None)}%"
+                     f" of requests, {fmt_num(gp['requests_per_s'])} req/s")
+    agg = (results.get("sysmetrics") or {}).get("aggregates") or {}
+    if agg.get("gpu_joules_per_output_token") is not None:
+        lines.append(f"GPU energy: {fmt_num(agg['gpu_energy_j'])} J, "
+                     f"{fmt_num(agg['gpu_joules_per_output_token'])} J/output token")
+    return "\n".join(lines)
+
+
+def fmt_num(x: Any) -> str:
+    """Numbers for tables: 3-4 significant digits, '-' for missing."""
+    if x is None:
+        return "-"
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    if x == 0:
+        return "0"
+    ax = abs(x)
+    if ax >= 1e6 or ax < 1e-3:
+        return f"{x:.3g}"
+    if ax >= 100:
+        return f"{x:,.0f}"
+    if ax >= 1:
+        return f"{x:.2f}"
+    return f"{x:.4f}"
