@@ -1,0 +1,349 @@
+"""Backend for models served by an OpenAI-compatible server (vLLM, SGLang, llama.cpp's
+llama-server, llama-cpp-python's llama_cpp.server, TGI), one or several endpoints.
+
+- generate() (Offline) sends one non-streaming /v1/completions request per prompt, at most
+  `concurrency` in flight, all from one background event loop.
+- stream() (Server) sends `stream: true` and yields each piece as it arrives; several threads
+  may stream at once.
+- Prompts go out as token ids where the server accepts them (vLLM, SGLang, llama-server), else
+  as text decoded with the local tokenizer (llama_cpp.server, TGI). Generated ids come from the
+  server where it returns them (vLLM `return_token_ids`, llama-server `return_tokens`), else by
+  tokenizing each returned text piece locally; what is reported to LoadGen is always the ids
+  counted here, so the token count matches the data (TEST06).
+- Decoding is greedy: temperature 0, max_tokens = max_new_tokens, min_tokens (vLLM,
+  llama_cpp.server), ignore_eos (vLLM, llama-server; otherwise emulated with min_tokens = max),
+  repetition penalty 1 (llama.cpp servers default to 1.1).
+- request_log() keeps one dict per request: endpoint, HTTP status, failed attempts, timings.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from typing import Any, Iterator
+
+from tqdm import tqdm
+
+from backends.base import Backend
+from backends.openai_client import (Endpoint, EndpointPool, LoopThread, Reply, RequestError,
+                                    _snippet, normalize_url)
+from harness.errors import HarnessError
+
+log = logging.getLogger(__name__)
+
+BALANCE = ("round_robin", "least_outstanding")
+PROMPT_MODES = ("auto", "ids", "text")
+_DONE = object()
+
+
+def _ids_in(choice: dict[str, Any]) -> list[int] | None:
+    """Generated token ids carried by a reply choice, if the server sent them."""
+    for key in ("token_ids", "tokens"):      # vLLM return_token_ids; llama-server return_tokens
+        ids = choice.get(key)
+        if isinstance(ids, list) and all(isinstance(t, int) for t in ids):
+            return ids
+    return None
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+    defaults = {
+        "api_server": [],              # base URLs, e.g. http://127.0.0.1:8000 (with or without /v1)
+        "api_model_name": "",          # model id the servers serve; empty: the one they all serve
+        "concurrency": 64,             # Offline: requests in flight at once
+        "timeout_s": 120.0,            # per request: connect, and the longest wait for the next bytes
+        "balance": "round_robin",      # round_robin | least_outstanding
+        "failover": True,              # retry a failed request on another endpoint
+        "prompt_mode": "auto",         # auto | ids | text
+        "tokenizer": "",               # for text mode; empty: the model path (or embedded model)
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        if o["balance"] not in BALANCE:
+            raise HarnessError(f"option balance must be one of {', '.join(BALANCE)}, got '{o['balance']}'")
+        if o["prompt_mode"] not in PROMPT_MODES:
+            raise HarnessError(f"option prompt_mode must be one of {', '.join(PROMPT_MODES)}, "
+                               f"got '{o['prompt_mode']}'")
+        if o["concurrency"] < 1 or o["timeout_s"] <= 0:
+            raise HarnessError("options concurrency and timeout_s must be positive")
+        self._loop: LoopThread | None = None
+        self._pool: EndpointPool | None = None
+        self._tokenizer = None
+        self._model = ""
+        self._log: list[dict[str, Any]] = []
+        self._log_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def load(self) -> None:
+        urls = [normalize_url(u) for u in self.options["api_server"]]
+        if not urls:
+            raise HarnessError("backend 'openai' needs at least one server: --api-server http://HOST:PORT")
+        # httpx logs every request at INFO; a run sends tens of thousands.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        self._loop = LoopThread()
+        o = self.options
+        self._pool = self._loop.run(self._make_pool(urls, o["timeout_s"], o["balance"], o["failover"],
+                                                    o["concurrency"]))
+        try:
+            for ep in self._pool.endpoints:
+                self._check_models(ep)
+            self._model = self._choose_model()
+            for ep in self._pool.endpoints:
+                try:
+                    self._probe(ep)
+                except HarnessError:
+                    raise
+                except Exception as e:
+                    raise HarnessError(f"server {ep.url}: a one-token test completion failed: "
+                                       f"{type(e).__name__}: {e}".splitlines()[0]) from e
+            if any(not (ep.accepts_ids and ep.returns_ids) for ep in self._pool.endpoints):
+                self._load_tokenizer()
+        except BaseException:
+            self.close()
+            raise
+        log.info("openai backend: model '%s' on %s", self._model,
+                 ", ".join(f"{ep.url} (prompt {'ids' if ep.accepts_ids else 'text'}, "
+                           f"output {'ids' if ep.returns_ids else 'text'})" for ep in self._pool.endpoints))
+
+    @staticmethod
+    async def _make_pool(*args) -> EndpointPool:
+        return EndpointPool(*args)      # built on the loop thread, which owns its connections
+
+    def close(self) -> None:
+        if self._loop is not None:
+            if self._pool is not None:
+                self._loop.run(self._pool.aclose())
+            self._loop.stop()
+        self._loop, self._pool = None, None
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out["api_model_name"] = self._model
+        if self._pool is not None:
+            out["endpoints"] = [{"url": ep.url, "prompt": "ids" if ep.accepts_ids else "text",
+                                 "output": "ids" if ep.returns_ids else "text"} for ep in self._pool.endpoints]
+        return out
+
+    def _check_models(self, ep: Endpoint) -> None:
+        try:
+            ep.served = self._loop.run(self._pool.models(ep))
+        except Exception as e:
+            raise HarnessError(f"OpenAI-compatible server {ep.url} is not usable: GET /v1/models failed: "
+                               f"{type(e).__name__}: {e}".splitlines()[0]) from e
+
+    def _choose_model(self) -> str:
+        want = self.options["api_model_name"]
+        eps = self._pool.endpoints
+        if not want:
+            served = {tuple(ep.served) for ep in eps}
+            if len(served) != 1 or len(eps[0].served) != 1:
+                raise HarnessError("the servers do not all serve exactly one model ("
+                                   + "; ".join(f"{ep.url}: {ep.served}" for ep in eps)
+                                   + "): name it with --api-model-name")
+            return eps[0].served[0]
+        for ep in eps:
+            if want not in ep.served:
+                raise HarnessError(f"server {ep.url} does not serve model '{want}' (it serves: "
+                                   f"{', '.join(ep.served) or 'nothing'})")
+        return want
+
+    def _probe(self, ep: Endpoint) -> None:
+        """Find out whether the endpoint takes token-id prompts and returns token ids,
+        with one-token requests."""
+        mode = self.options["prompt_mode"]
+        base = {"model": self._model, "max_tokens": 1, "temperature": 0.0, "return_token_ids": True,
+                "return_tokens": True}
+        if mode != "text":
+            r = self._loop.run(self._pool.post_once(ep, {**base, "prompt": [1]}))
+            ep.accepts_ids = r.status_code == 200
+            if ep.accepts_ids:
+                ep.returns_ids = _ids_in(r.json()["choices"][0]) is not None
+                return
+            if mode == "ids":
+                raise HarnessError(f"server {ep.url} does not accept token-id prompts (HTTP {r.status_code}: "
+                                   f"{_snippet(r.text)}); use --backend-arg prompt_mode=text")
+        r = self._loop.run(self._pool.post_once(ep, {**base, "prompt": "Hello"}))
+        if r.status_code != 200:
+            raise HarnessError(f"server {ep.url}: a test completion failed: HTTP {r.status_code}: "
+                               f"{_snippet(r.text)}")
+        ep.returns_ids = _ids_in(r.json()["choices"][0]) is not None
+
+    def _load_tokenizer(self) -> None:
+        from harness.tokenizer import load_tokenizer
+        self._tokenizer = load_tokenizer(self.options["tokenizer"] or self.model_path)
+        eos = self._tokenizer.eos_token_id
+        self.eos_token_ids = frozenset() if eos is None else frozenset({eos})
+
+    # -- requests ----------------------------------------------------------------------------
+    def _body(self, ep: Endpoint, prompt: list[int], stream: bool) -> dict[str, Any]:
+        p = self.params
+        body: dict[str, Any] = {
+            "model": self._model,
+            "prompt": prompt if ep.accepts_ids else self._prompt_text(prompt),
+            "max_tokens": p.max_new_tokens,
+            "temperature": 0.0,
+            # Servers that lack ignore_eos still stop at EOS only after min_tokens.
+            "min_tokens": p.max_new_tokens if p.ignore_eos else p.min_new_tokens,
+            "ignore_eos": p.ignore_eos,
+            "repeat_penalty": 1.0,         # llama.cpp servers: plain greedy, no penalty
+            "return_token_ids": True,      # vLLM
+            "return_tokens": True,         # llama-server
+            "stream": stream,
+        }
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def _prompt_text(self, ids: list[int]) -> str:
+        # Servers add BOS to text prompts themselves.
+        if ids and ids[0] == self._tokenizer.bos_token_id:
+            ids = ids[1:]
+        return self._tokenizer.decode(ids, skip_special_tokens=False)
+
+    def _choice_ids(self, choice: dict[str, Any]) -> list[int]:
+        """Token ids of one reply choice (or streamed piece): the server's, else the text's."""
+        ids = _ids_in(choice)
+        if ids is None:
+            text = choice.get("text") or ""
+            ids = self._tokenizer.encode(text, add_special_tokens=False) if text else []
+            # The text of an EOS stop is empty; keep the EOS id as in-process backends do.
+            if choice.get("finish_reason") == "stop" and not self.params.ignore_eos and self.eos_token_ids:
+                ids = ids + [min(self.eos_token_ids)]
+        return ids
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        with self._log_lock:
+            self._log.append(entry)
+
+    def request_log(self) -> list[dict[str, Any]]:
+        """One dict per finished request, in completion order: kind (generate|stream), endpoint
+        (that answered, or None), status, failed_attempts ([{endpoint, status, error}]), n_prompt,
+        n_output (ids reported), server_tokens (the server's usage count, if sent), ttft_s,
+        itl_s (list), e2e_s, error."""
+        with self._log_lock:
+            return list(self._log)
+
+    @staticmethod
+    def _entry(kind: str, prompt: list[int], e2e: float, reply: Reply | None,
+               err: BaseException | None) -> dict[str, Any]:
+        failed = reply.failed if reply else getattr(err, "attempts", [])
+        usage = (reply.usage or {}) if reply else {}
+        return {"kind": kind, "endpoint": reply.endpoint if reply else None,
+                "status": reply.status if reply else (failed[-1].status if failed else None),
+                "failed_attempts": [vars(a) for a in failed], "n_prompt": len(prompt), "n_output": 0,
+                "server_tokens": usage.get("completion_tokens"), "ttft_s": None, "itl_s": [],
+                "e2e_s": e2e, "error": None if err is None else str(err)}
+
+    # Offline ----------------------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]]) -> list[list[int] | Exception]:
+        outs: list[list[int] | Exception] = []
+        for prompt, (e2e, reply) in zip(prompts, self._loop.run(self._complete_all(prompts))):
+            if isinstance(reply, Exception):
+                outs.append(reply)
+                self._record(self._entry("generate", prompt, e2e, None, reply))
+                continue
+            ids = self.trim(self._choice_ids(reply.choice))
+            entry = self._entry("generate", prompt, e2e, reply, None)
+            entry["n_output"] = len(ids)
+            self._record(entry)
+            outs.append(ids)
+        return outs
+
+    async def _complete_all(self, prompts: list[list[int]]) -> list[tuple[float, Reply | Exception]]:
+        """(seconds taken, reply or the exception) per prompt, at most `concurrency` in flight."""
+        sem = asyncio.Semaphore(self.options["concurrency"])
+        bar = tqdm(total=len(prompts), desc="requests", unit="req", leave=False,
+                   disable=len(prompts) < 64 or None)
+
+        async def one(prompt: list[int]) -> tuple[float, Reply | Exception]:
+            async with sem:
+                t0 = time.perf_counter()
+                try:
+                    reply: Reply | Exception = await self._pool.complete(
+                        lambda ep: self._body(ep, prompt, stream=False))
+                except Exception as e:     # one failed prompt must not fail the batch
+                    reply = e
+                bar.update()
+                return time.perf_counter() - t0, reply
+
+        try:
+            return await asyncio.gather(*(one(p) for p in prompts))
+        finally:
+            bar.close()
+
+    # Server -----------------------------------------------------------------------------------
+    def stream(self, prompt: list[int]) -> Iterator[list[int]]:
+        events: queue.Queue = queue.Queue()
+
+        def emit(kind: str, payload: Any) -> None:
+            events.put((kind, payload))
+
+        async def run() -> None:
+            try:
+                events.put(("reply", await self._pool.stream(lambda ep: self._body(ep, prompt, True), emit)))
+            except BaseException as e:     # the consumer re-raises it in its own thread
+                events.put(("error", e))
+            finally:
+                events.put((_DONE, None))
+
+        t0 = time.perf_counter()
+        fut = self._loop.submit(run())
+        sent: list[int] = []          # ids yielded so far
+        replay: list[int] = []        # after a restart: ids the new stream must repeat first
+        times: list[float] = []
+        reply, err, done = None, None, False
+        try:
+            while True:
+                kind, payload = events.get()
+                if kind is _DONE:
+                    break
+                if kind == "error":
+                    err = payload
+                    break
+                if kind == "reply":
+                    reply = payload
+                    continue
+                if kind == "restart":
+                    replay = list(sent)
+                    continue
+                if done:
+                    continue          # drain what the server sends past EOS / max tokens
+                ids = self._choice_ids(payload)
+                if replay:
+                    head, ids = ids[: len(replay)], ids[len(replay):]
+                    if head != replay[: len(head)]:
+                        raise RequestError("stream restarted on another endpoint produced different "
+                                           "tokens (decoding not deterministic)")
+                    replay = replay[len(head):]
+                ids, done = self._cut(ids, len(sent))
+                if ids:
+                    sent.extend(ids)
+                    times.append(time.perf_counter())
+                    yield ids
+            if err is not None:
+                raise err
+        except BaseException as e:
+            err = err or e
+            raise
+        finally:
+            if not fut.done():
+                fut.cancel()      # consumer stopped early or failed: abort the HTTP request
+            entry = self._entry("stream", prompt, time.perf_counter() - t0, reply, err)
+            entry.update(n_output=len(sent), ttft_s=times[0] - t0 if times else None,
+                         itl_s=[b - a for a, b in zip(times, times[1:])])
+            self._record(entry)
+
+    def _cut(self, ids: list[int], n_sent: int) -> tuple[list[int], bool]:
+        """Apply max_new_tokens and stop-after-EOS to one streamed chunk; also say if we are done."""
+        room = self.params.max_new_tokens - n_sent
+        ids = ids[:room]
+        if not self.params.ignore_eos:
+            for i, t in enumerate(ids):
+                if t in self.eos_token_ids:
+                    return ids[: i + 1], True
+        return ids, len(ids) >= room
+

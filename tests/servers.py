@@ -1,0 +1,236 @@
+"""Real HTTP servers on 127.0.0.1 for tests and benchmarks; each is a context manager that
+stops its server on exit.
+
+- LlamaServer: llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`) in a
+  subprocess, serving a GGUF model (default: the embedded Gemma 3 270M). It takes text prompts
+  and returns text, one request at a time.
+- FakeServer: a small stdlib HTTP server in a thread that speaks the vLLM flavour of
+  /v1/completions (token-id prompts, `token_ids` in replies) with a deterministic answer
+  (fake_answer), and whose behaviour can be switched to a fault: "error500", "stall" (no reply
+  until stopped), "drop" (connection closed mid-reply).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+
+from harness.models import resolve_model_path
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+class LlamaServer:
+    """`python -m llama_cpp.server` on a free loopback port."""
+
+    def __init__(self, model_path: str | None = None, alias: str = "gemma3-270m", n_ctx: int = 2048,
+                 threads: int = 1, start_timeout_s: float = 120.0):
+        self.model_path = resolve_model_path(model_path)
+        self.alias = alias
+        self.n_ctx = n_ctx
+        self.threads = threads
+        self.start_timeout_s = start_timeout_s
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> "LlamaServer":
+        self.port = free_port()
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="llama-server-", suffix=".log")
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", self.model_path, "--host", LOOPBACK,
+               "--port", str(self.port), "--model_alias", self.alias, "--n_ctx", str(self.n_ctx),
+               "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
+               # Without this a new request cuts the running stream short.
+               "--interrupt_requests", "False"]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + "/v1/models", timeout=2.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"llama_cpp.server not up after {self.start_timeout_s} s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 2000) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
+        with open(self._log.name) as f:
+            return f.read()[-n:]
+
+    def kill(self) -> None:
+        """Die at once, as a crashed server does (SIGKILL)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> "LlamaServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def fake_answer(prompt: list[int], n: int) -> list[int]:
+    """The fake server's deterministic 'greedy' output for a prompt (ids 2..1001, never EOS)."""
+    seed = sum(prompt) * 31 + len(prompt)
+    return [(seed + 7 * i) % 1000 + 2 for i in range(n)]
+
+
+class FakeServer:
+    """vLLM-like /v1/models and /v1/completions with switchable faults (attribute `mode`)."""
+
+    MODES = ("ok", "error500", "stall", "drop")
+
+    def __init__(self, model: str = "fake-model", token_delay_s: float = 0.0):
+        self.model = model
+        self.mode = "ok"
+        self.token_delay_s = token_delay_s     # pause between streamed tokens
+        self.bodies: list[dict] = []           # every /v1/completions body received
+        self._release = threading.Event()      # ends stalls when the server stops
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self._server.server_address[1]}"
+
+    def start(self) -> "FakeServer":
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):      # keep test output quiet
+                pass
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/v1/models":
+                    self._json(200, {"object": "list", "data": [{"id": fake.model, "object": "model"}]})
+                else:
+                    self._json(404, {"error": "not found"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path.rstrip("/") != "/v1/completions":
+                    return self._json(404, {"error": "not found"})
+                fake.bodies.append(body)
+                prompt = body.get("prompt")
+                if not (isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)):
+                    return self._json(400, {"error": "this server takes token-id prompts only"})
+                if fake.mode == "error500":
+                    return self._json(500, {"error": "injected internal error"})
+                if fake.mode == "stall":
+                    fake._release.wait(600)
+                    self.close_connection = True
+                    return
+                ids = fake_answer(prompt, int(body.get("max_tokens", 16)))
+                if not body.get("stream"):
+                    if fake.mode == "drop":
+                        self.close_connection = True
+                        return
+                    return self._json(200, {"object": "text_completion", "model": fake.model, "choices": [
+                        {"index": 0, "text": "".join(f" t{t}" for t in ids), "token_ids": ids,
+                         "finish_reason": "length"}], "usage": {"completion_tokens": len(ids)}})
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i, t in enumerate(ids):
+                    last = i == len(ids) - 1
+                    self._event({"choices": [{"index": 0, "text": f" t{t}", "token_ids": [t],
+                                              "finish_reason": "length" if last else None}]})
+                    if fake.mode == "drop" and i == 0:
+                        self.close_connection = True
+                        return
+                    if fake.token_delay_s:
+                        time.sleep(fake.token_delay_s)
+                self._chunk(b"data: [DONE]\n\n")
+                self._chunk(b"")
+
+            def _event(self, obj):
+                self._chunk(f"data: {json.dumps(obj)}\n\n".encode())
+
+            def _chunk(self, data: bytes):
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def _json(self, status: int, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._release.set()
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+            self._server = None
+
+    def __enter__(self) -> "FakeServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def wait_for(predicate, timeout_s: float = 30.0, poll_s: float = 0.05) -> bool:
+    """Poll until predicate() is true or the time is up; returns the last value."""
+    deadline = time.monotonic() + timeout_s
+    while not (ok := predicate()) and time.monotonic() < deadline:
+        time.sleep(poll_s)
+    return ok
+
+
+if __name__ == "__main__":      # manual use: serve the embedded model until Ctrl-C
+    with LlamaServer(threads=int(os.environ.get("THREADS", "2"))) as srv:
+        print(srv.url, flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
