@@ -159,7 +159,10 @@ class OpenAIBackend(Backend):
                 "return_tokens": True}
         if mode != "text":
             r = self._loop.run(self._pool.post_once(ep, {**base, "prompt": [1]}))
-            ep.accepts_ids = r.status_code == 200
+            if r.status_code >= 500:
+                raise HarnessError(f"server {ep.url}: a test completion failed: HTTP {r.status_code}: "
+                                   f"{_snippet(r.text)}")
+            ep.accepts_ids = r.status_code == 200      # 4xx: it wants text
             if ep.accepts_ids:
                 ep.returns_ids = _ids_in(r.json()["choices"][0]) is not None
                 return

@@ -122,6 +122,9 @@ class FakeServer:
         self.mode = "ok"
         self.token_delay_s = token_delay_s     # pause between streamed tokens
         self.bodies: list[dict] = []           # every /v1/completions body received
+        self.in_flight = 0                     # completions being answered now
+        self.max_in_flight = 0                 # the most at once so far
+        self._count_lock = threading.Lock()
         self._release = threading.Event()      # ends stalls when the server stops
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -150,6 +153,16 @@ class FakeServer:
                 if self.path.rstrip("/") != "/v1/completions":
                     return self._json(404, {"error": "not found"})
                 fake.bodies.append(body)
+                with fake._count_lock:
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    self._complete(body)
+                finally:
+                    with fake._count_lock:
+                        fake.in_flight -= 1
+
+            def _complete(self, body):
                 prompt = body.get("prompt")
                 if not (isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)):
                     return self._json(400, {"error": "this server takes token-id prompts only"})
@@ -161,6 +174,7 @@ class FakeServer:
                     return
                 ids = fake_answer(prompt, int(body.get("max_tokens", 16)))
                 if not body.get("stream"):
+                    time.sleep(fake.token_delay_s * len(ids))
                     if fake.mode == "drop":
                         self.close_connection = True
                         return

@@ -1,0 +1,217 @@
+"""The OpenAI-compatible server backend against real HTTP servers on 127.0.0.1.
+
+- FakeServer (tests/servers.py): a stdlib server speaking vLLM's flavour of /v1/completions
+  (token-id prompts, token ids in replies) with injectable faults: 500s, stalls, dropped
+  connections. Covers the id path, balancing, failover and timeouts without a model.
+- LlamaServer: llama-cpp-python's `python -m llama_cpp.server` with the embedded Gemma 3 270M
+  GGUF (text prompts, text replies). Greedy outputs must equal the in-process llama.cpp backend's;
+  servers are killed mid-run to check failover.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from backends import make_backend
+from backends.base import GenerationParams
+from backends.openai_client import RequestError, normalize_url
+from harness.errors import HarnessError
+from tests.servers import FakeServer, LlamaServer, fake_answer, free_port, wait_for
+
+PROMPTS = [[5, 6, 7], [11, 12], [20], [3, 3, 3, 3], [9, 8]]
+
+
+def make(urls: list[str], max_new: int = 8, min_new: int = 1, ignore_eos: bool = False, **opts):
+    options = {"api_server": ",".join(urls), **{k: str(v) for k, v in opts.items()}}
+    return make_backend("openai", params=GenerationParams(max_new_tokens=max_new, min_new_tokens=min_new,
+                                                          ignore_eos=ignore_eos), options=options)
+
+
+def loaded(urls, **kw):
+    be = make(urls, **kw)
+    be.load()
+    return be
+
+
+@pytest.fixture
+def fake():
+    with FakeServer() as s:
+        yield s
+
+
+@pytest.fixture
+def fake2():
+    with FakeServer() as s:
+        yield s
+
+
+# -- options and start-up checks ---------------------------------------------------------------
+def test_bad_options_are_harness_errors():
+    with pytest.raises(HarnessError, match="balance"):
+        make(["http://127.0.0.1:1"], balance="random")
+    with pytest.raises(HarnessError, match="prompt_mode"):
+        make(["http://127.0.0.1:1"], prompt_mode="bytes")
+    with pytest.raises(HarnessError, match="--api-server"):
+        make([]).load()
+
+
+def test_normalize_url():
+    assert normalize_url("http://h:8000/v1/") == "http://h:8000"
+    assert normalize_url("127.0.0.1:9") == "http://127.0.0.1:9"
+
+
+def test_server_not_up_is_a_clear_error():
+    url = f"http://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(HarnessError, match=f"{url} is not usable.*ConnectError"):
+        loaded([url], timeout_s=2)
+    assert time.monotonic() - t0 < 10
+
+
+def test_wrong_model_name_says_what_is_served(fake):
+    with pytest.raises(HarnessError, match="does not serve model 'llama-70b'.*fake-model"):
+        loaded([fake.url], api_model_name="llama-70b")
+
+
+def test_stalled_server_fails_load_in_bounded_time(fake):
+    fake.mode = "stall"
+    t0 = time.monotonic()
+    with pytest.raises(HarnessError, match="test completion failed.*ReadTimeout"):
+        loaded([fake.url], timeout_s=1)
+    assert time.monotonic() - t0 < 10
+
+
+# -- token-id path (vLLM-like server) ----------------------------------------------------------
+def test_generate_and_stream_use_token_ids(fake):
+    be = loaded([fake.url + "/v1"], max_new=6, min_new=2)
+    try:
+        assert be.info()["endpoints"] == [{"url": fake.url, "prompt": "ids", "output": "ids"}]
+        assert be.generate(PROMPTS) == [fake_answer(p, 6) for p in PROMPTS]
+        chunks = list(be.stream(PROMPTS[0]))
+        assert chunks[0] == fake_answer(PROMPTS[0], 6)[:1]         # first token goes out alone
+        assert sum(chunks, []) == fake_answer(PROMPTS[0], 6)
+        body = fake.bodies[-1]
+        assert (body["prompt"], body["temperature"], body["max_tokens"], body["min_tokens"], body["stream"]) \
+            == (PROMPTS[0], 0.0, 6, 2, True)
+        log = be.request_log()
+        assert [e["kind"] for e in log] == ["generate"] * len(PROMPTS) + ["stream"]
+        assert all(e["endpoint"] == fake.url and e["status"] == 200 and e["error"] is None for e in log)
+        assert log[-1]["n_output"] == 6 and len(log[-1]["itl_s"]) == 5 and log[-1]["ttft_s"] > 0
+    finally:
+        be.close()
+
+
+def test_ignore_eos_forces_min_tokens_to_max(fake):
+    be = loaded([fake.url], max_new=5, ignore_eos=True)
+    try:
+        be.generate([[1]])
+        assert fake.bodies[-1]["ignore_eos"] is True and fake.bodies[-1]["min_tokens"] == 5
+    finally:
+        be.close()
+
+
+def test_offline_concurrency_is_bounded():
+    with FakeServer(token_delay_s=0.01) as slow:
+        be = loaded([slow.url], concurrency=3)
+        try:
+            prompts = [[i] for i in range(12)]
+            assert be.generate(prompts) == [fake_answer(p, 8) for p in prompts]
+            assert slow.max_in_flight == 3
+        finally:
+            be.close()
+
+
+def test_round_robin_and_least_outstanding(fake):
+    with FakeServer(token_delay_s=0.02) as slow:
+        prompts = [[i] for i in range(20)]
+        be = loaded([slow.url, fake.url], concurrency=4, balance="round_robin")
+        try:
+            n0 = (len(slow.bodies), len(fake.bodies))
+            be.generate(prompts)
+            assert (len(slow.bodies) - n0[0], len(fake.bodies) - n0[1]) == (10, 10)
+        finally:
+            be.close()
+        be = loaded([slow.url, fake.url], concurrency=4, balance="least_outstanding")
+        try:
+            n0 = len(fake.bodies)
+            assert be.generate(prompts) == [fake_answer(p, 8) for p in prompts]
+            assert len(fake.bodies) - n0 >= 14     # the fast server is free more often
+        finally:
+            be.close()
+
+
+# -- faults ------------------------------------------------------------------------------------
+def test_500s_fail_each_request_with_the_status(fake):
+    be = loaded([fake.url], failover=False)
+    try:
+        fake.mode = "error500"
+        outs = be.generate(PROMPTS)
+        assert all(isinstance(o, RequestError) and "HTTP 500" in str(o) for o in outs)
+        with pytest.raises(RequestError, match="HTTP 500"):
+            list(be.stream([1]))
+        assert all(e["status"] == 500 and "HTTP 500" in e["error"] for e in be.request_log())
+    finally:
+        be.close()
+
+
+def test_failover_moves_requests_off_a_500_server(fake, fake2):
+    be = loaded([fake.url, fake2.url])
+    try:
+        fake.mode = "error500"
+        assert be.generate(PROMPTS) == [fake_answer(p, 8) for p in PROMPTS]
+        assert sum(be.stream([4]), []) == fake_answer([4], 8)
+        log = be.request_log()
+        assert all(e["endpoint"] == fake2.url for e in log)
+        assert any(a["endpoint"] == fake.url and a["status"] == 500 for e in log for a in e["failed_attempts"])
+    finally:
+        be.close()
+    fake.mode = "ok"
+    be = loaded([fake.url, fake2.url], failover=False)   # same servers, no failover: only half succeed
+    try:
+        fake.mode = "error500"
+        outs = be.generate([[i] for i in range(10)])
+        failed = [o for o in outs if isinstance(o, Exception)]
+        assert 0 < len(failed) <= 5 and all("HTTP 500" in str(o) for o in failed)
+    finally:
+        be.close()
+
+
+def test_stall_times_out_every_request(fake):
+    be = loaded([fake.url], timeout_s=1, failover=False, concurrency=8)
+    try:
+        fake.mode = "stall"
+        t0 = time.monotonic()
+        outs = be.generate(PROMPTS)
+        with pytest.raises(RequestError, match="timed out"):
+            list(be.stream([1]))
+        assert time.monotonic() - t0 < 6        # 1 s per wave of requests, not the 600 s stall
+        assert all(isinstance(o, RequestError) and "timed out" in str(o) for o in outs)
+    finally:
+        be.close()
+
+
+def test_stream_dropped_midway_restarts_on_other_endpoint(fake, fake2):
+    be = loaded([fake.url, fake2.url])
+    try:
+        fake.mode = "drop"          # sends one token, then closes the connection
+        chunks = list(be.stream([7, 7]))
+        assert sum(chunks, []) == fake_answer([7, 7], 8)   # the repeated first token is not sent twice
+        entry = be.request_log()[-1]
+        assert entry["endpoint"] == fake2.url and "incomplete" in entry["failed_attempts"][0]["error"]
+    finally:
+        be.close()
+
+
+def test_abandoned_stream_is_cancelled():
+    with FakeServer(token_delay_s=0.2) as slow:
+        be = loaded([slow.url], max_new=50)
+        try:
+            it = be.stream([1])
+            assert next(it) == fake_answer([1], 1)
+            it.close()
+            assert wait_for(lambda: slow.in_flight == 0, timeout_s=5)
+            assert be.request_log()[-1]["n_output"] == 1
+        finally:
+            be.close()
