@@ -1,0 +1,277 @@
+"""Accuracy of an accuracy-mode run: ROUGE and tokens per sample from LoadGen's accuracy log.
+
+Same flags, numbers and printed dict as the MLPerf llama2-70b reference evaluate-accuracy.py, but
+fully offline (rouge_score and an installed Punkt model instead of downloads at run time), several
+times faster (harness/rouge.py), and with a pass/fail verdict against accuracy_targets.yaml:
+
+    python evaluation.py --mlperf-accuracy-file build/logs/mlperf_log_accuracy.json \
+        --dataset-file open_orca.pkl [--checkpoint-path MODEL] [--model-name llama2-70b]
+
+Prints the reference's dict (the submission checker parses it with regexes), writes accuracy.txt
+and accuracy.json next to the accuracy log (a new name when they exist already) and exits 1 when
+the chosen level (--accuracy-level, default 99) fails. See docs/accuracy.md.
+"""
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.accuracy_targets import LEVELS, TARGETS_FILE, get_targets, load_targets, record_targets
+from harness.errors import HarnessError, exit_on_error
+from harness.models import DEFAULT_MODEL_NAME
+from harness.rouge import ROUGE_TYPES, RougeScores, score_pairs
+from harness.sentences import newline_sentences, splitter_name
+
+log = logging.getLogger("evaluation")
+
+DTYPES = {"int32": np.int32, "int64": np.int64}
+LLAMA2_70B = "llama2-70b"
+
+
+@dataclass
+class Response:
+    """One de-duplicated entry of the accuracy log."""
+    qsl_idx: int
+    token_ids: np.ndarray
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint-path", default=None,
+                   help="model folder or .gguf whose tokenizer decodes the outputs (default: the embedded Gemma model)")
+    p.add_argument("--mlperf-accuracy-file", required=True, help="path to mlperf_log_accuracy.json")
+    p.add_argument("--dataset-file", required=True, help="path to the processed OpenOrca pickle")
+    p.add_argument("--dtype", default="int32", choices=sorted(DTYPES),
+                   help="dtype of the token ids in the accuracy log (the SUT writes int32)")
+    p.add_argument("--model-name", default=None,
+                   help="targets to check, from accuracy_targets.yaml (default: llama2-70b for a Llama-2-70B "
+                        f"checkpoint, {DEFAULT_MODEL_NAME} for the embedded model, else the checkpoint's name)")
+    p.add_argument("--accuracy-level", default="99", choices=sorted(LEVELS),
+                   help="which target level decides the exit status (both are reported)")
+    p.add_argument("--targets-file", default=str(TARGETS_FILE), help="accuracy targets YAML")
+    p.add_argument("--record-targets", metavar="NAME", default=None,
+                   help="instead of checking, store this run's scores as the targets of NAME")
+    p.add_argument("--log-dir", default=None,
+                   help="where accuracy.txt / accuracy.json go (default: the accuracy log's folder)")
+    p.add_argument("--per-sample-csv", default=None,
+                   help="also write qsl_idx, token count, per-sample ROUGE and the decoded text to this CSV")
+    p.add_argument("--num-workers", type=int, default=None, help="scoring processes (default: all cores)")
+    p.add_argument("--verbose", action="store_true", help="verbose messages")
+    return p.parse_args(argv)
+
+
+def default_model_name(checkpoint_path: str | None) -> str:
+    """llama2-70b for a Llama-2-70B checkpoint, the embedded model's name for None, else the file/folder name."""
+    if checkpoint_path is None:
+        return DEFAULT_MODEL_NAME
+    name = Path(checkpoint_path.rstrip("/")).name
+    if re.search(r"llama[-_]?2[-_].*70b", name, re.IGNORECASE):
+        return LLAMA2_70B
+    return name.removesuffix(".gguf")
+
+
+def load_accuracy_log(path: str, dtype: str) -> list[Response]:
+    """Responses from LoadGen's accuracy log, de-duplicated by qsl_idx (the first one wins)."""
+    if not os.path.isfile(path):
+        raise HarnessError(f"accuracy log not found: {path} (run main.py with --accuracy first)")
+    try:
+        with open(path) as f:
+            entries = json.load(f)
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"accuracy log {path} is empty, truncated or not JSON ({e})") from e
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"accuracy log {path} is not a text file ({e})") from e
+    if not isinstance(entries, list):
+        raise HarnessError(f"accuracy log {path} holds a JSON {type(entries).__name__}, expected a list of responses")
+    if not entries:
+        raise HarnessError(f"accuracy log {path} has no responses (was the run made with --accuracy?)")
+    np_dtype = np.dtype(DTYPES[dtype])
+    out, seen = [], set()
+    for n, entry in enumerate(entries):
+        try:
+            qsl_idx, data = int(entry["qsl_idx"]), entry["data"]
+            raw = bytes.fromhex(data)
+        except (TypeError, KeyError, ValueError) as e:
+            raise HarnessError(f"accuracy log {path}: entry {n} lacks an integer qsl_idx and a hex 'data' "
+                               f"({type(e).__name__}: {e})") from e
+        if qsl_idx in seen:
+            continue
+        seen.add(qsl_idx)
+        if len(raw) % np_dtype.itemsize:
+            raise HarnessError(f"accuracy log {path}: response for qsl_idx {qsl_idx} has {len(raw)} bytes, "
+                               f"not a whole number of {dtype} ids; wrong --dtype?")
+        out.append(Response(qsl_idx, np.frombuffer(raw, np_dtype)))
+    if dtype == "int32" and _looks_like_int64(out):
+        raise HarnessError(f"accuracy log {path} looks like int64 ids (every second int32 is 0); pass --dtype int64")
+    return out
+
+
+def _looks_like_int64(responses: list[Response]) -> bool:
+    """Small int64 ids read as int32 come out as id, 0, id, 0, ...: every high half is zero."""
+    ids = [r.token_ids for r in responses if r.token_ids.size]
+    return bool(ids) and all(a.size % 2 == 0 and not a[1::2].any() for a in ids) and any(a[0::2].any() for a in ids)
+
+
+def load_references(dataset_file: str, responses: list[Response]) -> list[str]:
+    """The reference output for each response, in response order."""
+    from dataset import read_processed_pickle
+    df = read_processed_pickle(dataset_file)
+    if "output" not in df.columns:
+        raise HarnessError(f"dataset {dataset_file} lacks the column 'output' (the reference answers)")
+    outputs = df["output"]
+    bad = [r.qsl_idx for r in responses if not 0 <= r.qsl_idx < len(df)]
+    if bad:
+        raise HarnessError(f"accuracy log has qsl_idx {bad[0]} ({len(bad)} in all) outside the dataset "
+                           f"{dataset_file} of {len(df)} samples: wrong --dataset-file?")
+    return [str(outputs.iloc[r.qsl_idx]) for r in responses]
+
+
+def decode(tokenizer, responses: list[Response], dtype: str) -> list[str]:
+    vocab = len(tokenizer)
+    for r in responses:
+        if r.token_ids.size and (r.token_ids.min() < 0 or r.token_ids.max() >= vocab):
+            bad = int(r.token_ids.max() if r.token_ids.max() >= vocab else r.token_ids.min())
+            raise HarnessError(f"response for qsl_idx {r.qsl_idx} has token id {bad}, outside the tokenizer's "
+                               f"vocabulary of {vocab}: wrong --dtype (now {dtype}) or --checkpoint-path?")
+    return tokenizer.batch_decode([r.token_ids.tolist() for r in responses], skip_special_tokens=True)
+
+
+def summarize(scores: list[RougeScores], preds: list[str], gen_tok_len: int) -> dict:
+    """The reference's result dict, with plain Python numbers so that it prints as the reference's did."""
+    result = {k: float(round(np.mean([getattr(s, k) for s in scores]) * 100, 4)) for k in ROUGE_TYPES}
+    gen_num = len(preds)
+    result.update({
+        "gen_len": int(sum(len(p) for p in preds)),
+        "gen_num": gen_num,
+        "gen_tok_len": int(gen_tok_len),
+        "tokens_per_sample": round(gen_tok_len / gen_num, 1),
+    })
+    return result
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_new(folder: Path, stem: str, suffixes: tuple[str, ...], contents: dict[str, str]) -> dict[str, Path]:
+    """Write stem.<suffix> files without overwriting: the first free stem, stem.1, stem.2 ... for all of them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(1000):
+        name = stem if n == 0 else f"{stem}.{n}"
+        paths = {s: folder / f"{name}{s}" for s in suffixes}
+        if any(p.exists() for p in paths.values()):
+            continue
+        written = {}
+        try:
+            for s, path in paths.items():
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}", suffix=".tmp")
+                with os.fdopen(fd, "w") as f:
+                    f.write(contents[s])
+                os.link(tmp, path)  # fails if another run took the name meanwhile; never overwrites
+                os.unlink(tmp)
+                written[s] = path
+            return written
+        except FileExistsError:
+            os.unlink(tmp)
+            for p in written.values():
+                p.unlink()
+    raise HarnessError(f"no free name for {stem} in {folder}")
+
+
+def write_per_sample_csv(path: str, responses, preds_raw, scores):
+    if os.path.exists(path):
+        raise HarnessError(f"{path} exists already; give a new --per-sample-csv path")
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["qsl_idx", "gen_output_tok_len", *ROUGE_TYPES, "gen_output_text"])
+        for r, text, s in zip(responses, preds_raw, scores):
+            w.writerow([r.qsl_idx, len(r.token_ids), *(getattr(s, k) for k in ROUGE_TYPES), text])
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    args = get_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    targets = None
+    model_name = args.model_name or default_model_name(args.checkpoint_path)
+    if args.record_targets is None:  # fail on an unknown name before any work
+        targets = get_targets(model_name, Path(args.targets_file))
+    elif Path(args.targets_file).exists() and args.record_targets in load_targets(Path(args.targets_file)):
+        raise HarnessError(f"{args.targets_file} already has targets for {args.record_targets!r}; "
+                           "remove that entry first to re-record it")
+    if args.per_sample_csv and os.path.exists(args.per_sample_csv):
+        raise HarnessError(f"{args.per_sample_csv} exists already; give a new --per-sample-csv path")
+
+    responses = load_accuracy_log(args.mlperf_accuracy_file, args.dtype)
+    refs_raw = load_references(args.dataset_file, responses)
+    from harness.tokenizer import load_tokenizer
+    preds_raw = decode(load_tokenizer(args.checkpoint_path), responses, args.dtype)
+    gen_tok_len = sum(len(r.token_ids) for r in responses)
+
+    log.info("scoring %d samples (sentence splitter: %s)", len(responses), splitter_name())
+    preds = [newline_sentences(p) for p in preds_raw]
+    refs = [newline_sentences(t) for t in refs_raw]
+    scores = score_pairs(refs, preds, num_workers=args.num_workers, progress=len(preds) > 2000)
+    result = summarize(scores, preds, gen_tok_len)
+
+    printed = f"\nResults\n\n{result}\n"
+    print(printed, end="")
+    if args.per_sample_csv:
+        write_per_sample_csv(args.per_sample_csv, responses, preds_raw, scores)
+
+    if args.record_targets is not None:
+        source = (f"evaluation of {os.path.abspath(args.mlperf_accuracy_file)} (sha256 "
+                  f"{file_sha256(args.mlperf_accuracy_file)[:16]}) on {os.path.abspath(args.dataset_file)}, "
+                  f"{len(responses)} samples, tokenizer {args.checkpoint_path or DEFAULT_MODEL_NAME}, dtype {args.dtype}")
+        record_targets(args.record_targets, result, source, Path(args.targets_file))
+        print(f"recorded these scores as the targets of {args.record_targets} in {args.targets_file}")
+        return 0
+
+    levels = {lvl: targets.check(result, lvl) for lvl in LEVELS}
+    if targets.sample_count and targets.sample_count != len(responses):
+        log.warning("targets of %s come from %d samples, this run has %d: scores are not strictly comparable",
+                    model_name, targets.sample_count, len(responses))
+    lines = [f"Accuracy targets: {model_name} ({targets.source})"]
+    for lvl, res in levels.items():
+        lines.append(f"{lvl}% level: {'PASS' if res.passed else 'FAIL'}: " + "; ".join(c.describe() for c in res.checks))
+    verdict = "\n".join(lines)
+    print(verdict)
+
+    log_dir = Path(args.log_dir or os.path.dirname(os.path.abspath(args.mlperf_accuracy_file)))
+    summary = {
+        "result": result,
+        "model_name": model_name,
+        "targets": targets.metrics,
+        "targets_source": targets.source,
+        "accuracy_level": args.accuracy_level,
+        "passed": {lvl: res.passed for lvl, res in levels.items()},
+        "checks": {lvl: [c.__dict__ for c in res.checks] for lvl, res in levels.items()},
+        "mlperf_accuracy_file": os.path.abspath(args.mlperf_accuracy_file),
+        "mlperf_accuracy_file_sha256": file_sha256(args.mlperf_accuracy_file),
+        "dataset_file": os.path.abspath(args.dataset_file),
+        "checkpoint_path": args.checkpoint_path,
+        "dtype": args.dtype,
+        "sentence_splitter": splitter_name(),
+    }
+    text = f"{printed}\n{verdict}\nhash={summary['mlperf_accuracy_file_sha256']}\n"
+    written = write_new(log_dir, "accuracy", (".txt", ".json"),
+                        {".txt": text, ".json": json.dumps(summary, indent=2) + "\n"})
+    log.info("wrote %s and %s", written[".txt"], written[".json"])
+    return 0 if levels[args.accuracy_level].passed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(exit_on_error(main))
