@@ -375,6 +375,8 @@ def fmt_num(x: Any) -> str:
         return "-"
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return str(x)
+    if isinstance(x, int) and abs(x) < 1e6:
+        return f"{x:,}" if abs(x) >= 10000 else str(x)
     if x == 0:
         return "0"
     ax = abs(x)
