@@ -10,8 +10,8 @@ per pair. This module computes exactly the same numbers, faster, because:
 - the longest common subsequence uses the bit-parallel algorithm (Allison-Dix / Hyyro), one
   big-integer step per prediction token instead of one Python step per table cell;
 - rougeLsum needs not only the LCS length but the exact LCS that rouge_score's backtrack picks
-  (its union over candidate sentences is counted); the bit vectors kept per column give every table
-  entry with one popcount, so the same backtrack runs in O(m + n) steps;
+  (its union over candidate sentences is counted); the bit vectors kept per column tell each
+  backtrack step, so the same walk runs in O(m + n) steps without the m x n table;
 - `score_pairs` spreads large inputs over processes.
 
 Equality with rouge_score is tested (tests/test_evaluation.py) and measured on generated pairs
@@ -98,8 +98,10 @@ def lcs_length(ref: list[str], can: list[str], masks: dict[str, int] | None = No
 def lcs_ref_indices(ref: list[str], can: list[str], masks: dict[str, int] | None = None) -> list[int]:
     """Indices into ref of the LCS that rouge_score's _backtrack_norec returns.
 
-    table[i][j] (LCS of ref[:i], can[:j]) = i - popcount(col[j] & low_i), where col[j] is the bit
-    vector after j prediction tokens; so the backtrack reads the table without building it.
+    rouge_score walks its DP table back from the corner: diagonal on a match, else left when
+    table[i][j-1] > table[i-1][j], else up. Off a match table[i][j] is the larger of the two, so
+    "left" means table[i-1][j] < table[i][j], which is bit i-1 of the bit vector after j prediction
+    tokens being 0. Keeping those n vectors gives the same walk without building the table.
     """
     m, n = len(ref), len(can)
     if not m or not n:
@@ -121,14 +123,10 @@ def lcs_ref_indices(ref: list[str], can: list[str], masks: dict[str, int] | None
             out.append(i - 1)
             i -= 1
             j -= 1
+        elif (cols[j] >> (i - 1)) & 1:
+            i -= 1
         else:
-            # rouge_score: move left when table[i][j-1] > table[i-1][j], else up
-            left = i - (cols[j - 1] & ((1 << i) - 1)).bit_count()
-            up = i - 1 - (cols[j] & ((1 << (i - 1)) - 1)).bit_count()
-            if left > up:
-                j -= 1
-            else:
-                i -= 1
+            j -= 1
     out.reverse()
     return out
 
