@@ -61,6 +61,7 @@ METRICS: list[tuple[str, Callable[[dict], Any], str]] = [
     ("TTFT p99", lambda r: _get(r, "requests", "ttft_ms", "p99"), "ms"),
     ("TPOT p50", lambda r: _get(r, "requests", "tpot_ms", "p50"), "ms"),
     ("TPOT p99", lambda r: _get(r, "requests", "tpot_ms", "p99"), "ms"),
+    ("E2E p50", lambda r: _get(r, "requests", "e2e_ms", "p50"), "ms"),
     ("E2E p99", lambda r: _get(r, "requests", "e2e_ms", "p99"), "ms"),
     ("goodput", lambda r: None if _get(r, "goodput", "fraction") is None else 100 * r["goodput"]["fraction"], "%"),
     ("errors", lambda r: _get(r, "requests", "errors"), ""),
@@ -181,7 +182,7 @@ def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, x
     return _png(fig)
 
 
-def tokens_over_time(rows: list[dict], bins: int = 40) -> tuple[list[float], list[float]]:
+def tokens_over_time(rows: list[dict], bins: int | None = None) -> tuple[list[float], list[float]]:
     """Output tokens/s over the run from requests.csv rows: each request's first token counts
     at its first-token time, the rest spread evenly until it finished (what a streaming client
     sees; Offline batches show up as steps)."""
@@ -189,6 +190,8 @@ def tokens_over_time(rows: list[dict], bins: int = 40) -> tuple[list[float], lis
             and (r.get("n_output") or 0) > 0]
     if not rows:
         return [], []
+    # About two requests per bin, 5 to 40 bins: few requests would otherwise draw only spikes.
+    bins = bins or min(40, max(5, len(rows) // 2))
     first = np.array([r["t_first_s"] for r in rows], dtype=float)
     done = np.array([r["t_done_s"] for r in rows], dtype=float)
     n = np.array([r["n_output"] for r in rows], dtype=float)
@@ -259,7 +262,7 @@ img{margin:4px;border:1px solid #eee;max-width:100%}.bad{color:#b00}.ok{color:#0
 details{margin:.5em 0}code{background:#f4f4f4;padding:1px 3px}"""
 
 
-def _img(title: str, png: bytes) -> str:
+def img_tag(title: str, png: bytes) -> str:
     return (f'<img alt="{html.escape(title)}" title="{html.escape(title)}" '
             f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
 
@@ -278,7 +281,7 @@ def _run_section(name: str, results: dict) -> str:
         parts.append("<p>Early stopping: " + html.escape("; ".join(f"{k}: {v}" for k, v in
                                                                   lg["early_stopping"].items())) + "</p>")
     for title, png in run_charts(results):
-        parts.append(_img(f"{name}: {title}", png))
+        parts.append(img_tag(f"{name}: {title}", png))
     return "\n".join(parts)
 
 
@@ -289,7 +292,7 @@ def build_html(groups: dict[str, list[dict]], title: str = "LLM LoadGen report",
     body = [f"<h1>{html.escape(title)}</h1>", "<h2>Comparison</h2>", html_table(rows, TABLE_COLUMNS),
             "<p>Throughput and latencies are means over repeats; TTFT/TPOT/E2E are the harness's "
             "per-request figures (vLLM definitions), LoadGen's own are in each run's results.json.</p>"]
-    body += [_img(t, png) for t, png in comparison_charts(rows)]
+    body += [img_tag(t, png) for t, png in comparison_charts(rows)]
     body += extra_sections or []
     body.append("<h2>Runs</h2>")
     for name, group in groups.items():

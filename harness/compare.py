@@ -1,0 +1,293 @@
+"""Run several configurations through main.py and write one report comparing them.
+
+    python -m harness.compare examples/compare_demo.yaml --output-dir results/compare-demo
+
+The spec (YAML or JSON) lists runs; `defaults` fills what a run leaves out:
+
+    defaults:
+      scenario: Offline
+      data: {synthetic: {num_samples: 8, input_len: 64, output_len: 16}}
+      main_args: ["--max-new-tokens", "16"]
+    runs:
+      - name: fp16                 # folder name, unique
+        backend: hf
+        model: /models/llama-7b
+        dtype: float16
+      - name: llamacpp-q4
+        backend: llamacpp          # model omitted: the embedded Gemma GGUF
+        backend_args: {n_threads: 2}
+        repeats: 3
+        accuracy: true
+
+Each run is a fresh `python main.py` process: `warmup_runs` unreported runs first, then
+`repeats` measured ones (OUT/NAME/rep-K), then, with `accuracy: true`, one accuracy-mode run
+(OUT/NAME/accuracy) scored by evaluation.py, whose accuracy.json gives the ROUGE columns.
+Each process's console output goes to a .log file beside its folder. The comparison lands in
+OUT/report.html, OUT/comparison.md and OUT/comparison.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError, exit_on_error
+from harness.results import RESULTS_FILE, load_results
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = ROOT / "main.py"
+EVALUATION = ROOT / "evaluation.py"
+
+
+@dataclass
+class RunSpec:
+    """One configuration to measure; fields match the spec file's keys."""
+    name: str
+    backend: str
+    model: str | None = None                 # --model-path (None: the backend's default)
+    dtype: str | None = None
+    device: str | None = None
+    quant_config: str | None = None
+    backend_args: dict[str, Any] = field(default_factory=dict)
+    scenario: str = "Offline"
+    data: str | dict | None = None           # dataset pickle, or {"synthetic": {harness.synthetic flags}}
+    user_conf: str | None = None
+    warmup_runs: int = 0
+    repeats: int = 1
+    accuracy: bool = False
+    goodput: list[str] = field(default_factory=list)   # e.g. ["ttft:2000", "tpot:200"]
+    main_args: list[str] = field(default_factory=list)  # any further main.py flags
+
+
+SPEC_KEYS = {f.name for f in dataclasses.fields(RunSpec)}
+
+
+def load_spec(path: str | Path) -> tuple[list[RunSpec], dict[str, Any]]:
+    """Runs from a YAML/JSON spec, defaults merged in and every key checked."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise HarnessError(f"cannot read comparison spec {path}: {e.strerror}") from None
+    try:
+        if path.suffix == ".json":
+            spec = json.loads(text)
+        else:
+            import yaml
+            spec = yaml.safe_load(text)
+    except Exception as e:  # yaml.YAMLError / JSONDecodeError: say where
+        raise HarnessError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                           f"{str(e).splitlines()[0]}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list) or not spec["runs"]:
+        raise HarnessError(f"{path}: expected a mapping with a non-empty 'runs' list")
+    unknown_top = set(spec) - {"runs", "defaults", "output_dir", "title"}
+    if unknown_top:
+        raise HarnessError(f"{path}: unknown top-level key(s) {sorted(unknown_top)} "
+                           "(known: runs, defaults, output_dir, title)")
+    defaults = spec.get("defaults") or {}
+    runs, names = [], set()
+    for i, entry in enumerate(spec["runs"]):
+        if not isinstance(entry, dict):
+            raise HarnessError(f"{path}: run #{i + 1} is not a mapping")
+        merged = {**defaults, **entry}
+        unknown = set(merged) - SPEC_KEYS
+        if unknown:
+            raise HarnessError(f"{path}: run #{i + 1}: unknown key(s) {sorted(unknown)} "
+                               f"(known: {', '.join(sorted(SPEC_KEYS))})")
+        for key in ("name", "backend"):
+            if not merged.get(key):
+                raise HarnessError(f"{path}: run #{i + 1} needs '{key}' (write \"null\" in quotes: "
+                                   "a bare null is YAML for nothing)")
+        run = RunSpec(**merged)
+        run.name = str(run.name)
+        if not re.fullmatch(r"[A-Za-z0-9._+-]+", run.name) or run.name in names:
+            raise HarnessError(f"{path}: run name '{run.name}' must be unique and use only letters, digits, . _ + -")
+        if run.repeats < 1 or run.warmup_runs < 0:
+            raise HarnessError(f"{path}: run '{run.name}': repeats must be >= 1 and warmup_runs >= 0")
+        names.add(run.name)
+        runs.append(run)
+    return runs, spec
+
+
+# -- running main.py ----------------------------------------------------------------------------------
+def run_logged(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+    """Run a command with its output in log_path; return its exit status."""
+    log.debug("running %s", " ".join(cmd))
+    with open(log_path, "w", encoding="utf-8") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                              env={**os.environ, **(env or {})})
+    return proc.returncode
+
+
+def log_tail(log_path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def synthetic_dataset(options: dict[str, Any], data_dir: Path) -> Path:
+    """Pickle from `python -m harness.synthetic` for these options (made once, reused)."""
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
+    out = data_dir / f"synthetic-{key}.pkl"
+    if out.exists():
+        return out
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "harness.synthetic", "--output", str(out)]
+    for k, v in options.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    log_path = data_dir / f"synthetic-{key}.log"
+    if run_logged(cmd, log_path) != 0 or not out.exists():
+        raise HarnessError(f"harness.synthetic failed for {options}: {log_tail(log_path)}")
+    return out
+
+
+def dataset_args(data: str | dict | None, data_dir: Path) -> list[str]:
+    if data is None:
+        return []
+    if isinstance(data, str):
+        return ["--dataset-path", data]
+    if isinstance(data, dict) and set(data) == {"synthetic"} and isinstance(data["synthetic"], dict):
+        opts = data["synthetic"]
+        args = ["--dataset-path", str(synthetic_dataset(opts, data_dir))]
+        if "num_samples" in opts:
+            args += ["--total-sample-count", str(opts["num_samples"])]
+        return args
+    raise HarnessError(f"data must be a dataset path or {{synthetic: {{...}}}}, got {data!r}")
+
+
+def main_command(run: RunSpec, out_dir: Path, data: list[str], accuracy: bool = False) -> list[str]:
+    cmd = [sys.executable, str(MAIN), "--backend", run.backend, "--scenario", run.scenario,
+           "--output-log-dir", str(out_dir), "--no-progress", *data]
+    for flag, value in (("--model-path", run.model), ("--dtype", run.dtype), ("--device", run.device),
+                        ("--quant-config", run.quant_config), ("--user-conf", run.user_conf)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    for k, v in run.backend_args.items():
+        cmd += ["--backend-arg", f"{k}={v}"]
+    if run.goodput:
+        cmd += ["--goodput", *run.goodput]
+    if accuracy:
+        cmd.append("--accuracy")
+    return cmd + [str(a) for a in run.main_args]
+
+
+def run_main(cmd: list[str], out_dir: Path) -> dict | None:
+    """One main.py process; its results, or None (logged) when it failed."""
+    log_path = out_dir.with_suffix(".log")
+    status = run_logged(cmd, log_path)
+    if not (out_dir / RESULTS_FILE).exists():
+        log.error("%s failed (exit %d): %s (full log: %s)", out_dir.name, status, log_tail(log_path), log_path)
+        return None
+    if status != 0:
+        log.warning("%s exited with %d (results kept; see %s)", out_dir, status, log_path)
+    return load_results(out_dir)
+
+
+def score_accuracy(acc_dir: Path, results: dict, run: RunSpec) -> dict:
+    """Run evaluation.py on an accuracy run; reload its results so "accuracy" is filled in."""
+    dataset = (results.get("run") or {}).get("dataset_path")
+    cmd = [sys.executable, str(EVALUATION), "--mlperf-accuracy-file", str(acc_dir / "mlperf_log_accuracy.json"),
+           "--dataset-file", str(dataset)]
+    if run.model:
+        cmd += ["--checkpoint-path", run.model]
+    log_path = acc_dir.parent / "evaluation.log"
+    status = run_logged(cmd, log_path)
+    # Exit 1 only means "below the accuracy target": the scores are still written.
+    if status not in (0, 1):
+        log.error("evaluation of %s failed (exit %d): %s", acc_dir, status, log_tail(log_path))
+    return load_results(acc_dir)
+
+
+def fresh_output_dir(path: Path) -> Path:
+    if path.exists() and any(path.iterdir()):
+        raise HarnessError(f"output dir {path} is not empty; choose a new --output-dir (results are never overwritten)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_all(runs: list[RunSpec], out: Path, progress: bool = True) -> dict[str, list[dict]]:
+    """Run every configuration; returns name -> loaded results (failed runs left out)."""
+    from tqdm import tqdm
+
+    total = sum(r.warmup_runs + r.repeats + int(r.accuracy) for r in runs)
+    groups: dict[str, list[dict]] = {}
+    # The bar moves between processes only, so it never competes with a measured run.
+    with tqdm(total=total, desc="compare", unit="run", disable=not progress, file=sys.stderr) as bar:
+        for run in runs:
+            run_dir = out / run.name
+            run_dir.mkdir()
+            data = dataset_args(run.data, out / "data")
+            steps = ([("warmup", k) for k in range(1, run.warmup_runs + 1)]
+                     + [("rep", k) for k in range(1, run.repeats + 1)] + ([("accuracy", 0)] if run.accuracy else []))
+            for kind, k in steps:
+                target = run_dir / (f"{kind}-{k}" if k else kind)
+                bar.set_postfix_str(f"{run.name}/{target.name}")
+                results = run_main(main_command(run, target, data, accuracy=kind == "accuracy"), target)
+                bar.update(1)
+                if results is None or kind == "warmup":
+                    continue
+                if kind == "accuracy":
+                    results = score_accuracy(target, results, run)
+                groups.setdefault(run.name, []).append(results)
+    return groups
+
+
+def write_comparison(groups: dict[str, list[dict]], out: Path, title: str) -> Path:
+    """report.html, comparison.md and comparison.csv in out; returns the HTML path."""
+    from harness.report import TABLE_COLUMNS, build_html, group_row, markdown_table, write_html
+
+    rows = [group_row(name, g) for name, g in groups.items()]
+    (out / "comparison.md").write_text(f"# {title}\n\n" + markdown_table(rows, TABLE_COLUMNS), encoding="utf-8")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TABLE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (out / "comparison.csv").write_text(buf.getvalue(), encoding="utf-8")
+    return write_html(out / "report.html", build_html(groups, title))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Run several configurations through main.py and compare them.")
+    p.add_argument("spec", help="YAML or JSON file listing the runs")
+    p.add_argument("--output-dir", default=None, help="new folder for all runs and the report "
+                   "(default: the spec's output_dir)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    runs, spec = load_spec(args.spec)
+    out_arg = args.output_dir or spec.get("output_dir")
+    if not out_arg:
+        raise HarnessError("give --output-dir (or output_dir in the spec)")
+    out = fresh_output_dir(Path(out_arg))
+    (out / Path(args.spec).name).write_text(Path(args.spec).read_text(encoding="utf-8"), encoding="utf-8")
+    groups = run_all(runs, out, progress=not args.no_progress)
+    failed = [r.name for r in runs if r.name not in groups]
+    if not groups:
+        raise HarnessError(f"every run failed; see the .log files under {out}")
+    report = write_comparison(groups, out, spec.get("title") or f"Comparison: {Path(args.spec).stem}")
+    print((out / "comparison.md").read_text(encoding="utf-8"))
+    print(f"report: {report.resolve()}")
+    if failed:
+        print(f"failed runs (see their .log files): {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(exit_on_error(main))

@@ -1,0 +1,184 @@
+"""Throughput against latency over concurrency levels (or target QPS) and input/output lengths.
+
+    python -m harness.sweep --backend llamacpp --concurrency 1 2 4 8 --lengths 2560/768 \\
+        --output-dir results/sweep-gemma
+
+For each length pair a synthetic dataset with exactly those lengths is made
+(`python -m harness.synthetic`) and every point runs as its own `python main.py` with
+--ignore-eos, so each request produces exactly the output length:
+- Server, --concurrency N: N workers (--num-workers) against a target QPS high enough
+  (--target-qps, default 1000) that the workers, not the schedule, set the pace;
+- Server, --qps Q1 Q2 ...: target QPS values with the workers of --num-workers;
+- Offline, --concurrency N: batch size N.
+Each point's LoadGen settings go in a user.conf written for it: the target QPS, min_duration
+(--min-duration-ms, default 0) and min_query_count (--min-query-count, default the sample
+count), so a point is as long as its queries; such short runs are INVALID for MLPerf, which is
+fine for a sweep. The table (sweep.md, sweep.csv) and report.html land in --output-dir.
+Extra main.py flags go after `--`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.compare import fresh_output_dir, run_main, synthetic_dataset
+from harness.errors import HarnessError, exit_on_error
+from harness.report import build_html, html_table, img_tag, line_chart, markdown_table, write_html
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["input_len", "output_len", "concurrency", "target_qps", "LoadGen result", "LoadGen tokens/s",
+           "output tokens/s", "requests/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "E2E p50",
+           "E2E p99", "errors"]
+
+
+def parse_lengths(specs: list[str]) -> list[tuple[int, int]]:
+    out = []
+    for spec in specs:
+        a, sep, b = spec.partition("/")
+        try:
+            pair = (int(a), int(b))
+        except ValueError:
+            pair = None
+        if not sep or pair is None or min(pair) < 1:
+            raise HarnessError(f"--lengths expects INPUT/OUTPUT token counts like 2560/768, got '{spec}'")
+        out.append(pair)
+    return out
+
+
+def user_conf(scenario: str, target_qps: float, min_duration_ms: int, min_query_count: int) -> str:
+    # '*' matches whatever --lg-model-name main.py uses.
+    return (f"*.{scenario}.target_qps = {target_qps}\n*.{scenario}.min_duration = {min_duration_ms}\n"
+            f"*.{scenario}.min_query_count = {min_query_count}\n")
+
+
+def point_row(results: dict, input_len: int, output_len: int, concurrency: int | None,
+              target_qps: float | None) -> dict[str, Any]:
+    lg, rq = results.get("loadgen") or {}, results.get("requests") or {}
+    return {"input_len": input_len, "output_len": output_len, "concurrency": concurrency, "target_qps": target_qps,
+            "LoadGen result": lg.get("result") or lg.get("error"), "LoadGen tokens/s": lg.get("tokens_per_s"),
+            "output tokens/s": rq.get("output_tokens_per_s"), "requests/s": rq.get("requests_per_s"),
+            "TTFT p50": rq["ttft_ms"]["p50"], "TTFT p99": rq["ttft_ms"]["p99"],
+            "TPOT p50": rq["tpot_ms"]["p50"], "TPOT p99": rq["tpot_ms"]["p99"],
+            "E2E p50": rq["e2e_ms"]["p50"], "E2E p99": rq["e2e_ms"]["p99"], "errors": rq.get("errors")}
+
+
+def sweep_charts(rows: list[dict], level: str) -> list[tuple[str, bytes]]:
+    """Tokens/s against the swept level, and latency against tokens/s, one line per length pair."""
+    pairs = sorted({(r["input_len"], r["output_len"]) for r in rows})
+    charts = []
+
+    def series(x: str, y: str) -> dict[str, tuple[list, list]]:
+        out = {}
+        for i, o in pairs:
+            pts = sorted((r[x], r[y]) for r in rows if (r["input_len"], r["output_len"]) == (i, o)
+                         and r[x] is not None and r[y] is not None)
+            if pts:
+                out[f"{i}/{o}"] = ([p[0] for p in pts], [p[1] for p in pts])
+        return out
+
+    charts.append(("tokens/s", line_chart(series(level, "output tokens/s"), "Output tokens/s", level,
+                                          "tokens/s", logx=level == "concurrency")))
+    for metric in ("TTFT p99", "TPOT p99", "E2E p99"):
+        charts.append((metric, line_chart(series("output tokens/s", metric), f"{metric} against throughput",
+                                          "output tokens/s", f"{metric} (ms)")))
+    return charts
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", default="llamacpp")
+    p.add_argument("--model-path", default=None)
+    p.add_argument("--backend-arg", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--scenario", choices=("Server", "Offline"), default="Server")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8],
+                   help="Server: worker threads; Offline: batch size")
+    p.add_argument("--qps", type=float, nargs="+", default=None,
+                   help="Server only: sweep these target QPS values instead of concurrency")
+    p.add_argument("--target-qps", type=float, default=1000.0,
+                   help="Server target QPS while sweeping concurrency (high: workers set the pace)")
+    p.add_argument("--num-workers", type=int, default=None, help="workers while sweeping --qps")
+    p.add_argument("--lengths", nargs="+", default=["2560/768"], help="INPUT/OUTPUT token pairs")
+    p.add_argument("--num-samples", type=int, default=16, help="synthetic samples per length pair")
+    p.add_argument("--min-duration-ms", type=int, default=0)
+    p.add_argument("--min-query-count", type=int, default=None, help="default: --num-samples")
+    p.add_argument("--output-dir", required=True, help="new folder for all points and the report")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    lengths = parse_lengths(args.lengths)
+    if args.qps and args.scenario != "Server":
+        raise HarnessError("--qps sweeps need --scenario Server")
+    if min(args.concurrency) < 1 or (args.qps and min(args.qps) <= 0) or args.num_samples < 1:
+        raise HarnessError("--concurrency, --qps and --num-samples must be positive")
+    level = "target_qps" if args.qps else "concurrency"
+    levels = args.qps or args.concurrency
+    min_queries = args.min_query_count or args.num_samples
+    out = fresh_output_dir(Path(args.output_dir))
+
+    from tqdm import tqdm
+
+    rows, groups = [], {}
+    with tqdm(total=len(lengths) * len(levels), desc="sweep", unit="point", disable=args.no_progress,
+              file=sys.stderr) as bar:
+        for input_len, output_len in lengths:
+            data = synthetic_dataset({"num_samples": args.num_samples, "input_len": input_len,
+                                      "output_len": output_len, "seed": 0}, out / "data")
+            for value in levels:
+                name = f"in{input_len}-out{output_len}-{'qps' if args.qps else 'c'}{value:g}"
+                qps = value if args.qps else (args.target_qps if args.scenario == "Server" else 1.0)
+                conf = out / "confs" / f"{name}.conf"
+                conf.parent.mkdir(exist_ok=True)
+                conf.write_text(user_conf(args.scenario, qps, args.min_duration_ms, min_queries))
+                cmd = [sys.executable, str(Path(__file__).resolve().parent.parent / "main.py"),
+                       "--backend", args.backend, "--scenario", args.scenario, "--output-log-dir", str(out / name),
+                       "--dataset-path", str(data), "--total-sample-count", str(args.num_samples),
+                       "--user-conf", str(conf), "--max-new-tokens", str(output_len), "--ignore-eos",
+                       "--no-progress"]
+                if args.model_path:
+                    cmd += ["--model-path", args.model_path]
+                for kv in args.backend_arg:
+                    cmd += ["--backend-arg", kv]
+                if args.qps:
+                    cmd += ["--num-workers", str(args.num_workers)] if args.num_workers else []
+                else:
+                    cmd += ["--num-workers" if args.scenario == "Server" else "--batch-size", str(value)]
+                bar.set_postfix_str(name)
+                results = run_main(cmd + extra, out / name)
+                bar.update(1)
+                if results is None:
+                    continue
+                groups[name] = [results]
+                rows.append(point_row(results, input_len, output_len, None if args.qps else int(value),
+                                      qps if args.scenario == "Server" else None))
+    if not rows:
+        raise HarnessError(f"every sweep point failed; see the .log files under {out}")
+
+    table = markdown_table(rows, COLUMNS)
+    (out / "sweep.md").write_text(f"# Sweep: {args.backend}, {args.scenario}\n\n{table}", encoding="utf-8")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (out / "sweep.csv").write_text(buf.getvalue(), encoding="utf-8")
+    section = ["<h2>Sweep</h2>", html_table(rows, COLUMNS)] + [img_tag(t, png) for t, png in sweep_charts(rows, level)]
+    report = write_html(out / "report.html", build_html(groups, f"Sweep: {args.backend}, {args.scenario}",
+                                                         extra_sections=section))
+    print(table)
+    print(f"report: {report.resolve()}")
+    return 0 if len(rows) == len(lengths) * len(levels) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(exit_on_error(main))
