@@ -10,6 +10,7 @@ llama-server, llama-cpp-python's llama_cpp.server, TGI), one or several endpoint
   server where it returns them (vLLM `return_token_ids`, llama-server `return_tokens`), else by
   tokenizing each returned text piece locally; what is reported to LoadGen is always the ids
   counted here, so the token count matches the data (TEST06).
+- Text replies hold no end-of-sequence token, so text-mode outputs end without an EOS id.
 - Decoding is greedy: temperature 0, max_tokens = max_new_tokens, min_tokens (vLLM,
   llama_cpp.server), ignore_eos (vLLM, llama-server; otherwise emulated with min_tokens = max),
   repetition penalty 1 (llama.cpp servers default to 1.1).
@@ -30,12 +31,47 @@ from backends.base import Backend
 from backends.openai_client import (Endpoint, EndpointPool, LoopThread, Reply, RequestError,
                                     _snippet, normalize_url)
 from harness.errors import HarnessError
+from harness.models import resolve_model_path
 
 log = logging.getLogger(__name__)
 
 BALANCE = ("round_robin", "least_outstanding")
 PROMPT_MODES = ("auto", "ids", "text")
 _DONE = object()
+
+
+class TextCodec:
+    """The local tokenizer for servers that take or return text. For a .gguf file it is
+    llama.cpp's own vocabulary (vocab_only: no weights), so ids match a llama.cpp server's
+    exactly; for a checkpoint folder, its Hugging Face tokenizer."""
+
+    def __init__(self, path: str | None):
+        path = resolve_model_path(path)
+        self._llama = self._hf = None
+        if path.endswith(".gguf"):
+            try:
+                import llama_cpp
+            except ImportError as e:
+                raise HarnessError(f"reading the vocabulary of {path} needs llama-cpp-python: "
+                                   "pip install -e '.[llamacpp]' (or give --backend-arg tokenizer=FOLDER)") from e
+            self._llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+            self.bos_id = self._llama.token_bos()
+        else:
+            from harness.tokenizer import load_tokenizer
+            self._hf = load_tokenizer(path)
+            self.bos_id = self._hf.bos_token_id
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of a piece of generated text (no BOS; special-token names stay plain text)."""
+        if self._llama is not None:
+            return self._llama.tokenize(text.encode(), add_bos=False, special=False)
+        return self._hf.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: list[int]) -> str:
+        """Prompt text for ids; special tokens written out so the server parses them back."""
+        if self._llama is not None:
+            return self._llama.detokenize(ids, special=True).decode("utf-8", errors="replace")
+        return self._hf.decode(ids, skip_special_tokens=False)
 
 
 def _ids_in(choice: dict[str, Any]) -> list[int] | None:
@@ -159,16 +195,16 @@ class OpenAIBackend(Backend):
                 "return_tokens": True}
         if mode != "text":
             r = self._loop.run(self._pool.post_once(ep, {**base, "prompt": [1]}))
-            if r.status_code >= 500:
-                raise HarnessError(f"server {ep.url}: a test completion failed: HTTP {r.status_code}: "
-                                   f"{_snippet(r.text)}")
-            ep.accepts_ids = r.status_code == 200      # 4xx: it wants text
+            ep.accepts_ids = r.status_code == 200
             if ep.accepts_ids:
                 ep.returns_ids = _ids_in(r.json()["choices"][0]) is not None
                 return
+            # Refusals of a list prompt vary (422, 400, llama_cpp.server: 500); a text prompt
+            # that works tells them apart from a broken server.
+            refusal = f"HTTP {r.status_code}: {_snippet(r.text)}"
             if mode == "ids":
-                raise HarnessError(f"server {ep.url} does not accept token-id prompts (HTTP {r.status_code}: "
-                                   f"{_snippet(r.text)}); use --backend-arg prompt_mode=text")
+                raise HarnessError(f"server {ep.url} does not accept token-id prompts ({refusal}); "
+                                   "use --backend-arg prompt_mode=text")
         r = self._loop.run(self._pool.post_once(ep, {**base, "prompt": "Hello"}))
         if r.status_code != 200:
             raise HarnessError(f"server {ep.url}: a test completion failed: HTTP {r.status_code}: "
@@ -176,13 +212,12 @@ class OpenAIBackend(Backend):
         ep.returns_ids = _ids_in(r.json()["choices"][0]) is not None
 
     def _load_tokenizer(self) -> None:
-        from harness.tokenizer import load_tokenizer
-        self._tokenizer = load_tokenizer(self.options["tokenizer"] or self.model_path)
-        eos = self._tokenizer.eos_token_id
-        self.eos_token_ids = frozenset() if eos is None else frozenset({eos})
+        self._tokenizer = TextCodec(self.options["tokenizer"] or self.model_path)
 
     # -- requests ----------------------------------------------------------------------------
-    def _body(self, ep: Endpoint, prompt: list[int], stream: bool) -> dict[str, Any]:
+    def request_body(self, prompt: list[int], stream: bool, ep: Endpoint | None = None) -> dict[str, Any]:
+        """The /v1/completions body sent for a prompt (to `ep`, default the first endpoint)."""
+        ep = ep or self._pool.endpoints[0]
         p = self.params
         body: dict[str, Any] = {
             "model": self._model,
@@ -203,19 +238,18 @@ class OpenAIBackend(Backend):
 
     def _prompt_text(self, ids: list[int]) -> str:
         # Servers add BOS to text prompts themselves.
-        if ids and ids[0] == self._tokenizer.bos_token_id:
+        if ids and ids[0] == self._tokenizer.bos_id:
             ids = ids[1:]
-        return self._tokenizer.decode(ids, skip_special_tokens=False)
+        return self._tokenizer.decode(ids)
 
     def _choice_ids(self, choice: dict[str, Any]) -> list[int]:
-        """Token ids of one reply choice (or streamed piece): the server's, else the text's."""
+        """Token ids of one reply choice (or streamed piece): the server's, else the text's.
+        A text reply does not say which end-of-sequence token stopped it, so text-mode outputs
+        carry no EOS id (as the server's own token count)."""
         ids = _ids_in(choice)
         if ids is None:
             text = choice.get("text") or ""
-            ids = self._tokenizer.encode(text, add_special_tokens=False) if text else []
-            # The text of an EOS stop is empty; keep the EOS id as in-process backends do.
-            if choice.get("finish_reason") == "stop" and not self.params.ignore_eos and self.eos_token_ids:
-                ids = ids + [min(self.eos_token_ids)]
+            ids = self._tokenizer.encode(text) if text else []
         return ids
 
     def _record(self, entry: dict[str, Any]) -> None:
@@ -267,7 +301,7 @@ class OpenAIBackend(Backend):
                 t0 = time.perf_counter()
                 try:
                     reply: Reply | Exception = await self._pool.complete(
-                        lambda ep: self._body(ep, prompt, stream=False))
+                        lambda ep: self.request_body(prompt, False, ep))
                 except Exception as e:     # one failed prompt must not fail the batch
                     reply = e
                 bar.update()
@@ -287,7 +321,7 @@ class OpenAIBackend(Backend):
 
         async def run() -> None:
             try:
-                events.put(("reply", await self._pool.stream(lambda ep: self._body(ep, prompt, True), emit)))
+                events.put(("reply", await self._pool.stream(lambda ep: self.request_body(prompt, True, ep), emit)))
             except BaseException as e:     # the consumer re-raises it in its own thread
                 events.put(("error", e))
             finally:

@@ -108,6 +108,8 @@ class LoopThread:
         return self.submit(coro).result()
 
     def stop(self) -> None:
+        # Finalise httpx's stream generators on this loop, not at interpreter exit.
+        self.run(self.loop.shutdown_asyncgens())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()

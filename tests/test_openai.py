@@ -215,3 +215,108 @@ def test_abandoned_stream_is_cancelled():
             assert be.request_log()[-1]["n_output"] == 1
         finally:
             be.close()
+
+
+# -- real llama_cpp.server (text prompts, text replies) ----------------------------------------
+# Distinct plain-text prompts with confident continuations: llama_cpp.server reuses the KV cache of
+# a shared prompt prefix, which changes the decode batch shapes and could flip a near-tie token.
+TEXTS = ["The capital of France is", "Water boils at a temperature of", "The three primary colours are",
+         "One, two, three, four,", "The largest planet in the solar system is", "Monday, Tuesday, Wednesday,",
+         "The opposite of hot is", "January, February, March,"]
+MAX_NEW = 12
+
+
+@pytest.fixture(scope="module")
+def text_prompts():
+    pytest.importorskip("llama_cpp.server")
+    from backends.openai import TextCodec
+    codec = TextCodec(None)
+    return [[codec.bos_id] + codec.encode(t) for t in TEXTS]
+
+
+@pytest.fixture(scope="module")
+def expected(text_prompts):
+    """Greedy outputs of the in-process llama.cpp backend. A text reply carries no EOS id, so
+    a trailing end-of-generation id is dropped for the comparison."""
+    be = make_backend("llamacpp", params=GenerationParams(max_new_tokens=MAX_NEW), options={"n_threads": "1"})
+    be.load()
+    try:
+        outs = be.generate(text_prompts)
+    finally:
+        be.close()
+    return [o[:-1] if o and o[-1] in be.eos_token_ids else o for o in outs]
+
+
+@pytest.fixture(scope="module")
+def llama_url():
+    with LlamaServer() as srv:
+        yield srv.url
+
+
+@pytest.mark.slow
+def test_llama_server_greedy_matches_inprocess_backend(llama_url, text_prompts, expected):
+    be = loaded([llama_url], max_new=MAX_NEW, concurrency=4)
+    try:
+        assert be.info()["endpoints"] == [{"url": llama_url, "prompt": "text", "output": "text"}]
+        assert be.generate(text_prompts[:4]) == expected[:4]
+        # Server scenario: several threads stream at once; each stream's ids match too.
+        results: dict[int, list[list[int]]] = {}
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, list(be.stream(text_prompts[i]))))
+                   for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert [sum(results[i], []) for i in range(3)] == expected[:3]
+        assert all(len(c) >= 1 for i in range(3) for c in results[i])
+        log = be.request_log()
+        # Token counts agree with the server's own count (usage) for the non-streamed requests.
+        assert all(e["n_output"] == e["server_tokens"] for e in log if e["kind"] == "generate")
+        assert all(e["ttft_s"] > 0 and len(e["itl_s"]) == e["n_output"] - 1 for e in log if e["kind"] == "stream")
+    finally:
+        be.close()
+
+
+@pytest.mark.slow
+def test_llama_server_refuses_token_id_prompts(llama_url):
+    with pytest.raises(HarnessError, match="does not accept token-id prompts.*prompt_mode=text"):
+        loaded([llama_url], prompt_mode="ids")
+
+
+@pytest.mark.slow
+def test_killed_server_fails_over_then_all_dead_fails_fast(text_prompts, expected):
+    with LlamaServer() as doomed, LlamaServer() as survivor:
+        be = loaded([doomed.url, survivor.url], max_new=MAX_NEW, concurrency=4, timeout_s=30)
+        try:
+            prompts = text_prompts[:6]
+            outs: list = []
+            streamed: dict[int, list[int]] = {}
+            gen = threading.Thread(target=lambda: outs.extend(be.generate(prompts)))
+            streams = [threading.Thread(target=lambda i=i: streamed.__setitem__(i, sum(be.stream(text_prompts[i]), [])))
+                       for i in (6, 7)]
+            for t in [gen, *streams]:
+                t.start()
+            assert wait_for(lambda: len(be.request_log()) >= 1, timeout_s=60)
+            doomed.kill()            # mid-run: requests queued and running on it fail over
+            for t in [gen, *streams]:
+                t.join(180)
+            assert outs == expected[:6] and [streamed[6], streamed[7]] == expected[6:]
+            log = be.request_log()
+            assert any(a["endpoint"] == doomed.url for e in log for a in e["failed_attempts"])
+            assert all(e["error"] is None for e in log)
+
+            # Now the survivor dies too: every request still finishes, with the reason.
+            outs.clear()
+            gen = threading.Thread(target=lambda: outs.extend(be.generate(text_prompts[:4])))
+            gen.start()
+            time.sleep(0.5)
+            survivor.kill()
+            t0 = time.monotonic()
+            gen.join(60)
+            assert not gen.is_alive() and time.monotonic() - t0 < 30
+            failed = [o for o in outs if isinstance(o, Exception)]
+            assert failed and all("cannot connect" in str(o) or "disconnected" in str(o).lower() for o in failed)
+            with pytest.raises(RequestError, match="cannot connect"):
+                list(be.stream(text_prompts[0]))
+        finally:
+            be.close()
