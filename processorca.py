@@ -189,8 +189,9 @@ def _object_column(lists: list[list[int]], index) -> pd.Series:
     return pd.Series(arr, index=index)
 
 
-def build(df: pd.DataFrame, tokenizer, settings: OrcaSettings) -> OrcaDataset:
-    """Filter, tokenize and sample an OpenOrca frame (columns id, system_prompt, question, output)."""
+def filter_and_tokenize(df: pd.DataFrame, tokenizer, settings: OrcaSettings) -> pd.DataFrame:
+    """The reference's full set: rows of an OpenOrca frame (id, system_prompt, question, output)
+    that pass every filter, in their original order, with the COLUMNS added."""
     if settings.seqlen_limit < 1:
         raise HarnessError(f"--seqlen_limit must be positive, got {settings.seqlen_limit}")
     df = df.copy()
@@ -215,7 +216,12 @@ def build(df: pd.DataFrame, tokenizer, settings: OrcaSettings) -> OrcaDataset:
     df = df[(df["tok_input_length"] < limit) & (df["tok_output_length"] < limit) & (df["tok_output_length"] >= 3)]
     full = df[COLUMNS].reset_index(drop=True)
     log.info("%d rows pass all filters", len(full))
+    return full
 
+
+def build(df: pd.DataFrame, tokenizer, settings: OrcaSettings) -> OrcaDataset:
+    """Filter, tokenize and sample an OpenOrca frame (columns id, system_prompt, question, output)."""
+    full = filter_and_tokenize(df, tokenizer, settings)
     by_origin = {origin: sub.reset_index(drop=True) for origin, sub in full.groupby("origin")}
     sampled = sample_per_origin(by_origin, settings.num_total_samples)
     if settings.calibration_size > len(sampled):

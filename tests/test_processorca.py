@@ -1,0 +1,342 @@
+"""processorca.py: filters one by one, equality with a row-by-row reading of the reference,
+sampling, file outputs and bad input. A small word-level tokenizer built here keeps these fast;
+one slow test runs the demo parquet through the embedded Gemma tokenizer."""
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import processorca as po
+from harness.errors import HarnessError, exit_on_error
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "assets" / "openorca_demo" / "open_orca_demo.parquet"
+WORDS = [f"w{i}" for i in range(40)] + ["INST", "SYS", "[", "]", "<<", ">>", "<</", "[/"]
+ORIGINS = ["cot", "flan", "niv", "t0"]
+
+
+def word_tokenizer(vocab_words=WORDS, chat_template=None):
+    """One token per word or punctuation run, BOS added like Llama's; "<s>" in text is the BOS token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for w in vocab_words:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return word_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory, tok):
+    path = tmp_path_factory.mktemp("tok")
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def words(n, seed=0):
+    rng = random.Random(seed)
+    return " ".join(f"w{rng.randrange(40)}" for _ in range(n))
+
+
+def frame(rows):
+    """rows: (id, system_prompt, question, output)."""
+    return pd.DataFrame(rows, columns=["id", "system_prompt", "question", "output"])
+
+
+def filtered(df, tok, **kw):
+    """Run every filter; return the ids that survive."""
+    return set(po.filter_and_tokenize(df, tok, po.OrcaSettings(**kw))["id"])
+
+
+# ------------------------------------------------------------------ filters, one by one
+@pytest.mark.parametrize("char", list("’–“”—"))
+@pytest.mark.parametrize("where", ["system_prompt", "question", "output"])
+def test_each_allowed_special_character_is_kept(tok, char, where):
+    row = {"id": "cot.1", "system_prompt": "w1 w2", "question": "w3 w4", "output": "w5 w6 w7"}
+    row[where] += f" {char} "
+    assert filtered(frame([tuple(row.values())]), tok) == {"cot.1"}
+
+
+@pytest.mark.parametrize("char", ["é", "\u00a0", "😀", "’é", "中", "\u2018"])  # ‘ (left quote) is not in the list
+@pytest.mark.parametrize("where", ["system_prompt", "question", "output"])
+def test_other_non_ascii_is_dropped(tok, char, where):
+    row = {"id": "cot.1", "system_prompt": "w1 w2", "question": "w3 w4", "output": "w5 w6 w7"}
+    row[where] += char
+    assert filtered(frame([tuple(row.values()), ("cot.2", "w1", "w2", "w3 w4 w5")]), tok) == {"cot.2"}
+
+
+@pytest.mark.parametrize("prompt", po.BAD_SYSTEM_PROMPTS)
+def test_bad_system_prompts_drop_niv_and_t0_only(tok, prompt):
+    df = frame([(f"{o}.{i}", prompt, "w1 w2", "w3 w4 w5") for i, o in enumerate(ORIGINS)]
+               + [(f"{o}.{i + 10}", "w9 w9", "w1 w2", "w3 w4 w5") for i, o in enumerate(ORIGINS)])
+    kept = filtered(df, tok)
+    assert kept == {"cot.0", "flan.1", "cot.10", "flan.11", "niv.12", "t0.13"}
+
+
+def test_prompt_that_only_resembles_a_bad_one_is_kept(tok):
+    near = po.BAD_SYSTEM_PROMPTS[5] + " "
+    assert filtered(frame([("niv.1", near, "w1", "w2 w3"), ("t0.2", near.strip() + ".", "w1", "w2 w3")]),
+                    tok) == {"niv.1", "t0.2"}
+
+
+def test_output_length_exactly_at_and_below_the_limit(tok):
+    limit = 20
+    # An output of n words is n + 1 tokens (BOS).
+    df = frame([("cot.below", "", "w1", words(limit - 2)), ("cot.at", "", "w1", words(limit - 1)),
+                ("cot.above", "", "w1", words(limit))])
+    assert filtered(df, tok, seqlen_limit=limit) == {"cot.below"}
+
+
+def test_input_length_exactly_at_and_below_the_limit(tok):
+    limit = 40
+    df = frame([(f"cot.{k}", "w1", words(k), "w1 w2 w3") for k in range(10, 40)])
+    lengths = {i: len(tok(po.LLAMA_PROMPT_SYSTEM.format("w1", q))["input_ids"]) for i, q in zip(df.id, df.question)}
+    assert {limit - 1, limit} <= set(lengths.values())
+    assert filtered(df, tok, seqlen_limit=limit) == {i for i, n in lengths.items() if n < limit}
+    # The appended response token counts towards the input length.
+    assert filtered(df, tok, seqlen_limit=limit, response_init_token=2) == {
+        i for i, n in lengths.items() if n + 1 < limit}
+
+
+def test_short_outputs_are_dropped(tok):
+    # tokens incl. BOS: "" -> 1, "w1" -> 2, "w1 w2" -> 3
+    df = frame([("flan.0", "s", "w1", ""), ("flan.1", "s", "w1", "w1"), ("flan.2", "s", "w1", "w1 w2")])
+    assert filtered(df, tok) == {"flan.2"}
+
+
+def test_prompt_format_and_tokenization_match_the_reference(tok):
+    df = frame([("cot.1", "w1 w2", "w3", "w4 w5"), ("flan.2", "", "w6", "w7 w8")])
+    full = po.build(df, tok, po.OrcaSettings(num_total_samples=2, calibration_size=1,
+                                             response_init_token=29)).full
+    assert full.input[0] == "<s>[INST] <<SYS>>\nw1 w2\n<</SYS>>\n\nw3 [/INST]"
+    assert full.input[1] == "<s>[INST] w6 [/INST]"
+    # Literal "<s>" plus the BOS the tokenizer adds: two BOS ids, as in the reference pickle.
+    assert full.tok_input[1] == [1, 1] + tok.convert_tokens_to_ids(["[", "INST", "]", "w6", "[/", "INST", "]"]) + [29]
+    assert full.tok_output[1] == [1] + tok.convert_tokens_to_ids(["w7", "w8"])
+    assert list(full.columns) == po.COLUMNS
+    assert full.tok_input_length.tolist() == [len(t) for t in full.tok_input]
+
+
+def test_response_init_token_choice(tok):
+    assert po.resolve_response_init_token("auto", tok) is None
+    assert po.resolve_response_init_token("none", tok) is None
+    assert po.resolve_response_init_token("7", tok) == 7
+    with pytest.raises(HarnessError, match="outside"):
+        po.resolve_response_init_token("100000", tok)
+    with pytest.raises(HarnessError, match="auto, none"):
+        po.resolve_response_init_token("yes", tok)
+    llama_like = [f"t{i}" for i in range(3, po.LLAMA2_VOCAB_SIZE)]
+    llama_like[po.LLAMA2_RESPONSE_INIT_TOKEN - 3] = "▁"
+    assert po.resolve_response_init_token("auto", word_tokenizer(llama_like)) == 29871
+
+
+def test_chat_prompt_format(tok):
+    template = "{{ bos_token }}{% for m in messages %}<{{ m.role }}> {{ m.content }} {% endfor %}<assistant>"
+    chat_tok = word_tokenizer(chat_template=template)
+    df = frame([("cot.1", "w1", "w2", "w3 w4"), ("cot.2", "", "w5", "w3 w4")])
+    full = po.build(df, chat_tok, po.OrcaSettings(num_total_samples=1, calibration_size=1,
+                                                  prompt_format="chat")).full
+    assert full.input.tolist() == ["<s><system> w1 <user> w2 <assistant>", "<s><user> w5 <assistant>"]
+    assert full.tok_input[1][:2] == [1, 0]  # the template's BOS once, no second one added
+    with pytest.raises(HarnessError, match="chat template"):
+        po.build(df, tok, po.OrcaSettings(num_total_samples=1, calibration_size=1, prompt_format="chat"))
+
+
+# ------------------------------------------------------------------ the whole pipeline vs the reference
+def reference_pipeline(df, tok, limit, n_total, n_calib, init_token):
+    """The reference's steps, row by row and filter after filter, written out plainly."""
+    df = df.copy()
+    df["input"] = df.apply(lambda r: po.LLAMA_PROMPT_SYSTEM.format(r.system_prompt, r.question)
+                           if r.system_prompt else po.LLAMA_PROMPT_NO_SYSTEM.format(r.question), axis=1)
+    df["tok_input"] = df["input"].apply(lambda x: tok(x)["input_ids"] + [init_token])
+    df["tok_output"] = df["output"].apply(lambda x: tok(x)["input_ids"])
+    df["origin"] = df["id"].apply(lambda x: x.split(".")[0])
+    english = lambda s: all(c.isascii() or c in "’–“”—" for c in s)  # noqa: E731
+    df = df[df["input"].apply(english) & df["output"].apply(english)].reset_index(drop=True)
+    df["tok_input_length"] = df["tok_input"].apply(len)
+    df["tok_output_length"] = df["tok_output"].apply(len)
+    df = df[df.tok_input_length < limit]
+    df = df[df.tok_output_length < limit].reset_index(drop=True)
+    df = df[df.tok_output_length >= 3].reset_index(drop=True)
+    for p in po.BAD_SYSTEM_PROMPTS:
+        df = df[~((df.system_prompt == p) & df.origin.isin(["niv", "t0"]))]
+    df = df.reset_index(drop=True)
+    groups = dict(tuple(df.groupby("origin")))
+    parts = [g.reset_index(drop=True).sample(n=n_total // len(groups), random_state=1337) for g in groups.values()]
+    sampled = pd.concat(parts).reset_index(drop=True)
+    calib = sampled.sample(n=n_calib, random_state=12345).reset_index(drop=True)
+    return df, sampled, calib
+
+
+def random_frame(n=600, seed=3):
+    rng = random.Random(seed)
+    systems = ["", "w1 w2 w3", "w4 w5"] * 4 + list(po.BAD_SYSTEM_PROMPTS[1:])
+    extras = [""] * 12 + ["é", "’", "—"]
+    rows = []
+    for i in range(n):
+        origin = rng.choice(ORIGINS)
+        rows.append((f"{origin}.{i}", rng.choice(systems), words(rng.randint(1, 30), i) + rng.choice(extras),
+                     words(rng.choice([0, 1, 2, 5, 10, 20, 40, 70]), -i) + rng.choice(extras)))
+    return frame(rows)
+
+
+def test_pipeline_equals_row_by_row_reference(tok):
+    df = random_frame()
+    ref_full, ref_sampled, ref_calib = reference_pipeline(df, tok, 60, 40, 12, 2)
+    ds = po.build(df, tok, po.OrcaSettings(seqlen_limit=60, num_total_samples=40, calibration_size=12,
+                                           response_init_token=2))
+    for ours, ref in [(ds.full, ref_full), (ds.sampled, ref_sampled), (ds.calibration, ref_calib)]:
+        pd.testing.assert_frame_equal(ours, ref[po.COLUMNS], check_dtype=False)
+    assert 0 < len(ds.full) < len(df)
+
+
+def test_sampling_is_deterministic_and_equal_per_origin(tok):
+    df = random_frame(seed=5)
+    settings = po.OrcaSettings(seqlen_limit=60, num_total_samples=48, calibration_size=10)
+    a, b = po.build(df, tok, settings), po.build(df.copy(), tok, settings)
+    pd.testing.assert_frame_equal(a.sampled, b.sampled)
+    pd.testing.assert_frame_equal(a.calibration, b.calibration)
+    assert a.sampled.origin.value_counts().to_dict() == {o: 12 for o in ORIGINS}
+    assert a.sampled.origin.tolist() == sorted(a.sampled.origin)  # concatenated in origin order
+    assert set(a.calibration.id) <= set(a.sampled.id) and a.calibration.id.is_unique
+    assert sum(len(s) for s in a.by_origin.values()) == len(a.full)
+
+
+def test_sampling_errors(tok):
+    df = random_frame(seed=5)
+    with pytest.raises(HarnessError, match="multiple of the number of origins"):
+        po.build(df, tok, po.OrcaSettings(seqlen_limit=60, num_total_samples=42, calibration_size=1))
+    with pytest.raises(HarnessError, match=r"origin '\w+' has \d+ rows after filtering but 1000 are needed"):
+        po.build(df, tok, po.OrcaSettings(seqlen_limit=60, num_total_samples=4000, calibration_size=1))
+    with pytest.raises(HarnessError, match="calibration subset needs 1000 rows but the sample has only 8"):
+        po.build(df, tok, po.OrcaSettings(seqlen_limit=60, num_total_samples=8))
+
+
+# ------------------------------------------------------------------ command line and files
+def run_main(argv, capsys):
+    """processorca's CLI in-process: (exit code, stderr lines)."""
+    try:
+        exit_on_error(lambda: po.main(argv))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.fixture(scope="module")
+def small_parquet(tmp_path_factory):
+    df = random_frame(seed=7).rename(columns={"output": "response"})
+    path = tmp_path_factory.mktemp("pq") / "orca.parquet"
+    df.to_parquet(path)
+    return path
+
+
+def test_cli_writes_reference_files(tok_dir, small_parquet, tmp_path, capsys):
+    out = tmp_path / "export" / "nested"
+    code, _ = run_main(["--dataset_pq_path", str(small_parquet), "--model_dir", tok_dir, "--seqlen_limit", "60",
+                        "--export_dir", str(out), "--num_total_samples", "40", "--calibration_size", "8"], capsys)
+    assert code == 0
+    names = sorted(os.listdir(out))
+    assert names == sorted([f"open_orca_gpt4_tokenized_llama.{n}.pkl" for n in
+                            ["full", "cot", "flan", "niv", "t0", "sampled_40", "calibration_8"]])
+    sampled = pd.read_pickle(out / "open_orca_gpt4_tokenized_llama.sampled_40.pkl")
+    assert list(sampled.columns) == po.COLUMNS and len(sampled) == 40
+    assert isinstance(sampled.tok_input[0], list) and isinstance(sampled.tok_input[0][0], int)
+    niv = pd.read_pickle(out / "open_orca_gpt4_tokenized_llama.niv.pkl")
+    assert set(niv.origin) == {"niv"} and list(niv.index) == list(range(len(niv)))
+
+
+def _write_bad(kind, tmp_path, small_parquet):
+    if kind == "missing parquet":
+        return tmp_path / "nope.parquet", None
+    if kind == "missing column":
+        path = tmp_path / "bad.parquet"
+        pd.read_parquet(small_parquet).drop(columns=["system_prompt"]).to_parquet(path)
+        return path, None
+    if kind == "not a parquet":
+        path = tmp_path / "bad.parquet"
+        path.write_text("id,question\n1,2\n")
+        return path, None
+    if kind == "missing tokenizer":
+        return small_parquet, str(tmp_path / "no-model")
+    if kind == "unreadable tokenizer":
+        folder = tmp_path / "broken-model"
+        folder.mkdir()
+        (folder / "tokenizer.json").write_text("{not json")
+        (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "PreTrainedTokenizerFast"}')
+        return small_parquet, str(folder)
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["missing parquet", "missing column", "not a parquet", "missing tokenizer",
+                                  "unreadable tokenizer"])
+def test_cli_bad_input_one_line_and_no_files(kind, tok_dir, small_parquet, tmp_path, capsys):
+    pq_path, model = _write_bad(kind, tmp_path, small_parquet)
+    out = tmp_path / "export"
+    code, err = run_main(["--dataset_pq_path", str(pq_path), "--model_dir", model or tok_dir, "--export_dir",
+                          str(out), "--num_total_samples", "40", "--calibration_size", "8"], capsys)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_cli_sampling_error_leaves_earlier_results(tok_dir, small_parquet, tmp_path, capsys):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "open_orca_gpt4_tokenized_llama.full.pkl").write_text("earlier result")
+    code, err = run_main(["--dataset_pq_path", str(small_parquet), "--model_dir", tok_dir, "--export_dir", str(out),
+                          "--num_total_samples", "40"], capsys)  # default calibration 1000 > 40
+    assert code == 2 and len(err) == 1 and "--calibration_subset_size" in err[0]
+    assert os.listdir(out) == ["open_orca_gpt4_tokenized_llama.full.pkl"]
+    assert (out / "open_orca_gpt4_tokenized_llama.full.pkl").read_text() == "earlier result"
+
+
+def test_real_cli_exit_code_and_stderr(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "processorca.py"), "--dataset_pq_path",
+                           str(tmp_path / "missing.parquet"), "--export_dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: dataset parquet not found: {tmp_path / 'missing.parquet'}"]
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ the shipped demo, real tokenizer
+@pytest.mark.slow
+def test_demo_parquet_with_the_embedded_gemma_tokenizer():
+    from harness.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(None)  # what --model_dir defaults to
+    settings = po.OrcaSettings(num_total_samples=64, calibration_size=16,
+                               response_init_token=po.resolve_response_init_token("auto", tok))
+    assert settings.response_init_token is None  # 29871 is Llama-2's, not Gemma's
+    ds = po.build(po.read_parquet(DEMO), tok, settings)
+    assert ds.sampled.origin.value_counts().to_dict() == {o: 16 for o in ORIGINS}
+    assert len(ds.calibration) == 16
+    demo = pd.read_parquet(DEMO)
+    sys.path.insert(0, str(DEMO.parent))
+    try:
+        import make_demo
+    finally:
+        sys.path.remove(str(DEMO.parent))
+    must_drop = {q for _, _, q, _ in make_demo.DROPPED}
+    assert set(demo[~demo.id.isin(ds.full.id)].question) == must_drop
+    assert len(ds.full) == len(demo) - len(must_drop)
+    assert (ds.full.tok_input_length < 1024).all() and (ds.full.tok_output_length >= 3).all()
+    # Batched ids equal the reference's row-by-row tokenizer calls on the real tokenizer.
+    assert ds.full.tok_input.tolist() == [tok(x)["input_ids"] for x in ds.full.input]
+    assert ds.full.tok_output.tolist() == [tok(x)["input_ids"] for x in ds.full.output]
