@@ -1,0 +1,331 @@
+"""Hugging Face transformers backend (`--backend hf`): FP32/FP16/BF16 on CPU or CUDA.
+
+Two generation engines share the loaded model:
+- "slots" (backends/hf_engine.py): a continuous-batching loop over a static KV cache with a
+  fixed number of slots, CUDA graphs for the decode step on a GPU. Used for Llama-family models.
+- "generate": plain `model.generate` on left-padded batches; any causal LM (e.g. Gemma 3).
+`engine=auto` picks "slots" where the model supports it.
+
+Subclasses (the fake-quant backend) override `prepare_model()` to rewrite the model after it is
+loaded in its target dtype/device and before any CUDA graph is captured, and extend `defaults`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+from typing import Any, Iterator
+
+from backends.base import Backend
+from harness.errors import HarnessError
+from harness.models import cache_dir, file_fingerprint, resolve_model_path
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _one_line(e: Exception) -> str:
+    text = f"{type(e).__name__}: {e}".strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class HFBackend(Backend):
+    name = "hf"
+    defaults: dict[str, Any] = {
+        "engine": "auto",          # auto | slots | generate
+        "batch_size": 128,         # slots (sequences decoded together); generate: prompts per call
+        "device_map": "",          # "auto": spread a model larger than one GPU over all GPUs
+        "max_seq_len": 0,          # KV cache length per slot; 0: sized from the prompts (Offline)
+        "cuda_graphs": True,       # capture the decode step (GPU only)
+        "kv_bucket": 128,          # attention reads the cache up to the next multiple of this
+        "prefill_tokens": 8192,    # prompt tokens prefilled in one forward pass
+        "attn_implementation": "sdpa",
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.dtype not in DTYPES:
+            raise HarnessError(f"unknown dtype '{self.dtype}' for backend '{self.name}' "
+                               f"(choose from: {', '.join(DTYPES)})")
+        dev = self.device
+        if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise HarnessError(f"unknown device '{dev}' for backend '{self.name}' (use cpu, cuda or cuda:N)")
+        if self.options["engine"] not in ("auto", "slots", "generate"):
+            raise HarnessError(f"option engine must be auto, slots or generate, got '{self.options['engine']}'")
+        if self.options["device_map"] not in ("", "auto"):
+            raise HarnessError(f"option device_map must be 'auto' or empty, got '{self.options['device_map']}'")
+        if self.options["batch_size"] < 1:
+            raise HarnessError("option batch_size must be >= 1")
+        self.model = None
+        self.engine = None  # SlotEngine when the slots engine is in use
+        self._lock = threading.Lock()  # serialises the generate engine and score()
+
+    # ---- loading -------------------------------------------------------------------------
+    def load(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+
+        if self.device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise HarnessError(f"device '{self.device}' asked for but no CUDA GPU is available "
+                                   "(use --device cpu)")
+            idx = int(self.device[5:]) if ":" in self.device else 0
+            if idx >= torch.cuda.device_count():
+                raise HarnessError(f"device '{self.device}' asked for but only "
+                                   f"{torch.cuda.device_count()} GPU(s) are visible")
+        elif self.options["device_map"] == "auto":
+            raise HarnessError("option device_map=auto needs --device cuda")
+        self.torch_dtype = getattr(torch, self.dtype)
+        model = self._load_model()
+        model = self.prepare_model(model)
+        model.eval()
+        self.model = model
+        self.eos_token_ids = frozenset(self._eos_ids(model))
+        self.input_device = model.get_input_embeddings().weight.device
+        engine = self.options["engine"]
+        if engine == "auto":
+            from backends.hf_engine import supports
+            engine = "slots" if supports(model) else "generate"
+        elif engine == "slots":
+            from backends.hf_engine import supports
+            if not supports(model):
+                raise HarnessError(f"engine=slots does not support model type "
+                                   f"'{model.config.model_type}' (use engine=generate)")
+        self.engine_name = engine
+        log.info("hf backend: %s %s on %s, engine=%s, eos=%s", model.config.model_type, self.dtype,
+                 self.input_device, engine, sorted(self.eos_token_ids))
+
+    def _load_model(self):
+        """Weights from a local folder or a GGUF file, in the target dtype on the target device."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        path = resolve_model_path(self.model_path)
+        if not os.path.isdir(path):
+            if not path.endswith(".gguf"):
+                raise HarnessError(f"cannot load {path}: expected a checkpoint folder or a .gguf file")
+            path = self._gguf_to_folder(path)
+        kwargs: dict[str, Any] = {"dtype": self.torch_dtype, "local_files_only": True,
+                                  "attn_implementation": self.options["attn_implementation"]}
+        if self.options["device_map"] == "auto":
+            kwargs["device_map"] = "auto"
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except Exception as e:  # transformers raises many types for unreadable checkpoints
+            raise HarnessError(f"cannot load a model from {path}: {_one_line(e)}") from e
+        if self.options["device_map"] != "auto":
+            model.to(torch.device(self.device))
+        return model
+
+    def _gguf_to_folder(self, gguf_path: str) -> str:
+        """Dequantize a GGUF file once and keep it as safetensors in the cache folder."""
+        from transformers import AutoModelForCausalLM
+
+        folder = cache_dir("hf-from-gguf") / file_fingerprint(gguf_path)
+        if (folder / "config.json").is_file():
+            return str(folder)
+        log.info("converting %s to safetensors (once; cached in %s)", gguf_path, folder)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                os.path.dirname(gguf_path) or ".", gguf_file=os.path.basename(gguf_path),
+                local_files_only=True)
+        except Exception as e:
+            raise HarnessError(f"cannot load a model from {gguf_path}: {_one_line(e)}") from e
+        # The weights are plain float tensors now; drop the GGUF marker that blocks save_pretrained.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = tempfile.mkdtemp(dir=folder.parent)
+        try:
+            model.save_pretrained(tmp)
+            if folder.is_dir() and not (folder / "config.json").is_file():
+                shutil.rmtree(folder, ignore_errors=True)  # left empty by an interrupted run
+            os.replace(tmp, folder)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (folder / "config.json").is_file():
+                raise HarnessError(f"cannot write the converted model to {folder}") from None
+            # else another process finished first: use its copy
+        return str(folder)
+
+    def prepare_model(self, model):
+        """Hook for subclasses: rewrite the loaded model (e.g. fake quantization). Identity here."""
+        return model
+
+    @staticmethod
+    def _eos_ids(model) -> set[int]:
+        ids: set[int] = set()
+        for src in (getattr(model, "generation_config", None), model.config):
+            eos = getattr(src, "eos_token_id", None) if src is not None else None
+            if isinstance(eos, int):
+                ids.add(eos)
+            elif eos:
+                ids.update(int(e) for e in eos)
+        return ids
+
+    # ---- generation ----------------------------------------------------------------------
+    def _slot_engine(self, prompts: list[list[int]] | None = None):
+        """The slots engine, (re)built when the prompts need a longer cache than the current one."""
+        from backends.hf_engine import SlotEngine
+
+        need = self.params.max_new_tokens + max((len(p) for p in prompts), default=1) if prompts else 0
+        cache_len = self.options["max_seq_len"] or need
+        if not cache_len:
+            cache_len = min(getattr(self.model.config, "max_position_embeddings", 4096) or 4096, 4096)
+        if self.engine is not None and self.engine.cache_len >= max(cache_len, need):
+            return self.engine
+        if self.engine is not None:
+            self.engine.close()
+        if need > cache_len:
+            raise HarnessError(f"a prompt plus max_new_tokens needs {need} cache positions, more than "
+                               f"option max_seq_len={cache_len}")
+        self.engine = SlotEngine(
+            self.model, n_slots=self.options["batch_size"], cache_len=cache_len, params=self.params,
+            eos_ids=self.eos_token_ids, cuda_graphs=self.options["cuda_graphs"],
+            kv_bucket=self.options["kv_bucket"], prefill_tokens=self.options["prefill_tokens"])
+        return self.engine
+
+    def generate(self, prompts: list[list[int]]) -> list[list[int]]:
+        self._check_loaded()
+        if not prompts:
+            return []
+        if self.engine_name == "slots":
+            # One engine serves Offline batches and Server streams; it merges everything queued.
+            with self._lock:
+                engine = self._slot_engine(prompts)
+            return [self.trim(out) for out in engine.run_all(prompts)]
+        bs = self.options["batch_size"]
+        outs: list[list[int]] = []
+        for i in range(0, len(prompts), bs):
+            outs.extend(self._generate_padded(prompts[i:i + bs]))
+        return outs
+
+    def _generation_config(self):
+        from transformers import GenerationConfig
+
+        eos = sorted(self.eos_token_ids)
+        pad = getattr(self.model.generation_config, "pad_token_id", None)
+        if pad is None:
+            pad = getattr(self.model.config, "pad_token_id", None)
+        if pad is None:
+            pad = eos[0] if eos else 0
+        p = self.params
+        return GenerationConfig(
+            do_sample=False, max_new_tokens=p.max_new_tokens,
+            min_new_tokens=0 if p.ignore_eos else p.min_new_tokens,
+            eos_token_id=None if p.ignore_eos or not eos else eos, pad_token_id=pad), pad
+
+    def _generate_padded(self, prompts: list[list[int]], streamer=None) -> list[list[int]]:
+        """Plain model.generate on one left-padded batch."""
+        import torch
+
+        gc, pad = self._generation_config()
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            if not p:
+                raise HarnessError("empty prompt (no tokens)")
+            ids[row, width - len(p):] = torch.tensor(p)
+            mask[row, width - len(p):] = 1
+        with self._lock, torch.inference_mode():
+            # generate() fills an unset eos_token_id from the model's own generation_config; with
+            # ignore_eos that must stay unset (EOS is then an ordinary token), so clear it meanwhile.
+            saved = self.model.generation_config.eos_token_id
+            if self.params.ignore_eos:
+                self.model.generation_config.eos_token_id = None
+            try:
+                out = self.model.generate(input_ids=ids.to(self.input_device),
+                                          attention_mask=mask.to(self.input_device),
+                                          generation_config=gc, streamer=streamer)
+            finally:
+                self.model.generation_config.eos_token_id = saved
+        return [self.trim(row[width:].tolist()) for row in out.cpu()]
+
+    def stream(self, prompt: list[int]) -> Iterator[list[int]]:
+        self._check_loaded()
+        if self.engine_name == "slots":
+            with self._lock:
+                engine = self._slot_engine(None if self.options["max_seq_len"] else [prompt])
+            yield from engine.stream(prompt)
+            return
+        yield from self._stream_generate(prompt)
+
+    def _stream_generate(self, prompt: list[int]) -> Iterator[list[int]]:
+        """Stream through model.generate with a streamer: tokens arrive as they are decoded."""
+        chunks: queue.Queue = queue.Queue()
+        done = object()
+
+        class _Streamer:  # transformers' BaseStreamer protocol: put() gets the prompt first
+            def __init__(self):
+                self.seen_prompt = False
+
+            def put(self, value):
+                if not self.seen_prompt:
+                    self.seen_prompt = True
+                    return
+                chunks.put(value.reshape(-1).tolist())
+
+            def end(self):
+                pass
+
+        def work():
+            try:
+                self._generate_padded([prompt], streamer=_Streamer())
+                chunks.put(done)
+            except Exception as e:  # handed to the consumer thread
+                chunks.put(e)
+
+        threading.Thread(target=work, daemon=True).start()
+        produced: list[int] = []
+        while True:
+            item = chunks.get()
+            if item is done:
+                return
+            if isinstance(item, Exception):
+                raise item
+            # Apply the same EOS/max trimming as generate(): stop after the first EOS.
+            new = self.trim(produced + item)[len(produced):]
+            produced.extend(new)
+            if new:
+                yield new
+            if len(new) < len(item):
+                # Drain the rest so the worker finishes; nothing more is yielded.
+                while (item := chunks.get()) is not done and not isinstance(item, Exception):
+                    pass
+                return
+
+    def score(self, ids: list[int]) -> list[float]:
+        self._check_loaded()
+        import torch
+
+        if not ids:
+            return []
+        x = torch.tensor([ids], device=self.input_device)
+        with self._lock, torch.inference_mode():
+            logits = self.model(input_ids=x).logits[0].float()
+        logp = torch.log_softmax(logits[:-1], dim=-1).gather(1, x[0, 1:, None].to(logits.device))[:, 0]
+        return [0.0] + logp.cpu().tolist()
+
+    def _check_loaded(self):
+        if self.model is None:
+            raise HarnessError(f"backend '{self.name}' used before load()")
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+        if self.model is not None:
+            self.model = None
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out["engine"] = getattr(self, "engine_name", self.options["engine"])
+        return out

@@ -1,0 +1,316 @@
+"""Continuous batching over a static, slot-based KV cache, for the `hf` backend.
+
+Why: plain `model.generate` decodes one padded batch until its longest member ends, grows a
+dynamic KV cache by concatenation, and pays Python overhead per layer per step. Here
+- the KV cache is allocated once: `n_slots` rows of `cache_len` positions (sized to the real
+  prompt + output lengths), each request owning one row ("slot") from prefill to its end;
+- a finished request frees its slot at once and a waiting one is prefilled into it, so the batch
+  stays full (the Offline queue and concurrent Server streams go through the same loop);
+- attention reads the cache only up to the next multiple of `kv_bucket` past the longest
+  sequence, not the whole allocation;
+- on a GPU the decode step (model forward, greedy argmax, bookkeeping) is captured once per
+  (active slots rounded up to a power of two, kv bucket) as a CUDA graph and replayed.
+
+The model's own modules do all the maths (embedding, RoPE, MLP, norms, SDPA attention): this
+module only supplies a cache object (`update()` writes into the slot rows) and explicit masks.
+So it is limited to model types whose decoder takes a 4D mask as is (the Llama family).
+One background thread owns the model; callers submit requests and wait on queues.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from backends.base import GenerationParams
+from harness.errors import HarnessError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("llama",)
+
+
+def supports(model) -> bool:
+    cfg = model.config
+    return (cfg.model_type in SUPPORTED_MODEL_TYPES and hasattr(model, "model") and hasattr(model, "lm_head")
+            and not getattr(cfg, "sliding_window", None))
+
+
+@dataclass
+class Request:
+    prompt: list[int]
+    chunks: queue.Queue = field(default_factory=queue.Queue)  # lists of ids, then None (or an Exception)
+    generated: list[int] = field(default_factory=list)
+    slot: int = -1
+
+
+class _SlotCache:
+    """Duck-typed transformers Cache: the attention layers call update(k, v, layer_idx)."""
+
+    def __init__(self, layers_kv: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.kv = layers_kv
+        self.rows: torch.Tensor | None = None  # (n,) slot index of each batch row
+        self.pos: torch.Tensor | None = None   # (n, T) cache position of each new token
+        self.kv_len = 0                        # decode: attend to cache[:, :, :kv_len]; 0 = prefill
+
+    def update(self, key, value, layer_idx, *args, **kwargs):
+        k_cache, v_cache = self.kv[layer_idx]
+        rows, pos = self.rows, self.pos
+        if rows.device != k_cache.device:  # layers spread over GPUs (device_map=auto)
+            rows, pos = rows.to(k_cache.device), pos.to(k_cache.device)
+        # cache[row, :, pos] <- new key/value (advanced indices first: (n, T, heads, dim))
+        k_cache[rows[:, None], :, pos] = key.transpose(1, 2).to(k_cache.dtype)
+        v_cache[rows[:, None], :, pos] = value.transpose(1, 2).to(v_cache.dtype)
+        if not self.kv_len:  # prefill starts from an empty row: attend within the prompt itself
+            return key, value
+        n = rows.shape[0]  # decode uses slots 0..n-1 in order
+        return k_cache[:n, :, :self.kv_len], v_cache[:n, :, :self.kv_len]
+
+
+class SlotEngine:
+    def __init__(self, model, n_slots: int, cache_len: int, params: GenerationParams,
+                 eos_ids: frozenset[int], cuda_graphs: bool = True, kv_bucket: int = 128,
+                 prefill_tokens: int = 8192):
+        self.model = model
+        self.decoder = model.model
+        self.params = params
+        self.eos_ids = frozenset() if params.ignore_eos else frozenset(eos_ids)
+        self.n_slots = n_slots
+        self.cache_len = cache_len
+        self.kv_bucket = max(1, kv_bucket)
+        self.prefill_tokens = max(1, prefill_tokens)
+        self.device = model.get_input_embeddings().weight.device
+        cfg = model.config
+        n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        dtype = model.get_input_embeddings().weight.dtype
+        kv = []
+        for layer in self.decoder.layers:
+            dev = layer.self_attn.k_proj.weight.device
+            shape = (n_slots, n_kv, cache_len, head_dim)
+            kv.append((torch.zeros(shape, dtype=dtype, device=dev), torch.zeros(shape, dtype=dtype, device=dev)))
+        self.cache = _SlotCache(kv)
+        # Decode-step state, static so CUDA graphs can read and update it in place.
+        dev = self.device
+        self.ids = torch.zeros((n_slots, 1), dtype=torch.long, device=dev)      # next input token
+        self.pos = torch.zeros((n_slots, 1), dtype=torch.long, device=dev)      # its cache position
+        self.count = torch.zeros((n_slots,), dtype=torch.long, device=dev)      # tokens generated
+        self.next = torch.zeros((n_slots,), dtype=torch.long, device=dev)       # step output
+        self.rows = torch.arange(n_slots, device=dev)
+        self.arange_kv = torch.arange(cache_len, device=dev)
+        vocab = model.get_output_embeddings().weight.shape[0]
+        out_dev = model.get_output_embeddings().weight.device
+        self.eos_mask = torch.zeros(vocab, dtype=torch.bool, device=out_dev)
+        for e in self.eos_ids:
+            if e < vocab:
+                self.eos_mask[e] = True
+        multi_device = len({kv_[0].device for kv_ in kv}) > 1
+        self.use_graphs = cuda_graphs and self.device.type == "cuda" and not multi_device
+        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self.graph_pool = None
+        # Host mirror of the slots.
+        self.slot_req: list[Request | None] = [None] * n_slots
+        self.host_pos = [0] * n_slots
+        self.pending: collections.deque[Request] = collections.deque()
+        self.wakeup = threading.Condition()
+        self.closing = False
+        self.failed: Exception | None = None
+        self.thread = threading.Thread(target=self._loop, name="hf-slot-engine", daemon=True)
+        self.thread.start()
+
+    # ---- public API (any thread) --------------------------------------------------------
+    def submit(self, prompts: list[list[int]]) -> list[Request]:
+        """Queue requests (all at once, so the engine can prefill them together)."""
+        for prompt in prompts:
+            if not prompt:
+                raise HarnessError("empty prompt (no tokens)")
+            if len(prompt) + self.params.max_new_tokens > self.cache_len:
+                raise HarnessError(f"prompt of {len(prompt)} tokens + max_new_tokens "
+                                   f"{self.params.max_new_tokens} exceeds the KV cache length "
+                                   f"{self.cache_len} (option max_seq_len)")
+        if self.failed is not None:
+            raise self.failed
+        reqs = [Request(prompt=list(p)) for p in prompts]
+        with self.wakeup:
+            self.pending.extend(reqs)
+            self.wakeup.notify()
+        return reqs
+
+    def stream(self, prompt: list[int]) -> Iterator[list[int]]:
+        yield from self._drain(self.submit([prompt])[0])
+
+    def run_all(self, prompts: list[list[int]]) -> list[list[int]]:
+        reqs = self.submit(prompts)
+        outs = []
+        for r in reqs:
+            outs.append([t for chunk in self._drain(r) for t in chunk])
+        return outs
+
+    @staticmethod
+    def _drain(req: Request) -> Iterator[list[int]]:
+        while (chunk := req.chunks.get()) is not None:
+            if isinstance(chunk, Exception):
+                raise chunk
+            yield chunk
+
+    def close(self):
+        with self.wakeup:
+            self.closing = True
+            self.wakeup.notify()
+        self.thread.join()
+        self.graphs.clear()
+        self.cache.kv = []
+
+    # ---- engine thread ------------------------------------------------------------------
+    def _loop(self):
+        try:
+            with torch.inference_mode():
+                while True:
+                    if not self._admit():
+                        return
+                    if any(r is not None for r in self.slot_req):
+                        self._decode_step()
+        except Exception as e:  # fail every waiting caller rather than hang them
+            log.exception("hf slot engine failed")
+            self.failed = e
+            for r in self.slot_req:
+                if r is not None:
+                    r.chunks.put(e)
+            with self.wakeup:
+                while self.pending:
+                    self.pending.popleft().chunks.put(e)
+
+    def _admit(self) -> bool:
+        """Move waiting requests into free slots (prefilling them). False: engine closing."""
+        free = [i for i, r in enumerate(self.slot_req) if r is None]
+        if not free:
+            return True
+        with self.wakeup:
+            while len(free) == self.n_slots and not self.pending and not self.closing:
+                self.wakeup.wait()  # idle: wait for work
+            if self.closing:
+                return False
+            new = [self.pending.popleft() for _ in range(min(len(free), len(self.pending)))]
+        # Similar prompt lengths together so prefill padding is small.
+        new.sort(key=lambda r: len(r.prompt), reverse=True)
+        group: list[Request] = []
+        for req in new:
+            req.slot = free.pop(0)
+            group.append(req)
+            width = max(len(r.prompt) for r in group)
+            if len(group) * width >= self.prefill_tokens:
+                self._prefill(group)
+                group = []
+        if group:
+            self._prefill(group)
+        return True
+
+    def _logits_to_token(self, logits: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """Greedy choice; EOS is forbidden while fewer than min_new_tokens exist."""
+        if self.eos_ids and self.params.min_new_tokens > 0:
+            block = (count < self.params.min_new_tokens).to(logits.device)
+            logits = logits.masked_fill(block[:, None] & self.eos_mask[None, :], float("-inf"))
+        return logits.argmax(-1)
+
+    def _prefill(self, group: list[Request]):
+        n, width = len(group), max(len(r.prompt) for r in group)
+        ids = torch.zeros((n, width), dtype=torch.long)
+        lens = torch.tensor([len(r.prompt) for r in group])
+        for i, r in enumerate(group):
+            ids[i, :len(r.prompt)] = torch.tensor(r.prompt)  # right padding: pads come after
+        dev = self.device
+        ids, lens = ids.to(dev), lens.to(dev)
+        rows = torch.tensor([r.slot for r in group], device=dev)
+        pos = torch.arange(width, device=dev).expand(n, width)
+        causal = torch.ones((width, width), dtype=torch.bool, device=dev).tril()
+        self.cache.rows, self.cache.pos, self.cache.kv_len = rows, pos, 0
+        hidden = self.decoder(input_ids=ids, position_ids=pos, attention_mask=causal.expand(n, 1, width, width),
+                              past_key_values=self.cache, use_cache=True).last_hidden_state
+        last = hidden[torch.arange(n, device=hidden.device), (lens - 1).to(hidden.device)]
+        logits = self.model.lm_head(last).float()
+        first = self._logits_to_token(logits, torch.zeros(n, dtype=torch.long))
+        first = first.to(dev)
+        self.ids[rows, 0] = first
+        self.pos[rows, 0] = lens
+        self.count[rows] = 1
+        for r, tok in zip(group, first.tolist()):
+            self.slot_req[r.slot] = r
+            self.host_pos[r.slot] = len(r.prompt)
+            self._emit(r, tok)
+
+    def _emit(self, req: Request, tok: int):
+        req.generated.append(tok)
+        req.chunks.put([tok])
+        if len(req.generated) >= self.params.max_new_tokens or tok in self.eos_ids:
+            req.chunks.put(None)
+            self.slot_req[req.slot] = None
+            self.host_pos[req.slot] = 0
+
+    def _step_body(self, nb: int, kv_len: int):
+        """One decode step for slots 0..nb-1 attending to kv_len positions (graph-capturable)."""
+        pos = self.pos[:nb]
+        self.cache.rows, self.cache.pos, self.cache.kv_len = self.rows[:nb], pos, kv_len
+        mask = (self.arange_kv[:kv_len][None, :] <= pos)[:, None, None, :]  # (nb, 1, 1, kv_len)
+        hidden = self.decoder(input_ids=self.ids[:nb], position_ids=pos, attention_mask=mask,
+                              past_key_values=self.cache, use_cache=True).last_hidden_state
+        logits = self.model.lm_head(hidden[:, -1]).float()
+        tok = self._logits_to_token(logits, self.count[:nb]).to(self.device)
+        self.next[:nb].copy_(tok)
+        self.ids[:nb, 0].copy_(tok)
+        # Idle slots keep stepping; clamp so their (ignored) writes stay inside the cache.
+        self.pos[:nb].add_(1).clamp_(max=self.cache_len - 1)
+        self.count[:nb].add_(1)
+
+    def _decode_step(self):
+        active = [i for i, r in enumerate(self.slot_req) if r is not None]
+        nb = 1
+        while nb <= active[-1]:
+            nb *= 2
+        nb = min(nb, self.n_slots)
+        longest = max(self.host_pos[i] for i in active) + 1
+        kv_len = min(-(-longest // self.kv_bucket) * self.kv_bucket, self.cache_len)
+        if self.use_graphs:
+            graph = self.graphs.get((nb, kv_len)) or self._capture(nb, kv_len)
+            if graph is not None:
+                graph.replay()
+            else:
+                self._step_body(nb, kv_len)
+        else:
+            self._step_body(nb, kv_len)
+        toks = self.next[:nb].tolist()  # the one host sync per step
+        for i in active:
+            self.host_pos[i] += 1
+            self._emit(self.slot_req[i], toks[i])
+
+    def _capture(self, nb: int, kv_len: int):
+        """Capture the step as a CUDA graph (after one eager warm-up); None if capture fails."""
+        state = [t.clone() for t in (self.ids, self.pos, self.count, self.next)]
+        try:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                self._step_body(nb, kv_len)  # warm-up: kernels, cuBLAS workspaces, allocator
+            torch.cuda.current_stream().wait_stream(stream)
+            for t, saved in zip((self.ids, self.pos, self.count, self.next), state):
+                t.copy_(saved)
+            if self.graph_pool is None:
+                self.graph_pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.graph_pool):
+                self._step_body(nb, kv_len)
+        except Exception as e:  # run eagerly rather than fail the benchmark
+            log.warning("CUDA graph capture failed (%s); decoding eagerly", f"{type(e).__name__}: {e}"[:300])
+            self.use_graphs = False
+            for t, saved in zip((self.ids, self.pos, self.count, self.next), state):
+                t.copy_(saved)
+            return None
+        for t, saved in zip((self.ids, self.pos, self.count, self.next), state):
+            t.copy_(saved)  # capture does not run kernels, but keep state exact anyway
+        self.graphs[(nb, kv_len)] = graph
+        log.debug("captured decode graph slots=%d kv_len=%d", nb, kv_len)
+        return graph

@@ -1,0 +1,389 @@
+"""Offline/Server throughput of `--backend hf` on a Llama-2-7B-shaped random fp16 model.
+
+One process: builds the random model on the GPU, measures the copy bandwidth and matmul rate,
+runs the baseline (plain `model.generate`, batch 128, default dynamic cache), then the backend's
+slots engine directly and through LoadGen Offline (harness/core.py's SUTCore), optionally a
+Server QPS sweep through LoadGen, and prints a table:
+mode, output tok/s, x baseline, % of the decode roofline, % of the full roofline.
+
+Decode roofline: every step reads the weights once and each sequence's KV cache (its context).
+Full roofline: that plus the prompt prefill at the measured matmul rate (2 FLOP/parameter/token),
+which the decode-only number (the one usually quoted) leaves out.
+
+    python3 benchmarks/gpu_throughput.py --out results.json               # GPU
+    python benchmarks/gpu_throughput.py --tiny --device cpu --n-prompts 8   # CPU dry run of the same code
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import statistics
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from backends.base import GenerationParams  # noqa: E402
+from backends.hf import HFBackend  # noqa: E402
+
+log = logging.getLogger("gpu_throughput")
+EOS = 2
+
+
+def build_model(tiny: bool, device: str, layers: int):
+    if tiny:
+        cfg = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096)
+    else:
+        cfg = LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=layers,
+                          num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096)
+    cfg.eos_token_id, cfg.bos_token_id, cfg.pad_token_id = EOS, 1, 0
+    torch.manual_seed(0)
+    dtype = torch.float32 if device == "cpu" else torch.float16
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg).to(dtype).eval()
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = EOS, 0
+    return model
+
+
+class InMemoryHF(HFBackend):
+    """The hf backend over a model already in memory (the random weights are never saved)."""
+
+    model_in_memory = None
+
+    def _load_model(self):
+        return self.model_in_memory
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def measure_device(device: str) -> dict:
+    if device == "cpu":
+        return {"bandwidth_GBps": 20.0, "matmul_TFLOPs": 0.1, "name": "cpu"}
+    x = torch.empty(2 * 1024**3, dtype=torch.uint8, device=device)
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    sync()
+    t = time.perf_counter()
+    for _ in range(10):
+        y.copy_(x)
+    sync()
+    bw = 2 * x.numel() * 10 / (time.perf_counter() - t) / 1e9
+    del x, y
+    a = torch.randn(8192, 8192, dtype=torch.float16, device=device)
+    b = torch.randn(8192, 8192, dtype=torch.float16, device=device)
+    for _ in range(3):
+        a @ b
+    sync()
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    sync()
+    tflops = 2 * 8192**3 * 10 / (time.perf_counter() - t) / 1e12
+    del a, b
+    torch.cuda.empty_cache()
+    return {"bandwidth_GBps": bw, "matmul_TFLOPs": tflops, "name": torch.cuda.get_device_name(0)}
+
+
+def rooflines(model, batch: int, n_in: int, n_out: int, dev: dict) -> tuple[float, float]:
+    """(decode-only, prefill+decode) output tok/s bounds for `batch` sequences at a time."""
+    cfg = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    bytes_per = next(model.parameters()).element_size()
+    kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * bytes_per
+    avg_ctx = n_in + n_out / 2
+    step_s = (n_params * bytes_per + batch * avg_ctx * kv_per_token) / (dev["bandwidth_GBps"] * 1e9)
+    decode_tps = batch / step_s
+    prefill_s_per_seq = 2 * n_params * n_in / (dev["matmul_TFLOPs"] * 1e12)
+    full_tps = n_out / (n_out / decode_tps + prefill_s_per_seq)
+    return decode_tps, full_tps
+
+
+def baseline_generate(model, prompts, n_out: int, batch: int):
+    """The MLPerf reference's way, batched: plain generate, default dynamic cache, forced length."""
+    gcfg = GenerationConfig(max_new_tokens=n_out, min_new_tokens=n_out, do_sample=False, eos_token_id=EOS,
+                            pad_token_id=0)
+    outs = []
+    sync()
+    t = time.perf_counter()
+    for i in range(0, len(prompts), batch):
+        x = torch.tensor(prompts[i:i + batch], device=model.device)
+        with torch.inference_mode():
+            y = model.generate(x, attention_mask=torch.ones_like(x), generation_config=gcfg)
+        outs.extend(y[:, x.shape[1]:].tolist())
+        del x, y
+    sync()
+    return outs, time.perf_counter() - t
+
+
+def compare(ours, base) -> dict:
+    same = sum(a == b for a, b in zip(ours, base))
+    firsts = []
+    for a, b in zip(ours, base):
+        d = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        if d is not None:
+            firsts.append(d)
+    return {"identical": same, "total": len(base),
+            "first_divergence_median": statistics.median(firsts) if firsts else None,
+            "first_divergence_min": min(firsts) if firsts else None}
+
+
+def loadgen_run(backend, prompts, scenario: str, log_dir: str, target_qps: float = 0.0,
+                duration_s: float = 0.0, workers: int = 1, batch_size: int = 128) -> dict:
+    """One LoadGen run over an in-memory QSL through harness/core.py's SUTCore."""
+    import mlperf_loadgen as lg
+    from harness.core import SUTCore
+
+    n = len(prompts)
+    settings = lg.TestSettings()
+    settings.mode = lg.TestMode.PerformanceOnly
+    settings.use_token_latencies = True
+    if scenario == "Offline":
+        settings.scenario = lg.TestScenario.Offline
+        settings.offline_expected_qps = n  # with min_duration 0: issue exactly n samples
+        settings.min_query_count = n
+        settings.min_duration_ms = 0
+    else:
+        settings.scenario = lg.TestScenario.Server
+        settings.server_target_qps = target_qps
+        settings.ttft_latency = 2_000_000_000       # llama2-70b limits, ns
+        settings.tpot_latency = 200_000_000
+        settings.min_duration_ms = int(duration_s * 1000)
+        settings.min_query_count = 1
+    core = SUTCore(backend, prompts, streaming=scenario == "Server", num_workers=workers, batch_size=batch_size)
+    sut = lg.ConstructSUT(core.issue_queries, core.flush_queries)
+    qsl = lg.ConstructQSL(n, n, lambda s: None, lambda s: None)
+    os.makedirs(log_dir, exist_ok=True)
+    out = lg.LogOutputSettings()
+    out.outdir = log_dir
+    ls = lg.LogSettings()
+    ls.log_output = out
+    core.start()
+    t = time.perf_counter()
+    lg.StartTestWithLogSettings(sut, qsl, settings, ls)
+    wall = time.perf_counter() - t
+    core.stop()
+    lg.DestroyQSL(qsl)
+    lg.DestroySUT(sut)
+    summary = {}
+    path = os.path.join(log_dir, "mlperf_log_summary.txt")
+    if os.path.isfile(path):
+        for line in open(path):
+            if ":" in line:
+                k, v = line.split(":", 1)
+                summary[k.strip()] = v.strip()
+    recs = core.records
+    n_tok = sum(r.n_output for r in recs)
+    first = min(r.t_issued for r in recs)
+    last = max(r.t_done for r in recs if r.t_done)
+    return {"samples": len(recs), "tokens": n_tok, "wall_s": wall, "tok_s": n_tok / (last - first),
+            "errors": len(core.errors), "result": summary.get("Result is", "?"),
+            "lg_tokens_per_s": summary.get("Tokens per second", summary.get("Completed tokens per second", "?")),
+            "ttft_p99_ms": _pct([1000 * r.ttft for r in recs if r.ttft is not None], 99),
+            "tpot_p99_ms": _pct([1000 * r.tpot for r in recs if r.tpot is not None], 99),
+            "summary_lines": {k: v for k, v in summary.items() if "latency" in k.lower() or "valid" in k.lower()
+                              or "per second" in k.lower() or "satisfied" in k.lower()}}
+
+
+def _pct(values, p):
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="2-layer model (CPU dry run of the same code paths)")
+    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--input-len", type=int, default=512)
+    ap.add_argument("--output-len", type=int, default=256)
+    ap.add_argument("--baseline-batch", type=int, default=128)
+    ap.add_argument("--slots", default="128,256", help="slot counts (batch sizes) to try for the engine")
+    ap.add_argument("--n-prompts", type=int, default=256, help="prompts per engine run (>= slots)")
+    ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--loadgen-offline", action="store_true", help="also run LoadGen Offline on the best slots")
+    ap.add_argument("--server-qps", default="", help="comma list of Server target QPS to try through LoadGen")
+    ap.add_argument("--server-duration-s", type=float, default=60)
+    ap.add_argument("--server-slots", type=int, default=128)
+    ap.add_argument("--out", default="", help="write all results as JSON here")
+    ap.add_argument("--log-dir", default="/tmp/gpu_throughput_logs")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    n_in, n_out = args.input_len, args.output_len
+    res: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv,
+                 "torch": torch.__version__, "loadavg_start": os.getloadavg()}
+    import transformers
+    res["transformers"] = transformers.__version__
+    dev = measure_device(args.device)
+    res["device"] = dev
+    log.info("device %s", dev)
+    model = build_model(args.tiny, args.device, args.layers)
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(1)
+    n_total = max(args.n_prompts, args.baseline_batch)
+    prompts = [torch.randint(3, vocab, (n_in,), generator=g).tolist() for _ in range(n_total)]
+    rows = []
+
+    def row(mode, tps, batch, extra=None):
+        dec, full = rooflines(model, batch, n_in, n_out, dev)
+        r = {"mode": mode, "tok_s": tps, "batch": batch, "pct_decode_roofline": 100 * tps / dec,
+             "pct_full_roofline": 100 * tps / full, "decode_roofline": dec, "full_roofline": full, **(extra or {})}
+        rows.append(r)
+        log.info("ROW %s", json.dumps(r))
+        return r
+
+    base_out = None
+    if not args.skip_baseline:
+        bb = args.baseline_batch
+        baseline_generate(model, prompts[:bb], 4, bb)  # warm-up
+        base_out, dt = baseline_generate(model, prompts[:bb], n_out, bb)
+        row(f"generate, dynamic cache, batch {bb}", bb * n_out / dt, bb, {"seconds": dt})
+        gc.collect()
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+    params = GenerationParams(max_new_tokens=n_out, min_new_tokens=n_out, ignore_eos=True)
+    best = None
+    for slots in [int(s) for s in args.slots.split(",") if s]:
+        InMemoryHF.model_in_memory = model
+        b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
+                       device=args.device, params=params,
+                       options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out)})
+        try:
+            b.load()
+            todo = prompts[: max(args.n_prompts, slots)]
+            t = time.perf_counter()
+            b.generate(todo[:slots])  # warm-up: graph capture for every (slots, kv bucket)
+            warm = time.perf_counter() - t
+            sync()
+            t = time.perf_counter()
+            outs = b.generate(todo)
+            sync()
+            dt = time.perf_counter() - t
+            extra = {"seconds": dt, "n_prompts": len(todo), "warmup_s": warm,
+                     "graphs": len(b.engine.graphs), "cuda_graphs": b.engine.use_graphs}
+            if base_out is not None:
+                extra["match"] = compare(outs[: len(base_out)], base_out)
+            extra["step_ms"] = decode_step_ms(b.engine, slots, n_in + n_out)
+            r = row(f"hf backend slots engine, {slots} slots", len(todo) * n_out / dt, slots, extra)
+            if best is None or r["tok_s"] > best[1]:
+                best = (slots, r["tok_s"])
+        except torch.cuda.OutOfMemoryError as e:
+            log.warning("slots=%d: out of memory (%s)", slots, str(e)[:200])
+            rows.append({"mode": f"hf backend slots engine, {slots} slots", "error": "OOM"})
+        finally:
+            b.close()
+            gc.collect()
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+    if args.loadgen_offline and best:
+        slots = best[0]
+        b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
+                       device=args.device, params=params,
+                       options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out)})
+        b.load()
+        b.generate(prompts[:slots])  # warm-up
+        # Two workers with batches of `slots`: while one waits for its batch the other's is queued,
+        # so the engine's slots stay full.
+        lgr = loadgen_run(b, prompts[: args.n_prompts], "Offline", os.path.join(args.log_dir, "offline"),
+                          workers=2, batch_size=slots)
+        row(f"LoadGen Offline, hf backend, {slots} slots", lgr["tok_s"], slots, {"loadgen": lgr})
+        b.close()
+        gc.collect()
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+    if args.server_qps:
+        slots = args.server_slots
+        b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
+                       device=args.device, params=params,
+                       options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out)})
+        b.load()
+        warm_all_graphs(b, prompts)
+        server = []
+        for qps in [float(q) for q in args.server_qps.split(",")]:
+            lgr = loadgen_run(b, prompts, "Server", os.path.join(args.log_dir, f"server_{qps:g}"),
+                              target_qps=qps, duration_s=args.server_duration_s, workers=2 * slots)
+            lgr["target_qps"] = qps
+            server.append(lgr)
+            log.info("SERVER %s", json.dumps(lgr))
+        res["server"] = server
+        b.close()
+
+    res["rows"] = rows
+    res["loadavg_end"] = os.getloadavg()
+    if args.out:
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(res, f, indent=1, default=str)
+        os.replace(tmp, args.out)
+    print(f"\ndevice: {dev['name']}, copy {dev['bandwidth_GBps']:.0f} GB/s, fp16 matmul {dev['matmul_TFLOPs']:.0f} "
+          f"TFLOP/s; input {n_in} / output {n_out} tokens; loadavg {os.getloadavg()}")
+    base_tps = rows[0]["tok_s"] if rows and not args.skip_baseline else None
+    print("| mode | output tok/s | x baseline | % decode roofline | % prefill+decode roofline | outputs = baseline |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['mode']} | {r['error']} | | | | |")
+            continue
+        m = r.get("match")
+        ms = f"{m['identical']}/{m['total']}" if m else ""
+        xb = f"{r['tok_s'] / base_tps:.2f}" if base_tps else ""
+        print(f"| {r['mode']} | {r['tok_s']:.0f} | {xb} | {r['pct_decode_roofline']:.0f}% "
+              f"(of {r['decode_roofline']:.0f}) | {r['pct_full_roofline']:.0f}% (of {r['full_roofline']:.0f}) | {ms} |")
+    for s in res.get("server", []):
+        print(f"| LoadGen Server target {s['target_qps']:g} QPS | {s['tok_s']:.0f} | result {s['result']} | "
+              f"TTFT p99 {s['ttft_p99_ms']} ms | TPOT p99 {s['tpot_p99_ms']} ms | errors {s['errors']} |")
+
+
+def decode_step_ms(engine, nb: int, kv_len: int) -> float | None:
+    """Median time of one captured decode step (slots nb, full kv_len window)."""
+    graph = engine.graphs.get((nb, kv_len))
+    if graph is None or not torch.cuda.is_available():
+        return None
+    times = []
+    for _ in range(10):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        graph.replay()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    return statistics.median(times)
+
+
+def warm_all_graphs(backend, prompts):
+    """Capture the graphs a Server run will need (each slot count) before LoadGen starts timing."""
+    engine = None
+    n = 1
+    while True:
+        backend.generate(prompts[:n])
+        engine = backend.engine
+        if n >= engine.n_slots:
+            break
+        n = min(2 * n, engine.n_slots)
+    # Fewer sequences use smaller graphs only while the lowest slots are busy; also warm with a
+    # staggered set so every (slot count, kv bucket) pair that a run can hit exists.
+    threads = [threading.Thread(target=lambda p=p: list(backend.stream(p))) for p in prompts[:engine.n_slots]]
+    for t in threads:
+        t.start()
+        time.sleep(0.005)
+    for t in threads:
+        t.join()
+
+
+if __name__ == "__main__":
+    main()

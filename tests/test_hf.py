@@ -1,0 +1,243 @@
+"""The hf backend on a tiny random Llama (2 layers, float32, built in-process) and the embedded Gemma GGUF.
+
+CUDA cannot run here: the CUDA-graph path of the slots engine is exercised on the GPU machine by
+benchmarks/gpu_throughput.py; here the same engine runs eagerly on the CPU.
+"""
+import os
+import threading
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from backends.base import GenerationParams  # noqa: E402
+from backends.hf import HFBackend  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+
+EOS = (2, 3)
+
+
+def _tiny_config(**overrides):
+    kw = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+              bos_token_id=1, eos_token_id=list(EOS), pad_token_id=0)
+    kw.update(overrides)
+    return transformers.LlamaConfig(**kw)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(_tiny_config()).eval()
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    return str(path), model
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    g = torch.Generator().manual_seed(1)
+    return [torch.randint(4, 512, (n,), generator=g).tolist() for n in (5, 17, 9, 30, 3, 12, 8, 21)]
+
+
+def _backend(path, max_new=12, min_new=1, ignore_eos=False, **options):
+    b = HFBackend(model_path=path, params=GenerationParams(max_new_tokens=max_new, min_new_tokens=min_new,
+                                                           ignore_eos=ignore_eos),
+                  options={k: str(v) for k, v in options.items()})
+    b.load()
+    return b
+
+
+def _reference(model, prompt, max_new=12, min_new=1, eos=EOS):
+    """Plain one-prompt greedy model.generate, cut after the first EOS."""
+    x = torch.tensor([prompt])
+    out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, min_new_tokens=min_new,
+                         do_sample=False, eos_token_id=list(eos), pad_token_id=0)[0, len(prompt):].tolist()
+    for i, t in enumerate(out):
+        if t in eos:
+            return out[: i + 1]
+    return out
+
+
+@pytest.mark.parametrize("engine", ["slots", "generate"])
+def test_matches_plain_generate_and_batch_size_invariant(tiny, prompts, engine):
+    path, model = tiny
+    refs = [_reference(model, p) for p in prompts]
+    for bs in (1, 3, 8):
+        # kv_bucket=4 makes the slots engine change its attention window many times.
+        b = _backend(path, engine=engine, batch_size=bs, kv_bucket=4)
+        assert b.engine_name == engine
+        assert b.generate(prompts) == refs, f"engine={engine} batch_size={bs}"
+        b.close()
+
+
+def test_engine_auto_picks_slots_for_llama(tiny):
+    b = _backend(tiny[0])
+    assert b.engine_name == "slots" and b.eos_token_ids == frozenset(EOS)
+    assert b.info()["engine"] == "slots"
+    b.close()
+
+
+@pytest.mark.parametrize("engine", ["slots", "generate"])
+def test_stream_equals_generate_token_by_token(tiny, prompts, engine):
+    b = _backend(tiny[0], engine=engine, batch_size=4)
+    expected = b.generate(prompts[:3])
+    for p, exp in zip(prompts[:3], expected):
+        chunks = list(b.stream(p))
+        assert [t for c in chunks for t in c] == exp
+        assert len(chunks) == len(exp)  # one chunk per token: the first is delivered before the rest exist
+    b.close()
+
+
+@pytest.mark.parametrize("engine", ["slots", "generate"])
+def test_concurrent_streams_from_threads(tiny, prompts, engine):
+    b = _backend(tiny[0], engine=engine, batch_size=4)
+    expected = b.generate(prompts)
+    got: dict[int, list[int]] = {}
+    errors = []
+
+    def worker(i):
+        try:
+            got[i] = [t for c in b.stream(prompts[i]) for t in c]
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    assert [got[i] for i in range(len(prompts))] == expected
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def eos_model(tiny, prompts, tmp_path_factory):
+    """The tiny model saved again with an EOS that greedy decoding of prompts[0] hits at step 4."""
+    _, model = tiny
+    free_run = _reference(model, prompts[0], max_new=12, eos=())
+    eos = free_run[3]
+    path = tmp_path_factory.mktemp("tiny-llama-eos")
+    model.config.eos_token_id = eos
+    model.generation_config.eos_token_id = eos
+    model.save_pretrained(path)
+    model.config.eos_token_id = list(EOS)
+    model.generation_config.eos_token_id = list(EOS)
+    return str(path), eos, free_run
+
+
+@pytest.mark.parametrize("engine", ["slots", "generate"])
+def test_eos_min_max_ignore_eos(eos_model, tiny, prompts, engine):
+    path, eos, free_run = eos_model
+    _, model = tiny
+    first = free_run.index(eos)
+    b = _backend(path, engine=engine)
+    out = b.generate([prompts[0]])[0]
+    assert out == free_run[: first + 1] and out[-1] == eos  # stops at EOS, kept once
+    b.close()
+
+    b = _backend(path, engine=engine, ignore_eos=True, max_new=12)
+    assert b.generate([prompts[0]])[0] == free_run  # forced length, EOS inside kept
+    b.close()
+
+    b = _backend(path, engine=engine, min_new=8)
+    out = b.generate([prompts[0]])[0]
+    assert len(out) >= 8 and eos not in out[:7]
+    assert out == _reference(model, prompts[0], min_new=8, eos=(eos,))
+    b.close()
+
+    b = _backend(path, engine=engine, max_new=2)
+    assert b.generate(prompts[:3]) == [_reference(model, p, max_new=2, eos=(eos,)) for p in prompts[:3]]
+    b.close()
+
+
+def test_score_matches_direct_forward(tiny, prompts):
+    path, model = tiny
+    b = _backend(path)
+    ids = prompts[3]
+    got = b.score(ids)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
+    want = [0.0] + [logp[i - 1, ids[i]].item() for i in range(1, len(ids))]
+    assert got == pytest.approx(want, abs=1e-5)
+    b.close()
+
+
+def test_prompt_longer_than_cache_is_an_error(tiny):
+    b = _backend(tiny[0], max_seq_len=16)
+    with pytest.raises(HarnessError, match="max_seq_len"):
+        b.generate([[5] * 10])
+    b.close()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"dtype": "float8"}, "unknown dtype 'float8'"),
+    ({"device": "tpu"}, "unknown device 'tpu'"),
+    ({"options": {"engine": "vllm"}}, "option engine"),
+    ({"options": {"nope": "1"}}, "unknown option 'nope'"),
+])
+def test_bad_settings(kwargs, match):
+    with pytest.raises(HarnessError, match=match):
+        HFBackend(model_path="unused", **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_gpu(tiny):
+    b = HFBackend(model_path=tiny[0], device="cuda")
+    with pytest.raises(HarnessError, match="no CUDA GPU"):
+        b.load()
+
+
+def test_missing_and_corrupt_checkpoint(tmp_path):
+    with pytest.raises(HarnessError, match="not found"):
+        HFBackend(model_path=str(tmp_path / "nothing")).load()
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(HarnessError, match="cannot load a model"):
+        HFBackend(model_path=str(tmp_path)).load()
+    bad = tmp_path / "m.gguf"
+    bad.write_bytes(b"GGUF garbage")
+    with pytest.raises(HarnessError, match="cannot load a model"):
+        HFBackend(model_path=str(bad)).load()
+
+
+def test_prepare_model_hook_runs_before_engine(tiny):
+    seen = {}
+
+    class Marked(HFBackend):
+        defaults = {**HFBackend.defaults, "mark": "x"}
+
+        def prepare_model(self, model):
+            seen["dtype"] = next(model.parameters()).dtype
+            seen["engine"] = self.engine
+            return model
+
+    b = Marked(model_path=tiny[0], options={"mark": "y"})
+    b.load()
+    assert seen == {"dtype": torch.float32, "engine": None} and b.options["mark"] == "y"
+    b.close()
+
+
+@pytest.mark.slow
+def test_embedded_gemma_gguf_loads_and_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_HARNESS_CACHE", str(tmp_path))
+    t0 = time.perf_counter()
+    b = HFBackend(params=GenerationParams(max_new_tokens=8))
+    b.load()
+    first = time.perf_counter() - t0
+    assert b.engine_name == "generate"  # Gemma 3 uses sliding-window layers
+    assert len(b.eos_token_ids) >= 1
+    out = b.generate([[2, 105, 2364, 107, 9259, 236888, 106, 107, 105, 4368, 107]])[0]
+    assert 1 <= len(out) <= 8
+    b.close()
+    cached = [p for p in (tmp_path / "hf-from-gguf").iterdir()]
+    assert len(cached) == 1 and any(f.suffix == ".safetensors" for f in cached[0].iterdir())
+    t0 = time.perf_counter()
+    b = HFBackend(params=GenerationParams(max_new_tokens=8))
+    b.load()
+    second = time.perf_counter() - t0
+    assert second < first / 2, f"cached load {second:.1f}s vs first {first:.1f}s"
+    b.close()
+    os.environ.pop("LLM_HARNESS_CACHE", None)
