@@ -1,0 +1,40 @@
+"""The demo data set that the default run uses when no --dataset-path is given.
+
+assets/openorca_demo/open_orca_demo.parquet is a small OpenOrca-format file written for this
+project. On first use it goes through processorca.py with the model's tokenizer (tokens depend
+on the model) and the pickle is kept under data/, keyed by model.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+from harness.errors import HarnessError
+from harness.models import DEFAULT_MODEL_NAME, file_fingerprint
+
+log = logging.getLogger(__name__)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_PARQUET = os.path.join(ROOT, "assets", "openorca_demo", "open_orca_demo.parquet")
+DEMO_SAMPLES = 64  # 16 per origin
+
+
+def default_dataset_path(model_path: str | None, export_root: str | None = None) -> str:
+    """Processed demo pickle for `model_path` (None: the embedded model), built if missing."""
+    key = DEFAULT_MODEL_NAME if model_path is None else f"{os.path.basename(model_path.rstrip('/'))}-{file_fingerprint(model_path)}"
+    export_dir = os.path.join(export_root or os.path.join(ROOT, "data"), f"open_orca_demo-{key}")
+    path = os.path.join(export_dir, f"open_orca_gpt4_tokenized_llama.sampled_{DEMO_SAMPLES}.pkl")
+    if os.path.isfile(path):
+        return path
+    log.info("building the demo data set for %s in %s", model_path or DEFAULT_MODEL_NAME, export_dir)
+    cmd = [sys.executable, os.path.join(ROOT, "processorca.py"), "--dataset_pq_path", DEMO_PARQUET,
+           "--export_dir", export_dir, "--seqlen_limit", "1024", "--num_total_samples", str(DEMO_SAMPLES)]
+    if model_path is not None:
+        cmd += ["--model_dir", model_path]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not os.path.isfile(path):
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HarnessError(f"could not build the demo data set with processorca.py: {last}")
+    return path

@@ -1,0 +1,264 @@
+"""Run an MLPerf-style LoadGen benchmark (Offline or Server) of an LLM backend.
+
+Flags follow the MLPerf llama2-70b reference (main.py) so existing scripts keep working;
+--backend picks the model backend (default: llama.cpp on the embedded Gemma 3 270M).
+
+    python main.py --scenario Offline --accuracy --dataset-path data/....pkl
+    python main.py --scenario Server                      # short demo run on the defaults
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+
+from harness.errors import HarnessError, exit_on_error
+
+log = logging.getLogger("main")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCENARIOS = ("Offline", "Server")
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # --- the reference's flags -------------------------------------------------------
+    p.add_argument("--scenario", choices=SCENARIOS, default="Offline", help="LoadGen scenario")
+    p.add_argument("--model-path", default=None,
+                   help="checkpoint folder or GGUF file (default: the embedded Gemma 3 270M Q4_K_M GGUF)")
+    p.add_argument("--dataset-path", default=None,
+                   help="processed pickle from processorca.py (default: the demo set, built on first use)")
+    p.add_argument("--accuracy", action="store_true", help="run accuracy mode (every sample once, logged)")
+    p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (hf/fakequant backends)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--user-conf", default=os.path.join(HERE, "user.conf"), help="LoadGen user config")
+    p.add_argument("--audit-conf", default="audit.conf",
+                   help="LoadGen audit config for compliance runs (used only if the file exists)")
+    p.add_argument("--total-sample-count", type=int, default=24576, help="samples to load from the dataset")
+    p.add_argument("--batch-size", type=int, default=None, help="Offline batch size (default: backend's)")
+    p.add_argument("--output-log-dir", default="output-logs", help="where LoadGen logs go (must be new or empty)")
+    p.add_argument("--enable-log-trace", action="store_true", help="LoadGen trace log (large)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="worker threads (Server: concurrent streams; default: backend's)")
+    p.add_argument("--lg-model-name", default="llama2-70b", choices=["llama2-70b", "llama2-70b-interactive"],
+                   help="model name for LoadGen config lookup (latency limits)")
+    p.add_argument("--api-server", action="append", default=None,
+                   help="OpenAI-compatible server URL (repeatable; --backend openai)")
+    p.add_argument("--api-model-name", default=None, help="model name served by --api-server")
+    # --- ours ----------------------------------------------------------------------------
+    p.add_argument("--backend", default="llamacpp", help="null, llamacpp, hf, fakequant, openai")
+    p.add_argument("--backend-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option (repeatable), e.g. --backend-arg n_threads=2")
+    p.add_argument("--quant-config", default=None, help="fake-quant YAML (--backend fakequant)")
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--min-new-tokens", type=int, default=1)
+    p.add_argument("--ignore-eos", action="store_true", help="force max-new-tokens outputs (synthetic perf runs)")
+    p.add_argument("--query-timeout", type=float, default=0.0,
+                   help="complete a query as failed after this many seconds (0: no limit)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-sysmetrics", action="store_true", help="do not sample CPU/RAM/GPU during the run")
+    p.add_argument("--goodput", nargs="+", default=None, metavar="METRIC:MS",
+                   help="report the share of requests meeting SLOs, e.g. --goodput ttft:2000 tpot:200")
+    return p.parse_args(argv)
+
+
+def backend_options(args) -> dict[str, str]:
+    opts: dict[str, str] = {}
+    for kv in args.backend_arg:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            raise HarnessError(f"--backend-arg expects KEY=VALUE, got '{kv}'")
+        opts[key.strip()] = value.strip()
+    if args.quant_config is not None:
+        opts["quant_config"] = args.quant_config
+    if args.api_server:
+        opts["api_server"] = ",".join(args.api_server)
+    if args.api_model_name is not None:
+        opts["api_model_name"] = args.api_model_name
+    return opts
+
+
+# Keys LoadGen 6.0 reads from user.conf / audit.config. LoadGen ignores unknown keys silently,
+# so a typo would quietly run with the default; we refuse it instead.
+LOADGEN_KEYS = {
+    "mode", "min_duration", "max_duration", "min_query_count", "max_query_count", "qsl_rng_seed",
+    "sample_index_rng_seed", "schedule_rng_seed", "accuracy_log_rng_seed", "accuracy_log_probability",
+    "accuracy_log_sampling_target", "print_timestamps", "performance_issue_unique", "performance_issue_same",
+    "performance_issue_same_index", "performance_sample_count_override", "accuracy_sample_count_override",
+    "sample_concatenate_permutation", "test05", "test05_qsl_rng_seed", "test05_sample_index_rng_seed",
+    "test05_schedule_rng_seed", "target_latency_percentile", "target_latency", "target_qps", "target_duration",
+    "samples_per_query", "max_async_queries", "coalesce_queries", "use_token_latencies",
+    "infer_token_latencies", "token_latency_scaling_factor", "ttft_latency", "tpot_latency",
+    "server_num_issue_query_threads",
+}
+
+
+def check_conf_keys(path: str) -> None:
+    """One clear error for a malformed line or an unknown key in a LoadGen config file."""
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            key, sep, value = line.partition("=")
+            parts = key.strip().split(".")
+            if not sep or len(parts) != 3 or not value.strip():
+                raise HarnessError(f"{path}:{n}: expected 'model.scenario.key = value', got '{line}'")
+            if parts[2] not in LOADGEN_KEYS:
+                raise HarnessError(f"{path}:{n}: unknown LoadGen key '{parts[2]}'")
+
+
+def build_settings(args):
+    import mlperf_loadgen as lg
+
+    if not os.path.isfile(args.user_conf):
+        raise HarnessError(f"user config not found: {args.user_conf}")
+    check_conf_keys(args.user_conf)
+    settings = lg.TestSettings()
+    settings.scenario = getattr(lg.TestScenario, args.scenario)
+    # LoadGen loads its embedded mlperf.conf first; user.conf overrides it.
+    if settings.FromConfig(args.user_conf, args.lg_model_name, args.scenario) != 0:
+        raise HarnessError(f"LoadGen could not parse user config {args.user_conf} (see its log lines above)")
+    settings.mode = lg.TestMode.AccuracyOnly if args.accuracy else lg.TestMode.PerformanceOnly
+    return settings
+
+
+def settings_dict(settings) -> dict:
+    out = {}
+    for name in dir(settings):
+        if name.startswith("_") or name == "FromConfig":
+            continue
+        value = getattr(settings, name)
+        out[name] = value if isinstance(value, (int, float, bool, str)) else str(value)
+    return out
+
+
+def claim_output_dir(path: str) -> str:
+    """A fresh temporary folder beside `path`; renamed to `path` when the run completes, so that
+    earlier results are never overwritten and an interrupted run never looks finished."""
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise HarnessError(f"output dir {path} already holds results; choose a new --output-log-dir")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = f"{os.path.abspath(path)}.partial-{os.getpid()}"
+    os.makedirs(tmp)
+    return tmp
+
+
+def publish_output_dir(tmp: str, path: str) -> None:
+    if os.path.isdir(path):
+        os.rmdir(path)  # empty (checked at claim time)
+    os.replace(tmp, path)
+
+
+def run(args) -> int:
+    import mlperf_loadgen as lg
+
+    from backends import get_backend_class
+    from backends.base import GenerationParams
+    from dataset import Dataset
+    from harness.demo import default_dataset_path
+    from harness.results import load_results, parse_goodput, print_run_summary, write_run_results
+    from harness.sysmetrics import SystemMonitor
+    from SUT_offline import SUT
+    from SUT_server import SUTServer
+
+    # Validate everything cheap before loading a model.
+    backend_cls = get_backend_class(args.backend)
+    params = GenerationParams(args.max_new_tokens, args.min_new_tokens, args.ignore_eos)
+    backend = backend_cls(model_path=args.model_path, dtype=args.dtype, device=args.device, params=params,
+                          options=backend_options(args))
+    settings = build_settings(args)
+    goodput = parse_goodput(args.goodput)
+    if os.path.isfile(args.audit_conf):
+        check_conf_keys(args.audit_conf)
+    elif args.audit_conf != "audit.conf":
+        raise HarnessError(f"audit config not found: {args.audit_conf}")
+    dataset_path = args.dataset_path or default_dataset_path(args.model_path)
+    dataset = Dataset(dataset_path, args.total_sample_count)
+    out_tmp = claim_output_dir(args.output_log_dir)
+
+    started = time.time()
+    backend.load()
+    log.info("backend %s loaded in %.1f s", args.backend, time.time() - started)
+    batch_size = args.batch_size or backend_cls.default_batch_size
+    workers = args.num_workers or backend_cls.default_num_workers
+
+    progress = None
+    if not args.no_progress:
+        from tqdm import tqdm
+        total = dataset.total_sample_count if args.accuracy else None
+        progress = tqdm(total=total, desc=f"{args.scenario} queries", unit="q", mininterval=1.0, file=sys.stderr)
+
+    sut_cls = SUTServer if args.scenario == "Server" else SUT
+    sut = sut_cls(backend, dataset, batch_size=batch_size, workers=workers,
+                  query_timeout_s=args.query_timeout, progress=progress)
+
+    log_output = lg.LogOutputSettings()
+    log_output.outdir = out_tmp
+    log_output.copy_summary_to_stdout = True
+    log_settings = lg.LogSettings()
+    log_settings.log_output = log_output
+    log_settings.enable_trace = args.enable_log_trace
+
+    lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
+    monitor = None if args.no_sysmetrics else SystemMonitor().start()
+    sut.start()
+    log.info("starting LoadGen: %s %s, %d samples", args.scenario,
+             "accuracy" if args.accuracy else "performance", dataset.total_sample_count)
+    try:
+        lg.StartTestWithLogSettings(lg_sut, sut.qsl, settings, log_settings, args.audit_conf)
+    finally:
+        sut.stop()
+        sysmetrics = monitor.stop(sum(r.n_output for r in sut.core.records)) if monitor else None
+        if progress is not None:
+            progress.close()
+        lg.DestroySUT(lg_sut)
+        lg.DestroyQSL(sut.qsl)
+        backend.close()
+    finished = time.time()
+
+    run_info = {
+        "scenario": args.scenario,
+        "mode": "accuracy" if args.accuracy else "performance",
+        "backend": backend.info(),
+        "eos_token_ids": sorted(backend.eos_token_ids),
+        "model_path": args.model_path,
+        "dtype": args.dtype,
+        "quant_config": args.quant_config,
+        "dataset_path": dataset_path,
+        "total_sample_count": dataset.total_sample_count,
+        "batch_size": batch_size,
+        "num_workers": workers,
+        "lg_model_name": args.lg_model_name,
+        "user_conf": args.user_conf,
+        "loadgen_settings": settings_dict(settings),
+        "command": sys.argv,
+        "started": started,
+        "finished": finished,
+        "status": "failed" if sut.core.failed else "ok",
+        "errors": sut.core.errors[:100],
+        "n_errors": len(sut.core.errors),
+    }
+    results_path = write_run_results(out_tmp, run_info, sut.core.records, sysmetrics, goodput)
+    publish_output_dir(out_tmp, args.output_log_dir)
+    print("\n" + print_run_summary(load_results(os.path.join(args.output_log_dir, results_path.name))))
+    print(f"LoadGen logs and results.json: {os.path.abspath(args.output_log_dir)}")
+    if sut.core.failed:
+        print(f"RUN FAILED: {len(sut.core.errors)} queries failed; first: {sut.core.errors[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = get_args(argv)
+    return exit_on_error(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
