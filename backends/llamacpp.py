@@ -1,0 +1,453 @@
+"""llama.cpp backend: GGUF models in-process through llama-cpp-python (the embedded default).
+
+A llama.cpp context is not thread-safe, so one engine thread owns it. generate() and stream()
+hand requests to that thread and read the new ids from a per-request queue. The engine decodes
+up to `n_parallel` sequences together in one llama_batch (continuous batching: a finished
+sequence's slot takes the next waiting prompt at once), so concurrent Server streams share
+decode steps; with n_parallel=1 requests simply run one after another.
+
+Decoding is greedy (argmax of the logits). End-of-generation (EOG) tokens are every token that
+llama.cpp's vocabulary marks as EOG (Gemma 3: <eos> and <end_of_turn>). They are banned (logit
+set to -inf) before min_new_tokens ids exist, and always with ignore_eos, so that a forced-length
+run really produces max_new_tokens ids instead of running on past an end marker.
+
+Every request starts from an empty KV cache for its sequence (no prefix reuse between requests).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import queue
+import threading
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import llama_cpp
+import numpy as np
+
+from backends.base import Backend
+from harness.errors import HarnessError
+from harness.models import resolve_model_path
+
+log = logging.getLogger(__name__)
+
+_DONE = object()           # end-of-request marker on a request's queue
+_SCORE_CHUNK = 64          # positions per decode in score(): bounds the all-logits buffer
+_backend_init_lock = threading.Lock()
+_backend_initialised = False
+
+
+def _ftype_name(ftype: int) -> str:
+    """LLAMA_FTYPE_MOSTLY_Q4_K_M -> 'Q4_K_M' (the quantization type of the file)."""
+    for name in dir(llama_cpp):
+        if name.startswith("LLAMA_FTYPE_") and getattr(llama_cpp, name) == ftype:
+            return name.removeprefix("LLAMA_FTYPE_").removeprefix("MOSTLY_").removeprefix("ALL_")
+    return str(ftype)
+
+
+@dataclass(eq=False)
+class _Request:
+    prompt: list[int]
+    # Receives each new id (int), then _DONE, or an Exception if the request failed.
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    generated: list[int] = field(default_factory=list)
+    cancelled: bool = False   # set by an abandoned stream(); the engine frees its slot
+
+
+@dataclass(eq=False)
+class _Slot:
+    seq_id: int
+    req: _Request | None = None
+    n_past: int = 0           # tokens of this sequence already in the KV cache
+    next_token: int = -1      # last generated id, fed at the next step
+
+    @property
+    def prefilling(self) -> bool:
+        return self.n_past < len(self.req.prompt)
+
+
+class LlamaCppBackend(Backend):
+    name = "llamacpp"
+    defaults = {
+        "n_threads": 0,        # 0: all cores this process may use
+        "n_ctx": 2048,         # tokens per sequence; must hold prompt + max_new_tokens
+        "n_gpu_layers": 0,     # layers offloaded to a GPU build of llama.cpp; -1 = all
+        "n_batch": 512,        # most tokens (prompt chunks + decode steps) per llama_decode call
+        "n_parallel": 1,       # sequences decoded together (continuous batching)
+        "seed": 0,             # recorded only: greedy decoding draws no random numbers
+        "flash_attn": False,   # llama.cpp flash attention kernels
+        "verbose": False,      # llama.cpp's own log on stderr
+        # Extra ids that end generation, e.g. for a GGUF whose turn-end marker is not flagged EOG.
+        "eos_ids": [],
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        if o["n_threads"] < 0:
+            raise HarnessError(f"llamacpp: n_threads must be >= 0 (0 = all cores), got {o['n_threads']}")
+        if o["n_ctx"] < 8 or o["n_batch"] < 1:
+            raise HarnessError(f"llamacpp: need n_ctx >= 8 and n_batch >= 1, got n_ctx={o['n_ctx']} "
+                               f"n_batch={o['n_batch']}")
+        if not 1 <= o["n_parallel"] <= o["n_batch"]:
+            raise HarnessError(f"llamacpp: need 1 <= n_parallel <= n_batch, got n_parallel={o['n_parallel']} "
+                               f"n_batch={o['n_batch']}")
+        if self.params.max_new_tokens >= o["n_ctx"]:
+            raise HarnessError(f"llamacpp: max_new_tokens={self.params.max_new_tokens} leaves no room for a "
+                               f"prompt in n_ctx={o['n_ctx']}; raise it with --backend-arg n_ctx=N")
+        try:
+            self._extra_eos = {int(v) for v in o["eos_ids"]}
+        except ValueError:
+            raise HarnessError(f"llamacpp: eos_ids must be token ids separated by commas, got {o['eos_ids']}") from None
+        self.n_threads = o["n_threads"] or len(os.sched_getaffinity(0))
+        self._model = self._ctx = self._batch = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def load(self) -> None:
+        global _backend_initialised
+        o = self.options
+        path = resolve_model_path(self.model_path)
+        self.model_path = path
+        _check_gguf_magic(path)
+        with _backend_init_lock:
+            if not _backend_initialised:
+                llama_cpp.llama_backend_init()
+                _backend_initialised = True
+
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = 0x7FFFFFFF if o["n_gpu_layers"] < 0 else o["n_gpu_layers"]
+        with _native_output_silenced(not o["verbose"]):
+            self._model = llama_cpp.llama_model_load_from_file(path.encode(), mparams)
+        if not self._model:
+            self._model = None
+            raise HarnessError(f"llama.cpp cannot load {path}: not a valid GGUF model (corrupt, truncated "
+                               "or an unsupported architecture); run with --backend-arg verbose=1 for details")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
+        if o["n_ctx"] > n_ctx_train:
+            log.warning("n_ctx=%d exceeds the model's training context %d", o["n_ctx"], n_ctx_train)
+
+        cparams = llama_cpp.llama_context_default_params()
+        # Sequences get separate KV streams (kv_unified off), each of n_ctx tokens.
+        cparams.n_ctx = o["n_ctx"] * o["n_parallel"]
+        cparams.n_seq_max = o["n_parallel"]
+        cparams.kv_unified = False
+        cparams.n_batch = cparams.n_ubatch = o["n_batch"]
+        cparams.n_threads = cparams.n_threads_batch = self.n_threads
+        cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if o["flash_attn"]
+                                   else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        cparams.no_perf = True
+        with _native_output_silenced(not o["verbose"]):
+            self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            self._ctx = None
+            self.close()
+            raise HarnessError(f"llama.cpp cannot create a context with n_ctx={o['n_ctx']} x n_parallel="
+                               f"{o['n_parallel']} (out of memory?); lower n_ctx or n_parallel")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(o["n_batch"], 0, 1)
+
+        # Every EOG id of the vocabulary (a few hundred thousand cheap calls, once).
+        is_eog = llama_cpp.llama_vocab_is_eog
+        if any(not 0 <= t < self.n_vocab for t in self._extra_eos):
+            self.close()
+            raise HarnessError(f"llamacpp: eos_ids {sorted(self._extra_eos)} outside the vocabulary (0..{self.n_vocab - 1})")
+        eog = sorted({t for t in range(self.n_vocab) if is_eog(self._vocab, t)} | self._extra_eos)
+        self.eos_token_ids = frozenset(eog)
+        self._eog = np.array(eog, dtype=np.intp)
+
+        desc = ctypes.create_string_buffer(256)
+        llama_cpp.llama_model_desc(self._model, desc, len(desc))
+        self._model_info = {"model_desc": desc.value.decode(errors="replace"),
+                            "quantization": _ftype_name(llama_cpp.llama_model_ftype(self._model)),
+                            "n_ctx_train": n_ctx_train, "n_vocab": self.n_vocab}
+
+        self._slots = [_Slot(seq_id=i) for i in range(o["n_parallel"])]
+        self._pending: deque[_Request] = deque()
+        self._jobs: deque[tuple[Callable[[], Any], Future]] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._dead: BaseException | None = None
+        self._thread = threading.Thread(target=self._engine, name="llamacpp-engine", daemon=True)
+        self._thread.start()
+        log.info("llama.cpp: %s (%s), n_ctx=%d, n_parallel=%d, threads=%d, EOG ids %s",
+                 self._model_info["model_desc"], path, o["n_ctx"], o["n_parallel"], self.n_threads, eog)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            with self._cond:
+                self._stopping = True
+                self._cond.notify_all()
+            self._thread.join()
+            self._thread = None
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        with _native_output_silenced(not self.options["verbose"]):
+            if self._ctx is not None:
+                llama_cpp.llama_free(self._ctx)
+                self._ctx = None
+            if self._model is not None:
+                llama_cpp.llama_model_free(self._model)
+                self._model = None
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out.update({"model_file": os.path.basename(self.model_path or ""), "n_ctx": self.options["n_ctx"],
+                    "n_threads": self.n_threads, "llama_cpp_python": llama_cpp.__version__,
+                    "eos_token_ids": sorted(self.eos_token_ids)})
+        out.update(getattr(self, "_model_info", {}))
+        return out
+
+    # ---- public calls ----------------------------------------------------------------------
+
+    def generate(self, prompts: list[list[int]]) -> list[list[int]]:
+        results: list[Any] = [None] * len(prompts)
+        requests = []
+        for i, prompt in enumerate(prompts):
+            problem = self._check_prompt(prompt, self.params.max_new_tokens)
+            if problem:
+                results[i] = HarnessError(problem)
+            else:
+                requests.append((i, self._submit(prompt)))
+        for i, req in requests:
+            while (item := req.out.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    results[i] = item
+                    break
+            else:
+                results[i] = self.trim(req.generated)
+        return results
+
+    def stream(self, prompt: list[int]) -> Iterator[list[int]]:
+        problem = self._check_prompt(prompt, self.params.max_new_tokens)
+        if problem:
+            raise HarnessError(problem)
+        req = self._submit(prompt)
+        finished = False
+        try:
+            while True:
+                chunk = [req.out.get()]
+                # Ids that arrived while the consumer was busy go out together.
+                while not req.out.empty() and chunk[-1] is not _DONE and not isinstance(chunk[-1], BaseException):
+                    chunk.append(req.out.get())
+                end = chunk[-1]
+                if end is _DONE or isinstance(end, BaseException):
+                    chunk.pop()
+                if chunk:
+                    yield chunk
+                if isinstance(end, BaseException):
+                    finished = True
+                    raise end
+                if end is _DONE:
+                    finished = True
+                    return
+        finally:
+            if not finished:  # consumer stopped early: let the engine free the slot
+                req.cancelled = True
+
+    def score(self, ids: list[int]) -> list[float]:
+        problem = self._check_prompt(ids, 0)
+        if problem:
+            raise HarnessError(problem)
+        return self._run_job(lambda: self._score_now(ids))
+
+    # ---- request plumbing ------------------------------------------------------------------
+
+    def _check_prompt(self, prompt: list[int], n_new: int) -> str | None:
+        if self._thread is None:
+            raise HarnessError("llamacpp backend used before load() or after close()")
+        if not prompt:
+            return "llamacpp: empty prompt (need at least one token id)"
+        n_ctx = self.options["n_ctx"]
+        if len(prompt) + n_new > n_ctx:
+            return (f"llamacpp: prompt of {len(prompt)} tokens + max_new_tokens {n_new} exceeds n_ctx={n_ctx}; "
+                    "raise it with --backend-arg n_ctx=N")
+        lo, hi = min(prompt), max(prompt)
+        if lo < 0 or hi >= self.n_vocab:  # llama.cpp would abort the whole process on these
+            return f"llamacpp: token id {lo if lo < 0 else hi} outside the vocabulary (0..{self.n_vocab - 1})"
+        return None
+
+    def _submit(self, prompt: list[int]) -> _Request:
+        req = _Request(list(prompt))
+        with self._cond:
+            if self._dead is not None:
+                raise HarnessError(f"llamacpp engine stopped after an error: {self._dead}")
+            self._pending.append(req)
+            self._cond.notify()
+        return req
+
+    def _run_job(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the engine thread once no sequence is active; return its result."""
+        fut: Future = Future()
+        with self._cond:
+            if self._dead is not None:
+                raise HarnessError(f"llamacpp engine stopped after an error: {self._dead}")
+            self._jobs.append((fn, fut))
+            self._cond.notify()
+        return fut.result()
+
+    # ---- engine thread ---------------------------------------------------------------------
+
+    def _engine(self) -> None:
+        try:
+            while True:
+                job = None
+                with self._cond:
+                    while not (self._stopping or self._pending or self._jobs or self._active()):
+                        self._cond.wait()
+                    if self._stopping:
+                        break
+                    if self._jobs and not self._active():
+                        job = self._jobs.popleft()
+                    elif not self._jobs:  # a waiting job holds back new requests until it ran
+                        for slot in self._slots:
+                            if slot.req is None and self._pending:
+                                slot.req, slot.n_past = self._pending.popleft(), 0
+                if job is not None:
+                    fn, fut = job
+                    try:
+                        fut.set_result(fn())
+                    except BaseException as e:  # noqa: BLE001 - handed to the caller
+                        fut.set_exception(e)
+                elif self._active():
+                    self._step()
+        except BaseException as e:  # a bug or a llama.cpp failure: fail everything, never hang callers
+            log.exception("llama.cpp engine failed")
+            with self._cond:
+                self._dead = e
+        # Answer whatever is still waiting so no caller blocks forever.
+        err = self._dead or HarnessError("llamacpp backend closed")
+        with self._cond:
+            for slot in self._slots:
+                if slot.req is not None:
+                    slot.req.out.put(err)
+                    slot.req = None
+            while self._pending:
+                self._pending.popleft().out.put(err)
+            while self._jobs:
+                self._jobs.popleft()[1].set_exception(err)
+
+    def _active(self) -> list[_Slot]:
+        return [s for s in self._slots if s.req is not None]
+
+    def _release(self, slot: _Slot) -> None:
+        llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        slot.req, slot.n_past, slot.next_token = None, 0, -1
+
+    def _step(self) -> None:
+        """One llama_decode: a token for every generating sequence, then prompt chunks."""
+        for slot in self._active():
+            if slot.req.cancelled:
+                self._release(slot)
+        batch, n = self._batch, 0
+        outputs: list[tuple[_Slot, int]] = []   # (slot, batch row whose logits pick its next id)
+
+        def add(token: int, pos: int, seq: int, want_logits: bool) -> None:
+            nonlocal n
+            batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, pos, 1
+            batch.seq_id[n][0], batch.logits[n] = seq, want_logits
+            n += 1
+
+        active = self._active()
+        for slot in active:
+            if not slot.prefilling:
+                add(slot.next_token, slot.n_past, slot.seq_id, True)
+                outputs.append((slot, n - 1))
+                slot.n_past += 1
+        for slot in active:
+            if slot.prefilling and n < self.options["n_batch"]:
+                prompt = slot.req.prompt
+                take = min(self.options["n_batch"] - n, len(prompt) - slot.n_past)
+                for j in range(slot.n_past, slot.n_past + take):
+                    add(prompt[j], j, slot.seq_id, j == len(prompt) - 1)
+                slot.n_past += take
+                if not slot.prefilling:
+                    outputs.append((slot, n - 1))
+        if n == 0:
+            return
+        batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        if rc != 0:
+            err = RuntimeError(f"llama_decode returned {rc} ({n} tokens, {len(active)} sequences)")
+            for slot in active:
+                slot.req.out.put(err)
+                self._release(slot)
+            return
+
+        p = self.params
+        for slot, row in outputs:
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(self.n_vocab,))
+            req = slot.req
+            if p.ignore_eos or len(req.generated) < p.min_new_tokens:
+                logits[self._eog] = -np.inf   # llama.cpp's output buffer; rewritten by the next decode
+            token = int(np.argmax(logits))
+            req.generated.append(token)
+            req.out.put(token)
+            ended = token in self.eos_token_ids and not p.ignore_eos
+            if ended or len(req.generated) >= p.max_new_tokens:
+                req.out.put(_DONE)
+                self._release(slot)
+            else:
+                slot.next_token = token
+
+    def _score_now(self, ids: list[int]) -> list[float]:
+        """Log-probabilities of ids[1:] from one causal pass (in chunks) on sequence 0."""
+        batch, seq = self._batch, self._slots[0].seq_id
+        chunk = min(_SCORE_CHUNK, self.options["n_batch"])
+        out = [0.0]
+        try:
+            for start in range(0, len(ids) - 1, chunk):
+                stop = min(start + chunk, len(ids) - 1)   # the last id's logits are never needed
+                for k, j in enumerate(range(start, stop)):
+                    batch.token[k], batch.pos[k], batch.n_seq_id[k] = ids[j], j, 1
+                    batch.seq_id[k][0], batch.logits[k] = seq, True
+                batch.n_tokens = stop - start
+                rc = llama_cpp.llama_decode(self._ctx, batch)
+                if rc != 0:
+                    raise RuntimeError(f"llama_decode returned {rc} while scoring {len(ids)} tokens")
+                rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx),
+                                             shape=(stop - start, self.n_vocab)).astype(np.float64)
+                top = rows.max(axis=1, keepdims=True)
+                lse = top[:, 0] + np.log(np.exp(rows - top).sum(axis=1))
+                targets = np.asarray(ids[start + 1: stop + 1])
+                out.extend((rows[np.arange(len(targets)), targets] - lse).tolist())
+        finally:
+            llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        return out
+
+
+@contextlib.contextmanager
+def _native_output_silenced(silence: bool):
+    """Send llama.cpp's load-time chatter (written straight to fd 1/2) to /dev/null."""
+    if not silence:
+        yield
+        return
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
+def _check_gguf_magic(path: str) -> None:
+    """A clear error for a folder or a non-GGUF file before llama.cpp sees it."""
+    if os.path.isdir(path):
+        raise HarnessError(f"the llamacpp backend needs a .gguf file, got the folder {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise HarnessError(f"{path} is not a GGUF file (starts with {magic!r}, expected b'GGUF')")
