@@ -21,7 +21,9 @@ The spec (YAML or JSON) lists runs; `defaults` fills what a run leaves out:
 
 Each run is a fresh `python main.py` process: `warmup_runs` unreported runs first, then
 `repeats` measured ones (OUT/NAME/rep-K), then, with `accuracy: true`, one accuracy-mode run
-(OUT/NAME/accuracy) scored by evaluation.py, whose accuracy.json gives the ROUGE columns.
+(OUT/NAME/accuracy) scored by evaluation.py, whose accuracy.json gives the ROUGE columns
+(`eval_args` passes it more flags: evaluation.py needs accuracy targets for the model, from
+accuracy_targets.yaml or `--model-name`; the scores are reported whether or not they pass).
 Each process's console output goes to a .log file beside its folder. The comparison lands in
 OUT/report.html, OUT/comparison.md and OUT/comparison.csv.
 """
@@ -70,6 +72,7 @@ class RunSpec:
     accuracy: bool = False
     goodput: list[str] = field(default_factory=list)   # e.g. ["ttft:2000", "tpot:200"]
     main_args: list[str] = field(default_factory=list)  # any further main.py flags
+    eval_args: list[str] = field(default_factory=list)  # further evaluation.py flags, e.g. --model-name
 
 
 SPEC_KEYS = {f.name for f in dataclasses.fields(RunSpec)}
@@ -206,6 +209,7 @@ def score_accuracy(acc_dir: Path, results: dict, run: RunSpec) -> dict:
            "--dataset-file", str(dataset)]
     if run.model:
         cmd += ["--checkpoint-path", run.model]
+    cmd += [str(a) for a in run.eval_args]
     log_path = acc_dir.parent / "evaluation.log"
     status = run_logged(cmd, log_path)
     # Exit 1 only means "below the accuracy target": the scores are still written.

@@ -106,3 +106,90 @@ def test_report_opens_in_chromium(run_dirs, tmp_path):
     # The bar charts are visible: a good patch of their exact colour is on screen.
     blue = (np.abs(img - np.array(BAR_BLUE)).sum(axis=2) <= 6).sum()
     assert blue > 2000, f"only {blue} bar-coloured pixels: charts not rendered"
+
+
+# -- comparison runner and sweep (real main.py processes on the null backend) ----------------------------
+def test_compare_spec_errors(tmp_path):
+    from harness.compare import load_spec
+    from harness.errors import HarnessError
+
+    cases = {
+        "runs: []\n": "non-empty 'runs'",
+        "runs:\n  - {name: a, backend: 'null', colour: red}\n": r"unknown key\(s\) \['colour'\]",
+        "runs:\n  - {name: a, backend: null}\n": "needs 'backend'",
+        "runs:\n  - {name: a, backend: 'null'}\n  - {name: a, backend: 'null'}\n": "must be unique",
+        "runs:\n  - {name: a, backend: 'null', repeats: 0}\n": "repeats must be >= 1",
+        "runs: [\n": "not valid YAML",
+    }
+    for i, (text, match) in enumerate(cases.items()):
+        spec = tmp_path / f"spec{i}.yaml"
+        spec.write_text(text)
+        with pytest.raises(HarnessError, match=match):
+            load_spec(spec)
+
+
+@pytest.mark.slow
+def test_compare_runs_and_reports(tmp_path):
+    conf = tmp_path / "user.conf"     # 8 queries at 200 QPS: each run takes a fraction of a second
+    conf.write_text("*.Server.target_qps = 200\n*.*.min_duration = 0\n*.*.min_query_count = 8\n")
+    spec = {
+        "title": "null fast vs slow",
+        "defaults": {"scenario": "Server", "data": {"synthetic": {"num_samples": 8, "input_len": 16,
+                                                                   "output_len": 4, "seed": 0}},
+                     "main_args": ["--max-new-tokens", "4", "--ignore-eos", "--num-workers", "2",
+                                   "--user-conf", str(conf)]},
+        "runs": [{"name": "fast", "backend": "null", "backend_args": {"tokens": 4}, "repeats": 2, "accuracy": True,
+                  # Any targets will do: the report shows the scores, not the verdict.
+                  "eval_args": ["--model-name", "llama2-70b"]},
+                 {"name": "slow", "backend": "null", "backend_args": {"tokens": 4, "delay_ms": 40},
+                  "warmup_runs": 1}],
+    }
+    spec_path = tmp_path / "runs.json"
+    spec_path.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "harness.compare", str(spec_path), "--output-dir", str(out),
+                           "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for d in ("fast/rep-1", "fast/rep-2", "fast/accuracy", "slow/warmup-1", "slow/rep-1"):
+        assert (out / d / "results.json").exists(), d
+    assert (out / "fast" / "accuracy" / "accuracy.json").exists()   # written by evaluation.py
+    import csv
+    rows = {r["run"]: r for r in csv.DictReader(open(out / "comparison.csv"))}
+    assert rows["fast"]["repeats"] == "2" and rows["slow"]["repeats"] == "1"   # warm-up not counted
+    # The 40 ms backend delay shows in TTFT; fast's figures are the mean of its two repeats.
+    assert float(rows["slow"]["TTFT p50"]) >= 40.0 > float(rows["fast"]["TTFT p50"])
+    reps = [load_results(out / "fast" / f"rep-{k}")["requests"]["ttft_ms"]["p50"] for k in (1, 2)]
+    assert float(rows["fast"]["TTFT p50"]) == pytest.approx(sum(reps) / 2)
+    rouge = load_results(out / "fast" / "accuracy")["accuracy"]["result"]["rouge1"]
+    assert float(rows["fast"]["rouge1"]) == pytest.approx(rouge) and rows["slow"]["rouge1"] == ""
+    text = (out / "report.html").read_text()
+    assert "null fast vs slow" in text and len(_pngs(text)) >= 6
+    assert "| fast |" in (out / "comparison.md").read_text()
+    # A second run into the same folder is refused: results are never overwritten.
+    proc = subprocess.run([sys.executable, "-m", "harness.compare", str(spec_path), "--output-dir", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "is not empty" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sweep_concurrency(tmp_path):
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "harness.sweep", "--backend", "null", "--backend-arg",
+                           "delay_ms=50", "--concurrency", "1", "4", "--lengths", "16/4", "--num-samples", "8",
+                           "--output-dir", str(out), "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    import csv
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [(r["concurrency"], r["input_len"], r["output_len"]) for r in rows] == [("1", "16", "4"), ("4", "16", "4")]
+    # Each request sleeps 50 ms in the backend: four workers finish the 8 requests well ahead of one.
+    c1, c4 = (float(r["output tokens/s"]) for r in rows)
+    assert c4 > 1.5 * c1
+    for r in rows:
+        res = load_results(out / f"in16-out4-c{r['concurrency']}")
+        assert res["requests"]["output_tokens"]["mean"] == 4            # --ignore-eos: exactly 4 tokens
+        assert res["run"]["num_workers"] == int(r["concurrency"])
+    text = (out / "report.html").read_text()
+    assert 'alt="TTFT p99"' in text and "<h2>Sweep</h2>" in text
+    assert len(_pngs(text)) >= 8          # 4 sweep lines + 4 comparison bars, before per-run charts
+    assert "| 16 | 4 | 4 |" in (out / "sweep.md").read_text()
