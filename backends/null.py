@@ -1,7 +1,7 @@
 """A backend without a model, for testing the harness itself.
 
 Returns `tokens` ids after `delay_ms` (per request; per batch in generate). Options let tests
-make chosen samples fail (`fail_on`: prompt first-token ids that raise) to check that every
+make chosen samples fail or hang (selected by the first id of the prompt) to check that every
 query is still completed.
 """
 from __future__ import annotations
@@ -21,13 +21,20 @@ class NullBackend(Backend):
         "token_id": 7,       # id returned at every position
         "eos_id": 1,         # id treated as end of sequence
         "fail_on": [],       # prompts whose first id is listed here raise RuntimeError
+        "fail_mid_on": [],   # ... raise after the first streamed token
+        "stall_on": [],      # ... hang for stall_s seconds (a backend that stopped answering)
+        "stall_s": 3600.0,
     }
 
     def load(self) -> None:
         self.eos_token_ids = frozenset({self.options["eos_id"]})
         self._fail = {int(v) for v in self.options["fail_on"]}
+        self._fail_mid = {int(v) for v in self.options["fail_mid_on"]}
+        self._stall = {int(v) for v in self.options["stall_on"]}
 
     def _answer(self, prompt: list[int]) -> list[int]:
+        if prompt and prompt[0] in self._stall:
+            time.sleep(self.options["stall_s"])
         if prompt and prompt[0] in self._fail:
             raise RuntimeError(f"null backend: injected failure for prompt starting with {prompt[0]}")
         n = max(self.params.min_new_tokens, min(self.options["tokens"], self.params.max_new_tokens))
@@ -36,12 +43,20 @@ class NullBackend(Backend):
     def generate(self, prompts: list[list[int]]) -> list[list[int]]:
         if self.options["delay_ms"]:
             time.sleep(self.options["delay_ms"] / 1000)
-        return [self._answer(p) for p in prompts]
+        outs: list = []
+        for p in prompts:
+            try:
+                outs.append(self._answer(p))
+            except RuntimeError as e:  # only this prompt fails; the SUT completes it empty
+                outs.append(e)
+        return outs
 
     def stream(self, prompt: list[int]) -> Iterator[list[int]]:
         if self.options["delay_ms"]:
             time.sleep(self.options["delay_ms"] / 1000)
         out = self._answer(prompt)
         yield out[:1]
+        if prompt and prompt[0] in self._fail_mid:
+            raise RuntimeError(f"null backend: injected failure after the first token of {prompt[0]}")
         if len(out) > 1:
             yield out[1:]

@@ -10,8 +10,8 @@ run them on the backend, then report back:
   (first token included) to lg.QuerySamplesComplete with n_tokens = number of ids.
 
 Every query LoadGen issues is completed exactly once, also when the backend raises or hangs:
-a failed query is answered with a one-token EOS response (or an empty one when the backend has
-no EOS), its error is recorded, and the run is marked failed. With `query_timeout_s` a watchdog
+a failed query is answered with the ids streamed before the failure, or else a one-token EOS
+response (empty when the backend has no EOS); its error is recorded and the run is marked failed. With `query_timeout_s` a watchdog
 completes queries that run too long, so the run ends in bounded time.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlperf_loadgen as lg
 
@@ -40,6 +40,7 @@ class _InFlight:
     record: RequestRecord
     done: bool = False
     first_sent: bool = False
+    ids: list = field(default_factory=list)   # ids streamed so far (Server)
 
 
 class SUTCore:
@@ -133,7 +134,7 @@ class SUTCore:
         now = time.perf_counter()
         rec = item.record
         if error is not None:
-            ids = self._failed_ids
+            ids = item.ids or self._failed_ids  # keep a first token already sent to LoadGen
             rec.error = error
             log.error("query for sample %d failed: %s", item.sample.index, error)
         if self.streaming and not item.first_sent and ids:
@@ -173,23 +174,22 @@ class SUTCore:
             item = self._queue.get()
             if item is _STOP:
                 return
-            ids: list[int] = []
             rec = item.record
             try:
                 for chunk in self.backend.stream(self.prompts[item.sample.index]):
                     if not chunk:
                         continue
                     now = time.perf_counter()
-                    if not ids:
-                        with self._lock:  # the watchdog may have completed it meanwhile
-                            if item.done:
-                                break
+                    with self._lock:  # the watchdog may complete the query meanwhile
+                        if item.done:
+                            break
+                        if not item.ids:
                             rec.t_first = now
                             self._send_first(item, chunk[0])
-                    ids.extend(chunk)
+                        item.ids.extend(chunk)
                     rec.chunk_times.append(now)
                     rec.chunk_sizes.append(len(chunk))
-                self._complete(item, ids)
+                self._complete(item, item.ids)
             except Exception as e:  # noqa: BLE001
                 self._complete(item, [], error=f"{type(e).__name__}: {e}")
 

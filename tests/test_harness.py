@@ -1,0 +1,191 @@
+"""End-to-end tests of the SUTs on the real LoadGen with the null backend."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import pytest
+
+from helpers import (accuracy_entries, assert_test06, decode_ids, results, run_main, summary, run_test06,
+                     tiny_conf, tiny_dataset)
+
+
+@pytest.fixture
+def data(tmp_path):
+    return tiny_dataset(tmp_path / "tiny.pkl", n=32)
+
+
+def _null(tmp_path, data, *extra, conf=None, out="out"):
+    conf = conf or tiny_conf(tmp_path / "user.conf", n=32)
+    return run_main("--backend", "null", "--dataset-path", str(data), "--user-conf", str(conf),
+                    "--output-log-dir", str(tmp_path / out), *extra)
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "Server"])
+def test_accuracy_run_logs_every_sample_with_exact_token_counts(tmp_path, data, scenario):
+    p = _null(tmp_path, data, "--scenario", scenario, "--accuracy", "--backend-arg", "tokens=9")
+    assert p.returncode == 0, p.stderr[-2000:]
+    entries = accuracy_entries(tmp_path / "out")
+    assert sorted(e["qsl_idx"] for e in entries) == list(range(32))
+    for e in entries:
+        assert e["token_count"] == 9 and decode_ids(e) == [7] * 9
+        if scenario == "Server":
+            assert decode_ids({"data": e["token_data"]}) == [7]  # first token reported separately
+    assert_test06(tmp_path / "out", scenario)
+    r = results(tmp_path / "out")
+    assert r["run"]["status"] == "ok" and r["requests"]["completed"] == 32
+
+
+def test_offline_performance_run_is_valid(tmp_path, data):
+    # One batch of 32 that takes 300 ms, so LoadGen's 200 ms minimum duration is met.
+    p = _null(tmp_path, data, "--scenario", "Offline", "--batch-size", "32", "--backend-arg", "delay_ms=300",
+              "--backend-arg", "tokens=16")
+    assert p.returncode == 0, p.stderr[-2000:]
+    s = summary(tmp_path / "out")
+    assert "Result is : VALID" in s
+    tokens_per_s = float(s.split("Tokens per second:")[1].split()[0]) if "Tokens per second:" in s else None
+    samples_per_s = float(s.split("Samples per second:")[1].split()[0])
+    assert samples_per_s > 0
+    if tokens_per_s is not None:
+        assert tokens_per_s == pytest.approx(16 * samples_per_s, rel=0.01)
+
+
+def test_server_performance_run_is_valid_and_streams_first_tokens(tmp_path):
+    # Early stopping needs a few hundred queries for a VALID Server result.
+    data = tiny_dataset(tmp_path / "d.pkl", n=64)
+    conf = tmp_path / "user.conf"
+    conf.write_text("*.Server.target_qps = 2000\n*.Server.min_duration = 300\n*.Server.min_query_count = 1000\n")
+    p = _null(tmp_path, data, "--scenario", "Server", "--num-workers", "2", conf=conf)
+    assert p.returncode == 0, p.stderr[-2000:]
+    s = summary(tmp_path / "out")
+    assert "Result is : VALID" in s, s[:1500]
+    r = results(tmp_path / "out")
+    assert r["requests"]["completed"] >= 1000
+    assert r["requests"]["output_tokens"]["total"] == 32 * r["requests"]["completed"]
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "Server"])
+def test_failing_backend_still_completes_every_query(tmp_path, scenario):
+    prompts = [[100 + i, 5, 6] for i in range(16)]
+    data = tiny_dataset(tmp_path / "d.pkl", prompts=prompts)
+    conf = tiny_conf(tmp_path / "user.conf", n=16)
+    p = _null(tmp_path, data, "--scenario", scenario, "--accuracy", "--backend-arg", "fail_on=103,110",
+              "--backend-arg", "fail_mid_on=105", "--backend-arg", "tokens=4", conf=conf)
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert "RUN FAILED" in p.stderr
+    entries = {e["qsl_idx"]: e for e in accuracy_entries(tmp_path / "out")}
+    assert sorted(entries) == list(range(16))
+    assert decode_ids(entries[3]) == [1] and decode_ids(entries[10]) == [1]   # the EOS response
+    if scenario == "Server":
+        assert decode_ids(entries[5]) == [7]            # the first token already sent is kept
+    assert decode_ids(entries[0]) == [7] * 4
+    assert_test06(tmp_path / "out", scenario)
+    r = results(tmp_path / "out")
+    assert r["run"]["status"] == "failed"
+    n_failed = 3 if scenario == "Server" else 2  # fail_mid_on only exists while streaming
+    assert r["run"]["n_errors"] == n_failed and r["requests"]["errors"] == n_failed
+
+
+def test_hung_backend_is_cut_off_by_the_query_timeout(tmp_path):
+    prompts = [[100 + i, 5] for i in range(8)]
+    data = tiny_dataset(tmp_path / "d.pkl", prompts=prompts)
+    conf = tiny_conf(tmp_path / "user.conf", n=8)
+    p = _null(tmp_path, data, "--scenario", "Server", "--accuracy", "--num-workers", "2",
+              "--backend-arg", "stall_on=102", "--query-timeout", "1", conf=conf)
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert "timed out after 1 s" in p.stderr
+    assert len(accuracy_entries(tmp_path / "out")) == 8
+
+
+def test_server_first_token_is_counted_unlike_the_reference(tmp_path, data):
+    p = _null(tmp_path, data, "--scenario", "Server", "--accuracy", "--backend-arg", "tokens=1")
+    assert p.returncode == 0, p.stderr[-2000:]
+    for e in accuracy_entries(tmp_path / "out"):
+        assert e["token_count"] == 1 and decode_ids(e) == [7]
+
+
+def test_eos_is_kept_once_and_never_repeated(tmp_path, data):
+    # token_id == eos_id: every output is a lone EOS after trimming.
+    p = _null(tmp_path, data, "--scenario", "Offline", "--accuracy", "--backend-arg", "token_id=1")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert all(decode_ids(e) == [1] for e in accuracy_entries(tmp_path / "out"))
+    assert run_test06(tmp_path / "out", "Offline")["eos"]
+
+
+def test_test06_detects_violations(tmp_path):
+    import compliance
+
+    log = tmp_path / "mlperf_log_accuracy.json"
+    good = {"qsl_idx": 0, "data": "0500000002000000", "token_data": "05000000", "token_count": 2}
+    double_eos = {"qsl_idx": 1, "data": "050000000200000002000000", "token_data": "05000000", "token_count": 3}
+    wrong_first = {"qsl_idx": 2, "data": "0500000006000000", "token_data": "06000000", "token_count": 2}
+    wrong_count = {"qsl_idx": 3, "data": "0500000006000000", "token_data": "05000000", "token_count": 1}
+    for entry, broken in ((good, None), (double_eos, "eos"), (wrong_first, "first_token"),
+                          (wrong_count, "token_count")):
+        log.write_text(json.dumps([entry]))
+        r = compliance.check(compliance.load_accuracy_log(str(log)), "Server", {2})
+        assert compliance.passed(r) == (broken is None)
+        if broken:
+            assert r[broken] is False
+    assert compliance.main(["--accuracy-log", str(log), "--scenario", "Server", "--eos-token-id", "2"]) == 1
+
+
+# ---- bad input: one clear line, non-zero exit, earlier results untouched -----------------------
+def _one_error_line(p, *needles):
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_missing_dataset(tmp_path):
+    _one_error_line(_null(tmp_path, tmp_path / "nope.pkl"), "dataset not found")
+
+
+def test_corrupt_dataset(tmp_path):
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"this is not a pickle")
+    _one_error_line(_null(tmp_path, bad), "cannot read dataset")
+
+
+def test_dataset_with_wrong_columns(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "cols.pkl"
+    pd.DataFrame({"input": ["a"], "output": ["b"]}).to_pickle(path)
+    _one_error_line(_null(tmp_path, path), "lacks column(s) tok_input")
+
+
+def test_unknown_backend(tmp_path, data):
+    p = run_main("--backend", "nope", "--dataset-path", str(data), "--output-log-dir", str(tmp_path / "o"))
+    _one_error_line(p, "unknown backend 'nope'")
+
+
+def test_unknown_backend_option(tmp_path, data):
+    _one_error_line(_null(tmp_path, data, "--backend-arg", "colour=blue"), "unknown option 'colour'")
+
+
+def test_bad_user_conf_path_and_key(tmp_path, data):
+    _one_error_line(_null(tmp_path, data, conf=tmp_path / "missing.conf"), "user config not found")
+    typo = tmp_path / "typo.conf"
+    typo.write_text("*.Server.target_qpz = 3\n")
+    _one_error_line(_null(tmp_path, data, conf=typo), "unknown LoadGen key 'target_qpz'")
+
+
+def test_existing_results_are_never_overwritten(tmp_path, data):
+    first = _null(tmp_path, data, "--scenario", "Offline", "--accuracy")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {f: os.path.getmtime(tmp_path / "out" / f) for f in os.listdir(tmp_path / "out")}
+    second = _null(tmp_path, data, "--scenario", "Offline", "--accuracy")
+    _one_error_line(second, "already holds results")
+    assert {f: os.path.getmtime(tmp_path / "out" / f) for f in os.listdir(tmp_path / "out")} == before
+    assert not [d for d in os.listdir(tmp_path) if ".partial-" in d]
+
+
+def test_dataset_pickle_of_wrong_type(tmp_path):
+    path = tmp_path / "list.pkl"
+    path.write_bytes(pickle.dumps([1, 2, 3]))
+    _one_error_line(_null(tmp_path, path), "expected a pandas DataFrame")
