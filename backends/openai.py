@@ -61,11 +61,14 @@ class TextCodec:
             self._hf = load_tokenizer(path)
             self.bos_id = self._hf.bos_token_id
 
-    def encode(self, text: str) -> list[int]:
-        """Ids of a piece of generated text (no BOS; special-token names stay plain text)."""
+    def encode(self, text: str, special: bool = False) -> list[int]:
+        """Ids of a piece of text, no BOS; special-token names (<end_of_turn>) are parsed only
+        with special=True (generated text never spells them)."""
         if self._llama is not None:
-            return self._llama.tokenize(text.encode(), add_bos=False, special=False)
-        return self._hf.encode(text, add_special_tokens=False)
+            return self._llama.tokenize(text.encode(), add_bos=False, special=special)
+        if special:
+            return self._hf.encode(text, add_special_tokens=False)
+        return self._hf(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def decode(self, ids: list[int]) -> str:
         """Prompt text for ids; special tokens written out so the server parses them back."""
