@@ -1,0 +1,143 @@
+"""Harness overhead: our SUTs with the null backend vs a bare LoadGen SUT that answers inline.
+
+Server: for each target QPS, a run of each SUT; prints completed QPS, TTFT p99 and LoadGen's
+verdict. Goal: ours sustains >= 50% of the bare QPS with TTFT p99 < 5 ms.
+Offline: 24,576 samples through our Offline SUT; prints the wall time.
+
+    python benchmarks/null_server.py --qps 5000 10000 20000 --duration-ms 10000
+"""
+from __future__ import annotations
+
+import argparse
+import array
+import os
+import re
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import mlperf_loadgen as lg  # noqa: E402
+
+from backends.base import GenerationParams  # noqa: E402
+from backends.null import NullBackend  # noqa: E402
+from SUT_offline import SUT  # noqa: E402
+from SUT_server import SUTServer  # noqa: E402
+
+N_TOKENS = 32
+TTFT_P99 = r"99.00 percentile first token latency \(ns\)"
+
+
+class TinyDataset:
+    def __init__(self, n):
+        self.input_ids = [[3 + i % 100, 5, 6] for i in range(n)]
+        self.total_sample_count = self.perf_count = n
+
+    def LoadSamplesToRam(self, s):  # noqa: N802
+        pass
+
+    def UnloadSamplesFromRam(self, s):  # noqa: N802
+        pass
+
+
+def settings_for(scenario, qps, duration_ms, min_queries):
+    s = lg.TestSettings()
+    s.scenario = getattr(lg.TestScenario, scenario)
+    s.FromConfig(os.devnull, "llama2-70b", scenario)  # the embedded mlperf.conf values for llama2-70b
+    s.mode = lg.TestMode.PerformanceOnly
+    s.min_duration_ms = duration_ms
+    s.min_query_count = min_queries
+    if scenario == "Server":
+        s.server_target_qps = qps
+    else:
+        s.offline_expected_qps = qps
+    return s
+
+
+def run_loadgen(issue, flush, n_samples, settings, qsl=None):
+    out = tempfile.mkdtemp(prefix="lg-bench-")
+    lo = lg.LogOutputSettings()
+    lo.outdir = out
+    ls = lg.LogSettings()
+    ls.log_output = lo
+    ls.enable_trace = False
+    sut = lg.ConstructSUT(issue, flush)
+    own_qsl = qsl is None
+    if own_qsl:
+        qsl = lg.ConstructQSL(n_samples, n_samples, lambda x: None, lambda x: None)
+    t0 = time.perf_counter()
+    lg.StartTestWithLogSettings(sut, qsl, settings, ls, "audit.conf-none")
+    wall = time.perf_counter() - t0
+    lg.DestroySUT(sut)
+    if own_qsl:
+        lg.DestroyQSL(qsl)
+    text = open(os.path.join(out, "mlperf_log_summary.txt")).read()
+    return text, wall
+
+
+def figure(text, pattern):
+    m = re.search(pattern + r"\s*:\s*([\d.]+)", text)
+    return float(m.group(1)) if m else float("nan")
+
+
+def bare_issue():
+    tokens = array.array("i", [7] * N_TOKENS)
+    ptr, n = tokens.buffer_info()
+    first = array.array("i", [7])
+    fptr, _ = first.buffer_info()
+
+    def issue(qs):
+        lg.FirstTokenComplete([lg.QuerySampleResponse(q.id, fptr, 4, 1) for q in qs])
+        lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, ptr, n * 4, n) for q in qs])
+    return issue
+
+
+def ours(scenario, n_samples, workers, batch_size=64):
+    backend = NullBackend(params=GenerationParams(max_new_tokens=N_TOKENS), options={"tokens": str(N_TOKENS)})
+    backend.load()
+    cls = SUTServer if scenario == "Server" else SUT
+    sut = cls(backend, TinyDataset(n_samples), batch_size=batch_size, workers=workers)
+    return sut
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--qps", type=float, nargs="+", default=[5000, 10000, 20000])
+    ap.add_argument("--duration-ms", type=int, default=10000)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--samples", type=int, default=1024)
+    args = ap.parse_args()
+    print(f"load average before: {os.getloadavg()}")
+    print(f"\nServer scenario, null backend, {N_TOKENS} tokens per response, {args.duration_ms} ms per run")
+    print(f"| target QPS | SUT | completed QPS | TTFT p99 (ms) | result |")
+    print(f"|---|---|---|---|---|")
+    for qps in args.qps:
+        settings = settings_for("Server", qps, args.duration_ms, 100)
+        text, _ = run_loadgen(bare_issue(), lambda: None, args.samples, settings)
+        rows = [("bare LoadGen", text)]
+        sut = ours("Server", args.samples, args.workers)
+        sut.start()
+        text, _ = run_loadgen(sut.issue_queries, sut.flush_queries, args.samples, settings, sut.qsl)
+        sut.stop()
+        rows.append((f"ours ({args.workers} worker)", text))
+        for name, text in rows:
+            ttft_p99_ms = figure(text, TTFT_P99) / 1e6
+            verdict = "VALID" if "Result is : VALID" in text else "INVALID"
+            print(f"| {qps:g} | {name} | {figure(text, 'Completed samples per second'):.0f} | "
+                  f"{ttft_p99_ms:.2f} | {verdict} |",
+                  flush=True)
+
+    n = 24576
+    sut = ours("Offline", n, workers=1, batch_size=1024)
+    settings = settings_for("Offline", 1e6, 0, n)
+    sut.start()
+    text, wall = run_loadgen(sut.issue_queries, sut.flush_queries, n, settings, sut.qsl)
+    sut.stop()
+    print(f"\nOffline, null backend: {n} samples issued, completed in {wall:.2f} s "
+          f"({figure(text, 'Samples per second'):.0f} samples/s by LoadGen)")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
