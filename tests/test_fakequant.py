@@ -323,3 +323,30 @@ def test_backend_static_calibration_and_errors(checkpoint, tmp_path):
                                 calibration_samples="4")
     assert info["quant"]["calibration_samples"] == 4 and info["calibration_dataset"] == str(calib)
     assert all(len(o) == PARAMS.max_new_tokens for o in outs)
+
+
+# ---- through main.py (real LoadGen, subprocess) ----------------------------------------------------
+
+@pytest.mark.slow
+def test_main_offline_accuracy_run_with_quant_config(checkpoint, tmp_path):
+    from helpers import accuracy_entries, results, run_main, tiny_conf, tiny_dataset
+
+    data = tiny_dataset(tmp_path / "tiny.pkl", n=8)
+    conf = tiny_conf(tmp_path / "user.conf", n=8)
+    common = ("--scenario", "Offline", "--accuracy", "--backend", "fakequant", "--model-path", checkpoint,
+              "--dataset-path", str(data), "--user-conf", str(conf), "--max-new-tokens", "8")
+    bad = write_config(tmp_path, "bad.yaml", "weights: {bits: 0}\n")
+    p = run_main(*common, "--quant-config", bad, "--output-log-dir", str(tmp_path / "bad"))
+    assert p.returncode == 2 and f"error: quant config {bad}: weights.bits: must be between 1 and 16" in p.stderr
+    assert not (tmp_path / "bad").exists()
+
+    w8a8 = os.path.join(os.path.dirname(__file__), "..", "quant_configs", "w8a8.yaml")
+    p = run_main(*common, "--quant-config", w8a8, "--output-log-dir", str(tmp_path / "out"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    entries = accuracy_entries(tmp_path / "out")
+    assert sorted(e["qsl_idx"] for e in entries) == list(range(8))
+    assert all(1 <= e["token_count"] <= 8 for e in entries)
+    backend = results(tmp_path / "out")["run"]["backend"]
+    assert backend["backend"] == "fakequant" and backend["quant_config"]["name"] == "w8a8"
+    assert backend["quant"] == {"weight_layers": 14, "activation_layers": 14, "untied": [],
+                                "calibration_samples": 0, "calibration_tokens": 0}
