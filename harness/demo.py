@@ -30,7 +30,8 @@ def default_dataset_path(model_path: str | None, export_root: str | None = None)
         return path
     log.info("building the demo data set for %s in %s", model_path or DEFAULT_MODEL_NAME, export_dir)
     cmd = [sys.executable, os.path.join(ROOT, "processorca.py"), "--dataset_pq_path", DEMO_PARQUET,
-           "--export_dir", export_dir, "--seqlen_limit", "1024", "--num_total_samples", str(DEMO_SAMPLES)]
+           "--export_dir", export_dir, "--seqlen_limit", "1024", "--num_total_samples", str(DEMO_SAMPLES),
+           "--calibration_subset_size", str(DEMO_SAMPLES // 4)]
     if model_path is not None:
         cmd += ["--model_dir", model_path]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -38,3 +39,19 @@ def default_dataset_path(model_path: str | None, export_root: str | None = None)
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise HarnessError(f"could not build the demo data set with processorca.py: {last}")
     return path
+
+
+def main(argv=None) -> int:
+    """python -m harness.demo [--model-path P]: print the demo pickle's path (building it if needed)."""
+    import argparse
+
+    from harness.errors import exit_on_error
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--model-path", default=None, help="model whose tokenizer builds it (default: embedded)")
+    args = ap.parse_args(argv)
+    return exit_on_error(lambda: print(default_dataset_path(args.model_path)) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
