@@ -245,7 +245,8 @@ def _requests_csv(records: list[RequestRecord]) -> str:
             fields = list(row)
             writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
             writer.writeheader()
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+        # 9 significant digits: microsecond TPOTs and hour-long runs both keep their precision.
+        writer.writerow({k: (f"{v:.9g}" if isinstance(v, float) else v) for k, v in row.items()})
     return buf.getvalue()
 
 
