@@ -320,3 +320,19 @@ def test_killed_server_fails_over_then_all_dead_fails_fast(text_prompts, expecte
                 list(be.stream(text_prompts[0]))
         finally:
             be.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["Offline", "Server"])
+def test_main_against_llama_server_passes_test06(tmp_path, llama_url, text_prompts, scenario):
+    from tests.helpers import assert_test06, decode_ids, accuracy_entries, run_main, tiny_conf, tiny_dataset
+    data = tiny_dataset(tmp_path / "data.pkl", prompts=text_prompts)
+    conf = tiny_conf(tmp_path / "user.conf", n=len(text_prompts), qps=2.0)
+    out = tmp_path / "logs"
+    p = run_main("--backend", "openai", "--api-server", llama_url, "--scenario", scenario, "--accuracy",
+                 "--dataset-path", str(data), "--user-conf", str(conf), "--output-log-dir", str(out),
+                 "--max-new-tokens", "8", "--total-sample-count", str(len(text_prompts)), timeout=170)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert_test06(out, scenario)
+    entries = accuracy_entries(out)
+    assert len(entries) == len(text_prompts) and all(1 <= len(decode_ids(e)) <= 8 for e in entries)
