@@ -340,6 +340,8 @@ def print_run_summary(results: dict[str, Any]) -> str:
              f"{backend.get('backend', '?')}, status {run.get('status', '?')}"]
     if "error" in lg:
         lines.append(f"LoadGen: no figures ({lg['error']})")
+    elif lg.get("mode") == "AccuracyOnly":
+        lines.append("LoadGen: accuracy mode, no performance verdict (score it with evaluation.py)")
     else:
         verdict = lg.get("result") or "?"
         if lg.get("invalid_reasons"):

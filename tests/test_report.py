@@ -72,6 +72,20 @@ def test_tokens_over_time_conserves_tokens():
     assert tokens_over_time([]) == ([], [])
 
 
+def test_gpu_charts_from_samples(run_dirs):
+    """GPU lines come from sysmetrics samples; NVML cannot run here, so the samples are given
+    (with a missing reading, as NVML returns for an unsupported field)."""
+    from harness.report import run_charts
+
+    results = load_results(run_dirs[1])
+    results["sysmetrics"] = {"samples": {
+        "t_s": [0.0, 0.5, 1.0], "cpu_process_pct": [50.0, 99.0, 98.0], "cpu_system_pct": [60.0, 90.0, 95.0],
+        "rss_bytes": [2**30] * 3, "mem_system_used_bytes": [2**33] * 3,
+        "gpu0_util_pct": [0, 95, None], "gpu0_mem_used_bytes": [2**32] * 3, "gpu0_power_w": [80.0, 450.0, 460.0]}}
+    titles = [t for t, png in run_charts(results)]
+    assert titles == ["output tokens/s over time", "CPU", "memory", "GPU utilisation", "GPU memory", "GPU power"]
+
+
 def test_report_cli_errors(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "harness.report", str(tmp_path), "--output",
                            str(tmp_path / "r.html")], cwd=ROOT, capture_output=True, text=True)

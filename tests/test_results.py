@@ -26,7 +26,7 @@ N_TOKENS = 16
 
 
 def run_loadgen(scenario: str, out_dir: Path, target_qps: float = 100, min_duration_ms: int = 300,
-                min_query_count: int = 20) -> list[RequestRecord]:
+                min_query_count: int = 20, accuracy: bool = False) -> list[RequestRecord]:
     """Run real LoadGen with a SUT that completes each query inline; return its records."""
     import mlperf_loadgen as lg
 
@@ -49,7 +49,7 @@ def run_loadgen(scenario: str, out_dir: Path, target_qps: float = 100, min_durat
 
     s = lg.TestSettings()
     s.scenario = getattr(lg.TestScenario, scenario)
-    s.mode = lg.TestMode.PerformanceOnly
+    s.mode = lg.TestMode.AccuracyOnly if accuracy else lg.TestMode.PerformanceOnly
     s.server_target_qps = target_qps
     s.offline_expected_qps = target_qps
     s.min_duration_ms = min_duration_ms
@@ -127,6 +127,14 @@ def test_server_logs_parsed(server_run):
     assert (fig["result"] == "VALID") == (not fig["invalid_reasons"])
     if fig["early_stopping_met"] is False:
         assert "early stopping not satisfied" in fig["invalid_reasons"] and fig["early_stopping"]
+
+
+def test_accuracy_mode_logs(tmp_path):
+    # Accuracy mode: every sample once, a summary without figures; not an error.
+    records = run_loadgen("Offline", tmp_path, accuracy=True)
+    fig = loadgen_figures(tmp_path)
+    assert fig["mode"] == "AccuracyOnly" and len(records) == 64
+    assert fig["result"] is None and fig["errors"] == []
 
 
 def test_corrupt_and_missing_logs(tmp_path, offline_run):
