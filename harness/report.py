@@ -17,6 +17,7 @@ import argparse
 import base64
 import html
 import io
+import json
 import logging
 import os
 import sys
@@ -308,7 +309,6 @@ def build_html(groups: dict[str, list[dict]], title: str = "LLM LoadGen report",
 
 
 def _pretty(obj: Any) -> str:
-    import json
     return json.dumps(obj, indent=1, default=str)
 
 
@@ -323,11 +323,22 @@ def write_html(path: str | Path, text: str) -> Path:
 
 
 def group_dirs(run_dirs: list[str]) -> dict[str, list[dict]]:
-    """One group per directory, named by its folder (parent/folder when names repeat)."""
-    loaded = [load_results(d) for d in run_dirs]
-    names = [Path(r["_dir"]).name for r in loaded]
+    """One group per run folder, named by the folder (parent/folder when names repeat).
+
+    A folder without results.json but with runs below it (a harness.compare output) gives one
+    group per configuration: its repeats and accuracy run, warm-ups left out.
+    """
     groups: dict[str, list[dict]] = {}
-    for r, name in zip(loaded, names):
+    singles = []
+    for d in map(Path, run_dirs):
+        below = sorted(d.glob("*/*/results.json")) if d.is_dir() and not (d / "results.json").exists() else []
+        below = [p for p in below if not p.parent.name.startswith("warmup-")]
+        if not below:
+            singles.append(load_results(d))
+        for p in below:
+            groups.setdefault(p.parent.parent.name, []).append(load_results(p))
+    names = [Path(r["_dir"]).name for r in singles]
+    for r, name in zip(singles, names):
         if names.count(name) > 1:
             name = f"{Path(r['_dir']).parent.name}/{name}"
         groups.setdefault(name, []).append(r)
@@ -336,7 +347,8 @@ def group_dirs(run_dirs: list[str]) -> dict[str, list[dict]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Static HTML report (tables + charts) over finished runs.")
-    p.add_argument("run_dirs", nargs="+", help="run folders holding results.json")
+    p.add_argument("run_dirs", nargs="+", help="run folders holding results.json, or harness.compare "
+                   "output folders")
     p.add_argument("--output", default="report.html", help="HTML file to write")
     p.add_argument("--title", default="LLM LoadGen report")
     args = p.parse_args(argv)

@@ -179,6 +179,9 @@ def test_compare_runs_and_reports(tmp_path):
     text = (out / "report.html").read_text()
     assert "null fast vs slow" in text and len(_pngs(text)) >= 6
     assert "| fast |" in (out / "comparison.md").read_text()
+    # harness.report on the whole folder regroups it the same way (warm-ups left out).
+    regrouped = group_dirs([str(out)])
+    assert {k: len(v) for k, v in regrouped.items()} == {"fast": 3, "slow": 1}
     # A second run into the same folder is refused: results are never overwritten.
     proc = subprocess.run([sys.executable, "-m", "harness.compare", str(spec_path), "--output-dir", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
