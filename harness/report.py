@@ -172,8 +172,11 @@ def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, x
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     for name, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o" if len(xs) <= 20 else None, markersize=4, label=name)
-    if logx:
+    if logx:  # concurrency 1, 2, 4, 8: evenly spaced, labelled with the plain values
         ax.set_xscale("log", base=2)
+        ticks = sorted({x for xs, _ in series.values() for x in xs})
+        ax.set_xticks(ticks, [fmt_num(t) for t in ticks])
+        ax.minorticks_off()
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -287,14 +290,15 @@ def _run_section(name: str, results: dict) -> str:
 
 
 def build_html(groups: dict[str, list[dict]], title: str = "LLM LoadGen report",
-               extra_sections: list[str] | None = None) -> str:
-    """The report for named groups of loaded results (see load_results)."""
+               lead_sections: list[str] | None = None) -> str:
+    """The report for named groups of loaded results (see load_results); lead_sections (HTML)
+    go first, after the title."""
     rows = [group_row(name, g) for name, g in groups.items()]
-    body = [f"<h1>{html.escape(title)}</h1>", "<h2>Comparison</h2>", html_table(rows, TABLE_COLUMNS),
+    body = [f"<h1>{html.escape(title)}</h1>", *(lead_sections or []),
+            "<h2>Comparison</h2>", html_table(rows, TABLE_COLUMNS),
             "<p>Throughput and latencies are means over repeats; TTFT/TPOT/E2E are the harness's "
             "per-request figures (vLLM definitions), LoadGen's own are in each run's results.json.</p>"]
     body += [img_tag(t, png) for t, png in comparison_charts(rows)]
-    body += extra_sections or []
     body.append("<h2>Runs</h2>")
     for name, group in groups.items():
         for i, results in enumerate(group):

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "sweep.csv").write_text(buf.getvalue(), encoding="utf-8")
     section = ["<h2>Sweep</h2>", html_table(rows, COLUMNS)] + [img_tag(t, png) for t, png in sweep_charts(rows, level)]
     report = write_html(out / "report.html", build_html(groups, f"Sweep: {args.backend}, {args.scenario}",
-                                                         extra_sections=section))
+                                                         lead_sections=section))
     print(table)
     print(f"report: {report.resolve()}")
     return 0 if len(rows) == len(lengths) * len(levels) else 1
