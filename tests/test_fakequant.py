@@ -350,3 +350,29 @@ def test_main_offline_accuracy_run_with_quant_config(checkpoint, tmp_path):
     assert backend["backend"] == "fakequant" and backend["quant_config"]["name"] == "w8a8"
     assert backend["quant"] == {"weight_layers": 14, "activation_layers": 14, "untied": [],
                                 "calibration_samples": 0, "calibration_tokens": 0}
+
+
+# ---- a real model ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_embedded_gemma_gguf_with_w8a8_produces_text():
+    from harness.tokenizer import load_tokenizer
+
+    # Gemma chat-format prompts, ids from llama.cpp's tokenizer of the same GGUF file:
+    # "What is the capital of France?" and "Name three colors of the rainbow."
+    prompts = [[2, 105, 2364, 107, 3689, 563, 506, 5279, 529, 7001, 236881, 106, 107, 105, 4368, 107],
+               [2, 105, 2364, 107, 1567, 1806, 7913, 529, 506, 30591, 236761, 106, 107, 105, 4368, 107]]
+    w8a8 = os.path.join(os.path.dirname(__file__), "..", "quant_configs", "w8a8.yaml")
+    backend = make_backend("fakequant", params=GenerationParams(max_new_tokens=8),
+                           options={"quant_config": w8a8, "batch_size": "2"})
+    backend.load()   # model_path None: the embedded Gemma 3 270M GGUF, dequantized by the hf backend
+    try:
+        outs = backend.generate(prompts)
+        info = backend.info()
+    finally:
+        backend.close()
+    assert info["quant"]["weight_layers"] == info["quant"]["activation_layers"] == 18 * LINEARS_PER_LAYER
+    tok = load_tokenizer(None)
+    for out in outs:
+        text = tok.decode(out, skip_special_tokens=True)
+        assert 1 <= len(out) <= 8 and any(c.isalpha() for c in text), (out, text)
