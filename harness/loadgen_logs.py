@@ -114,7 +114,7 @@ def parse_summary(path: str | Path) -> dict[str, Any]:
         if m:
             bullets = out["early_stopping"].setdefault((m.group(1) or "latency").lower(), [])
             continue
-        if bullets is not None and section == "results" and (line.startswith("*") or not ":" in line):
+        if bullets is not None and section == "results" and (line.startswith("*") or ":" not in line):
             # A bullet, or the continuation of the previous bullet's sentence.
             if line.startswith("*") or not bullets:
                 bullets.append(line.lstrip("* ").strip())

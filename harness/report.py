@@ -80,12 +80,13 @@ def group_row(name: str, group: list[dict]) -> dict[str, Any]:
     """One table row for a group: means over its performance runs, ROUGE from its accuracy run."""
     perf = [r for r in group if not is_accuracy(r)]
     first = (perf or group)[0]
-    backend = _get(first, "run", "backend") or {}
+    backend = _get(first, "run", "backend")
+    backend = backend if isinstance(backend, dict) else {"backend": backend}
     verdicts = sorted({str(_get(r, "loadgen", "result") or "?") for r in perf})
     row: dict[str, Any] = {
         "run": name,
         "scenario": _get(first, "run", "scenario"),
-        "backend": backend.get("backend") if isinstance(backend, dict) else backend,
+        "backend": backend.get("backend"),
         "model": os.path.basename(str(_get(first, "run", "model_path") or backend.get("model_path") or "default")),
         "dtype": _get(first, "run", "dtype"),
         "repeats": len(perf),  # an int: printed without decimals
@@ -107,7 +108,8 @@ TABLE_COLUMNS = (["run", "scenario", "backend", "model", "dtype", "repeats", "Lo
 
 def _header(col: str) -> str:
     unit = next((u for m, _, u in METRICS if m == col), "")
-    return f"{col} ({unit})" if unit and unit not in col else col
+    # "tokens/s" and "J/token" already say their unit.
+    return f"{col} ({unit})" if unit and unit not in col and not col.endswith("/s") else col
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
