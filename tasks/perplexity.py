@@ -68,8 +68,8 @@ def plan_windows(n_tokens: int, n_ctx: int, method: str = "chunks", stride: int 
                                f"2 * ctx-size = {2 * n_ctx} (use a longer text or a smaller --ctx-size)")
         return [Window(i * n_ctx, (i + 1) * n_ctx, n_ctx // 2 + 1) for i in range(n_tokens // n_ctx)]
     stride = stride or n_ctx // 2
-    if not 1 <= stride <= n_ctx:
-        raise HarnessError(f"stride must be between 1 and ctx-size ({n_ctx}), got {stride}")
+    if not 1 <= stride < n_ctx:  # stride == n_ctx would leave each window's first token unscored
+        raise HarnessError(f"stride must be between 1 and ctx-size - 1 ({n_ctx - 1}), got {stride}")
     if n_tokens < 2:
         raise HarnessError(f"the text gives {n_tokens} token(s); perplexity needs at least 2")
     windows, scored_to = [], 1   # the very first token has nothing to be predicted from
