@@ -168,8 +168,9 @@ def bar_chart(labels: list[str], values: list[float | None], title: str, ylabel:
 
 
 def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, xlabel: str, ylabel: str,
-               logx: bool = False) -> bytes:
-    """PNG with one line per named (x, y) series."""
+               logx: bool = False, from_zero: bool = False) -> bytes:
+    """PNG with one line per named (x, y) series; from_zero starts the y axis at 0 (so a
+    few kilobytes of drift do not look like a leak)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     for name, (xs, ys) in series.items():
@@ -179,12 +180,29 @@ def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, x
         ticks = sorted({x for xs, _ in series.values() for x in xs})
         ax.set_xticks(ticks, [fmt_num(t) for t in ticks])
         ax.minorticks_off()
+    if from_zero:
+        ax.set_ylim(bottom=0)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def scatter_chart(series: dict[str, tuple[list[float], list[float]]], title: str, xlabel: str,
+                  ylabel: str) -> bytes:
+    """PNG with one set of points per named (x, y) series."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    for name, (xs, ys) in series.items():
+        ax.scatter(xs, ys, s=8, label=name)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _png(fig)
 
 
@@ -218,10 +236,16 @@ def tokens_over_time(rows: list[dict], bins: int | None = None) -> tuple[list[fl
 def run_charts(results: dict) -> list[tuple[str, bytes]]:
     """Over-time charts of one run: tokens/s, CPU, memory and each GPU's utilisation/power."""
     charts: list[tuple[str, bytes]] = []
-    t, tps = tokens_over_time(load_requests(results["_dir"]))
+    rows = load_requests(results["_dir"])
+    t, tps = tokens_over_time(rows)
     if t:
         charts.append(("output tokens/s over time", line_chart({"tokens/s": (t, tps)}, "Output tokens/s",
                                                                "time since first query (s)", "tokens/s")))
+        # Each request's latency at its issue time: queueing and warm-up show as trends.
+        lat = {name: ([r["t_issued_s"] for r in rows if r.get(col) is not None],
+                      [1000 * r[col] for r in rows if r.get(col) is not None])
+               for name, col in (("TTFT", "ttft_s"), ("E2E", "e2e_s"))}
+        charts.append(("latency per request", scatter_chart(lat, "Latency per request", "issued at (s)", "ms")))
     samples = _get(results, "sysmetrics", "samples") or {}
     ts = samples.get("t_s") or []
     if len(ts) >= 2:
@@ -229,7 +253,7 @@ def run_charts(results: dict) -> list[tuple[str, bytes]]:
                                           "system": (ts, samples["cpu_system_pct"])},
                                          "CPU utilisation", "time (s)", "% (100 = one core for process)")))
         charts.append(("memory", line_chart({"process RSS": (ts, [b / 2**30 for b in samples["rss_bytes"]])},
-                                            "Memory", "time (s)", "GiB")))
+                                            "Memory", "time (s)", "GiB", from_zero=True)))
         gpus = sorted({k.split("_")[0] for k in samples if k.startswith("gpu")})
         if gpus:
             util = {g: (ts, _nan(samples[f"{g}_util_pct"])) for g in gpus}
@@ -237,7 +261,7 @@ def run_charts(results: dict) -> list[tuple[str, bytes]]:
                    for g in gpus}
             power = {g: (ts, _nan(samples[f"{g}_power_w"])) for g in gpus}
             charts.append(("GPU utilisation", line_chart(util, "GPU utilisation", "time (s)", "%")))
-            charts.append(("GPU memory", line_chart(mem, "GPU memory used", "time (s)", "GiB")))
+            charts.append(("GPU memory", line_chart(mem, "GPU memory used", "time (s)", "GiB", from_zero=True)))
             charts.append(("GPU power", line_chart(power, "GPU power", "time (s)", "W")))
     return charts
 

@@ -49,8 +49,9 @@ def test_build_html(run_dirs):
     assert list(groups) == ["server-null", "offline-null"]
     text = build_html(groups, title="Demo")
     pngs = _pngs(text)
-    # 4 comparison bars + 2 ROUGE bars + tokens/CPU/memory for the Server run + tokens for Offline.
-    assert len(pngs) >= 9
+    # 4 comparison bars + 2 ROUGE bars + tokens/latency/CPU/memory for the Server run, tokens/latency
+    # for the Offline run.
+    assert len(pngs) >= 12
     assert all(p.startswith(b"\x89PNG\r\n\x1a\n") and len(p) > 3000 for p in pngs)
     for expected in ("<h1>Demo</h1>", "server-null", "offline-null", "INVALID", "min duration not satisfied",
                      "rouge1", "41.50", "TTFT p99 (ms)", "goodput (%)"):
@@ -83,7 +84,8 @@ def test_gpu_charts_from_samples(run_dirs):
         "rss_bytes": [2**30] * 3, "mem_system_used_bytes": [2**33] * 3,
         "gpu0_util_pct": [0, 95, None], "gpu0_mem_used_bytes": [2**32] * 3, "gpu0_power_w": [80.0, 450.0, 460.0]}}
     titles = [t for t, png in run_charts(results)]
-    assert titles == ["output tokens/s over time", "CPU", "memory", "GPU utilisation", "GPU memory", "GPU power"]
+    assert titles == ["output tokens/s over time", "latency per request", "CPU", "memory", "GPU utilisation",
+                      "GPU memory", "GPU power"]
 
 
 def test_report_cli_errors(tmp_path):
