@@ -36,7 +36,7 @@ class FakeQuantBackend(HFBackend):
         self.calibration_dataset = self.options["calibration_dataset"] or self.quant_config.calibration.dataset
         acts = self.quant_config.activations
         if acts is not None and acts.mode == "static" and not self.calibration_dataset:
-            raise HarnessError(f"quant config {self.quant_config.path}: activations.mode: static needs calibration "
+            raise HarnessError(f"{self.quant_config.label}: activations.mode: static needs calibration "
                                "data: set calibration.dataset or --backend-arg calibration_dataset=FILE")
         self.quant_report = None
 

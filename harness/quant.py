@@ -165,13 +165,13 @@ def select_layers(model: nn.Module, cfg: QuantConfig) -> dict[str, nn.Module]:
         for p in patterns:
             if not any(fnmatch.fnmatchcase(name, p) for name in candidates):
                 examples = ", ".join(list(candidates)[:4])
-                raise HarnessError(f"quant config {cfg.path or ''}: {key}: pattern {p!r} matches no "
+                raise HarnessError(f"{cfg.label}: {key}: pattern {p!r} matches no "
                                    f"nn.Linear/nn.Embedding module (names look like: {examples})")
     selected = {name: m for name, m in candidates.items()
                 if any(fnmatch.fnmatchcase(name, p) for p in cfg.layers.include)
                 and not any(fnmatch.fnmatchcase(name, p) for p in cfg.layers.skip)}
     if not selected:
-        raise HarnessError(f"quant config {cfg.path or ''}: layers: include/skip leave no module to quantize")
+        raise HarnessError(f"{cfg.label}: layers: include/skip leave no module to quantize")
     return selected
 
 
@@ -182,7 +182,7 @@ def _check_group_size(selected: dict[str, nn.Module], cfg: QuantConfig) -> None:
     for name, m in selected.items():
         in_features = m.weight.shape[1]
         if in_features % spec.group_size:
-            raise HarnessError(f"quant config {cfg.path or ''}: weights.group_size: {spec.group_size} does not "
+            raise HarnessError(f"{cfg.label}: weights.group_size: {spec.group_size} does not "
                                f"divide in_features {in_features} of layer {name}")
 
 
@@ -285,7 +285,7 @@ def quantize_model(model: nn.Module, cfg: QuantConfig, calibration_prompts: list
     selected = select_layers(model, cfg)
     _check_group_size(selected, cfg)
     if cfg.activations and cfg.activations.mode == "static" and not calibration_prompts:
-        raise HarnessError(f"quant config {cfg.path or ''}: activations.mode: static needs calibration data: set "
+        raise HarnessError(f"{cfg.label}: activations.mode: static needs calibration data: set "
                            f"calibration.dataset or --backend-arg calibration_dataset=FILE")
     report = QuantReport()
     if cfg.weights:
@@ -293,7 +293,7 @@ def quantize_model(model: nn.Module, cfg: QuantConfig, calibration_prompts: list
     if cfg.activations:
         quantizers = add_activation_quantizers(selected, cfg.activations, report)
         if not quantizers:
-            raise HarnessError(f"quant config {cfg.path or ''}: activations: the selected layers include no "
+            raise HarnessError(f"{cfg.label}: activations: the selected layers include no "
                                f"nn.Linear to quantize the input of")
         if cfg.activations.mode == "static":
             calibrate(model, quantizers, calibration_prompts, report)

@@ -77,6 +77,11 @@ class QuantConfig:
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
     path: str | None = None          # the file it was read from (not a YAML key)
 
+    @property
+    def label(self) -> str:
+        """How error messages name this config."""
+        return f"quant config {self.path or '<dict>'}"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for results files (tuples become lists)."""
         def plain(v):
