@@ -1,44 +1,99 @@
-"""Load a Hugging Face tokenizer from a local checkpoint folder or a GGUF file, offline.
+"""Load the tokenizer of a local model, offline: a checkpoint folder or a GGUF file.
 
-A GGUF file carries its vocabulary; transformers can rebuild a fast tokenizer from it
-(`gguf_file=`). That takes a few seconds, so the result is saved once under the cache folder.
+- A folder: its Hugging Face tokenizer (AutoTokenizer, local files only).
+- A .gguf file: llama.cpp's own vocabulary from the file (no weights loaded), wrapped in the
+  small part of the Hugging Face tokenizer API that this project uses. Token ids therefore
+  equal what llama.cpp and llama.cpp servers compute for the same model. (transformers can also
+  rebuild a tokenizer from GGUF, but for Gemma 3 in transformers 5.17 it splits words into single
+  characters, so it is not used.)
 """
+from __future__ import annotations
+
 import logging
 import os
-import shutil
-import tempfile
 
 from harness.errors import HarnessError
-from harness.models import cache_dir, file_fingerprint, resolve_model_path
+from harness.models import resolve_model_path
 
 log = logging.getLogger(__name__)
 
 
+class GGUFTokenizer:
+    """llama.cpp's tokenizer for a GGUF file, with Hugging Face-style methods.
+
+    Text is tokenized with special-token names parsed (as Hugging Face does for added tokens);
+    add_special_tokens adds BOS when the model's GGUF metadata asks for it."""
+
+    def __init__(self, path: str):
+        try:
+            import llama_cpp
+        except ImportError as e:
+            raise HarnessError(f"reading the vocabulary of {path} needs llama-cpp-python: "
+                               "pip install -e '.[llamacpp]'") from e
+        try:
+            self._llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+        except (ValueError, RuntimeError) as e:
+            raise HarnessError(f"cannot read the vocabulary of {path}: not a valid GGUF file ({e})") from e
+        self.name_or_path = path
+        meta = self._llama.metadata
+        self.bos_token_id = self._llama.token_bos()
+        self.eos_token_id = self._llama.token_eos()
+        self.pad_token_id = int(meta.get("tokenizer.ggml.padding_token_id", self.eos_token_id))
+        self.add_bos = meta.get("tokenizer.ggml.add_bos_token", "true") == "true"
+        self.chat_template = meta.get("tokenizer.chat_template")
+        self.bos_token = self._piece(self.bos_token_id)
+        self.eos_token = self._piece(self.eos_token_id)
+
+    def __len__(self) -> int:
+        return self._llama.n_vocab()
+
+    def _piece(self, token_id: int) -> str:
+        return self._llama._model.token_get_text(token_id)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self._llama.tokenize(text.encode("utf-8"), add_bos=add_special_tokens and self.add_bos, special=True)
+
+    def __call__(self, text, add_special_tokens: bool = True, **_):
+        if isinstance(text, str):
+            return {"input_ids": self.encode(text, add_special_tokens)}
+        return {"input_ids": [self.encode(t, add_special_tokens) for t in text]}
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self._llama.detokenize([int(t) for t in ids], special=not skip_special_tokens).decode(
+            "utf-8", errors="replace")
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
+        return [self.decode(s, skip_special_tokens) for s in sequences]
+
+    def convert_ids_to_tokens(self, ids):
+        return self._piece(ids) if isinstance(ids, int) else [self._piece(int(t)) for t in ids]
+
+    def apply_chat_template(self, messages: list[dict], tokenize: bool = False, add_generation_prompt: bool = False):
+        if not self.chat_template:
+            raise HarnessError(f"{self.name_or_path} has no chat template")
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(msg):
+            raise HarnessError(f"chat template: {msg}")
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        text = env.from_string(self.chat_template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token, eos_token=self.eos_token)
+        return self.encode(text, add_special_tokens=False) if tokenize else text
+
+
 def load_tokenizer(model_path: str | None = None):
     """Tokenizer for `model_path` (folder or .gguf); None means the embedded default model."""
+    path = resolve_model_path(model_path)
+    if path.endswith(".gguf"):
+        return GGUFTokenizer(path)
+    if not os.path.isdir(path):
+        raise HarnessError(f"cannot load a tokenizer from {path}: expected a checkpoint folder or a .gguf file")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(model_path)
     try:
-        if os.path.isdir(path):
-            return AutoTokenizer.from_pretrained(path, local_files_only=True)
-        if not path.endswith(".gguf"):
-            raise HarnessError(f"cannot load a tokenizer from {path}: expected a checkpoint folder or a .gguf file")
-        cached = cache_dir("tokenizers") / file_fingerprint(path)
-        if cached.is_dir():
-            return AutoTokenizer.from_pretrained(cached, local_files_only=True)
-        log.info("building tokenizer from %s (once; cached in %s)", path, cached)
-        tok = AutoTokenizer.from_pretrained(os.path.dirname(path) or ".", gguf_file=os.path.basename(path),
-                                            local_files_only=True)
-        tmp = tempfile.mkdtemp(dir=cached.parent)
-        tok.save_pretrained(tmp)
-        try:
-            os.replace(tmp, cached)
-        except OSError:  # another process saved it first
-            shutil.rmtree(tmp, ignore_errors=True)
-        return tok
-    except HarnessError:
-        raise
-    except Exception as e:  # transformers raises many types for unreadable files
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as e:  # transformers raises many types for unreadable folders
         raise HarnessError(f"cannot load a tokenizer from {path}: {type(e).__name__}: {e}".splitlines()[0]) from e
