@@ -267,31 +267,39 @@ def _llama_cpp_reference_perplexity(model_path: str, text: str, n_ctx: int, n_to
         chunk[0] = llm.token_bos()
         llm.reset()
         llm.eval(chunk)
-        logits = np.asarray(llm.scores[:n_ctx], dtype=np.float64)
+        first = n_ctx // 2   # logits at first..n_ctx-2 predict tokens first+1..n_ctx-1
+        logits = np.asarray(llm.scores[first:n_ctx - 1], dtype=np.float64)
         top = logits.max(axis=1)
         lse = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
-        nll.extend(lse[j] - logits[j, chunk[j + 1]] for j in range(n_ctx // 2, n_ctx - 1))
+        nll.extend(lse[k] - logits[k, chunk[first + k + 1]] for k in range(n_ctx - 1 - first))
     llm.close()
     return math.exp(sum(nll) / len(nll)), len(nll)
 
 
 @pytest.fixture(scope="module")
 def gemma_llamacpp():
-    backend = BackendSpec("llamacpp", options={"n_ctx": "192"}).open(GenerationParams(max_new_tokens=8))
+    backend = BackendSpec("llamacpp", options={"n_ctx": "96"}).open(GenerationParams(max_new_tokens=8))
     yield backend
     backend.close()
 
 
+CTX, N_TOKENS = 64, 128   # two chunks: a few hundred tokens of work per backend
+
+
+@pytest.fixture(scope="module")
+def llamacpp_ppl(tok, gemma_llamacpp):
+    ids = tok.encode((ASSETS / "prose.txt").read_text())[:N_TOKENS]
+    return ppl.perplexity(gemma_llamacpp, ids, CTX, "chunks", bos_id=tok.bos_id, progress=False)
+
+
 @pytest.mark.slow
-def test_llamacpp_perplexity_within_1_percent_of_llama_cpp_reference(tok, gemma_llamacpp):
+def test_llamacpp_perplexity_within_1_percent_of_llama_cpp_reference(gemma_llamacpp, llamacpp_ppl):
     text = (ASSETS / "prose.txt").read_text()
-    ids = tok.encode(text)[:256]
-    ours = ppl.perplexity(gemma_llamacpp, ids, 128, "chunks", bos_id=tok.bos_id, progress=False)
-    ref, n_ref = _llama_cpp_reference_perplexity(gemma_llamacpp.model_path, text, 128, 256)
-    print(f"perplexity: tasks {ours.perplexity:.4f}, llama.cpp reference {ref:.4f}")
-    assert ours.n_scored_tokens == n_ref == 2 * 63
-    assert ours.perplexity == pytest.approx(ref, rel=0.01)
-    assert 1 < ours.perplexity < 1000
+    ref, n_ref = _llama_cpp_reference_perplexity(gemma_llamacpp.model_path, text, CTX, N_TOKENS)
+    print(f"perplexity: tasks {llamacpp_ppl.perplexity:.4f}, llama.cpp reference {ref:.4f}")
+    assert llamacpp_ppl.n_scored_tokens == n_ref == 2 * (CTX - 1 - CTX // 2)
+    assert llamacpp_ppl.perplexity == pytest.approx(ref, rel=0.01)
+    assert 1 < llamacpp_ppl.perplexity < 1000
 
 
 @pytest.mark.slow
@@ -306,18 +314,18 @@ def test_greedy_continuation_wins_multiple_choice(tok, gemma_llamacpp):
 
 
 @pytest.mark.slow
-def test_hf_float32_and_llamacpp_perplexity_agree(tok, gemma_llamacpp):
-    ids = tok.encode((ASSETS / "prose.txt").read_text())[:256]
+def test_hf_float32_and_llamacpp_perplexity_agree(tok, llamacpp_ppl):
+    ids = tok.encode((ASSETS / "prose.txt").read_text())[:N_TOKENS]
     hf = BackendSpec("hf", dtype="float32").open(GenerationParams(max_new_tokens=1))
     try:
-        from_hf = ppl.perplexity(hf, ids, 128, "chunks", bos_id=tok.bos_id, progress=False)
+        from_hf = ppl.perplexity(hf, ids, CTX, "chunks", bos_id=tok.bos_id, progress=False)
     finally:
         hf.close()
-    from_llamacpp = ppl.perplexity(gemma_llamacpp, ids, 128, "chunks", bos_id=tok.bos_id, progress=False)
-    print(f"perplexity: hf float32 {from_hf.perplexity:.4f}, llamacpp {from_llamacpp.perplexity:.4f}")
+    print(f"perplexity: hf float32 {from_hf.perplexity:.4f}, llamacpp {llamacpp_ppl.perplexity:.4f}")
     # The hf backend runs the GGUF's Q4_K_M weights dequantized to float32; llama.cpp multiplies
     # them quantized (with 8-bit activations), so the two differ by rounding only.
-    assert from_hf.perplexity == pytest.approx(from_llamacpp.perplexity, rel=0.03)
+    assert from_hf.n_scored_tokens == llamacpp_ppl.n_scored_tokens
+    assert from_hf.perplexity == pytest.approx(llamacpp_ppl.perplexity, rel=0.03)
 
 
 def test_demo_files_exist_for_every_task(tok):
