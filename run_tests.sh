@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 EXTRAS=llamacpp,hf,openai,plots,test bash build.sh
 
-# shellcheck lints the shell scripts and Chromium opens the HTML report in the tests. Both come
+# The tests lint the shell scripts with shellcheck and open the HTML report in Chromium. Both come
 # from Debian's packages; install them when we may (root) and they are missing.
 if [ "$(id -u)" = 0 ] && { ! command -v shellcheck >/dev/null || ! command -v chromium >/dev/null; }; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck chromium >/dev/null
