@@ -18,13 +18,13 @@ Equality with rouge_score is tested (tests/test_evaluation.py) and measured on g
 (benchmarks/evaluation_speed.py).
 """
 import logging
-import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 
 from rouge_score.scoring import fmeasure
+
+from harness.parallel import chunked_map
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ _worker_scorer: FastRougeScorer | None = None
 
 
 def _score_chunk(chunk: list[tuple[str, str]]) -> list[RougeScores]:
-    global _worker_scorer
+    global _worker_scorer  # one scorer (and stem cache) per process
     if _worker_scorer is None:
         _worker_scorer = FastRougeScorer()
     return [_worker_scorer.score(t, p) for t, p in chunk]
@@ -206,22 +206,4 @@ def score_pairs(targets: list[str], predictions: list[str], num_workers: int | N
     """Per-pair scores in input order; num_workers None = all cores, 1 = in this process."""
     if len(targets) != len(predictions):
         raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions")
-    pairs = list(zip(targets, predictions))
-    workers = (os.cpu_count() or 1) if num_workers is None else max(1, num_workers)
-    workers = min(workers, max(1, len(pairs) // 200))  # a pool costs more than it saves on few pairs
-    chunk = 64
-    chunks = [pairs[i:i + chunk] for i in range(0, len(pairs), chunk)]
-    from tqdm import tqdm
-    bar = tqdm(total=len(pairs), desc="rouge", unit="sample", disable=not progress)
-    out: list[RougeScores] = []
-    if workers == 1:
-        for c in chunks:
-            out.extend(_score_chunk(c))
-            bar.update(len(c))
-    else:
-        with get_context("fork").Pool(workers) as pool:
-            for scores in pool.imap(_score_chunk, chunks):
-                out.extend(scores)
-                bar.update(len(scores))
-    bar.close()
-    return out
+    return chunked_map(_score_chunk, list(zip(targets, predictions)), num_workers, desc="rouge", progress=progress)

@@ -58,3 +58,8 @@ def sent_tokenize(text: str) -> list[str]:
 def newline_sentences(text: str) -> str:
     """Strip, split into sentences, join with newlines: the reference's postprocess_text for one text."""
     return "\n".join(sent_tokenize(text.strip()))
+
+
+def newline_sentences_chunk(texts: list[str]) -> list[str]:
+    """newline_sentences over a list (for harness.parallel.chunked_map)."""
+    return [newline_sentences(t) for t in texts]
