@@ -65,8 +65,8 @@ def get_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def backend_options(args) -> dict[str, str]:
-    opts: dict[str, str] = {}
+def backend_options(args) -> dict:
+    opts: dict = {}
     for kv in args.backend_arg:
         key, sep, value = kv.partition("=")
         if not sep or not key:
@@ -75,7 +75,7 @@ def backend_options(args) -> dict[str, str]:
     if args.quant_config is not None:
         opts["quant_config"] = args.quant_config
     if args.api_server:
-        opts["api_server"] = ",".join(args.api_server)
+        opts["api_server"] = list(args.api_server)
     if args.api_model_name is not None:
         opts["api_model_name"] = args.api_model_name
     return opts

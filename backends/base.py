@@ -43,14 +43,18 @@ def trim_at_eos(ids: list[int], eos_ids: set[int] | frozenset[int], params: Gene
     return ids
 
 
-def parse_options(defaults: dict[str, Any], given: dict[str, str], backend: str) -> dict[str, Any]:
-    """Merge `key=value` strings into a backend's typed defaults; unknown keys are an error."""
+def parse_options(defaults: dict[str, Any], given: dict[str, Any], backend: str) -> dict[str, Any]:
+    """Merge `key=value` strings (or lists, for list options) into a backend's typed defaults;
+    unknown keys are an error."""
     out = dict(defaults)
     for key, raw in given.items():
         if key not in defaults:
             known = ", ".join(sorted(defaults)) or "none"
             raise HarnessError(f"unknown option '{key}' for backend '{backend}' (known: {known})")
         default = defaults[key]
+        if isinstance(default, list) and isinstance(raw, list):  # e.g. repeated --api-server
+            out[key] = list(raw)
+            continue
         try:
             if isinstance(default, bool):
                 if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
