@@ -52,7 +52,9 @@ def _ftype_name(ftype: int) -> str:
 @dataclass(eq=False)
 class _Request:
     prompt: list[int]
-    # Receives each new id (int), then _DONE, or an Exception if the request failed.
+    # Streamed requests get each new id on `out` as it exists; others only the end marker, which
+    # spares the waiting thread a wake-up per token. The end marker is _DONE, or an Exception.
+    streamed: bool
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     generated: list[int] = field(default_factory=list)
     cancelled: bool = False   # set by an abandoned stream(); the engine frees its slot
@@ -72,6 +74,11 @@ class _Slot:
 
 class LlamaCppBackend(Backend):
     name = "llamacpp"
+    # The engine queues whatever arrives and keeps n_parallel sequences busy, so an Offline batch
+    # only needs to be large enough to refill slots, and Server workers (concurrent streams) need
+    # to be at least n_parallel; extra ones simply wait in the engine's queue.
+    default_batch_size = 32
+    default_num_workers = 8
     defaults = {
         "n_threads": 0,        # 0: all cores this process may use
         "n_ctx": 2048,         # tokens per sequence; must hold prompt + max_new_tokens
@@ -190,6 +197,8 @@ class LlamaCppBackend(Backend):
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
+        if self._ctx is None and self._model is None:
+            return
         with _native_output_silenced(not self.options["verbose"]):
             if self._ctx is not None:
                 llama_cpp.llama_free(self._ctx)
@@ -216,21 +225,17 @@ class LlamaCppBackend(Backend):
             if problem:
                 results[i] = HarnessError(problem)
             else:
-                requests.append((i, self._submit(prompt)))
+                requests.append((i, self._submit(prompt, streamed=False)))
         for i, req in requests:
-            while (item := req.out.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    results[i] = item
-                    break
-            else:
-                results[i] = self.trim(req.generated)
+            end = req.out.get()
+            results[i] = end if isinstance(end, BaseException) else self.trim(req.generated)
         return results
 
     def stream(self, prompt: list[int]) -> Iterator[list[int]]:
         problem = self._check_prompt(prompt, self.params.max_new_tokens)
         if problem:
             raise HarnessError(problem)
-        req = self._submit(prompt)
+        req = self._submit(prompt, streamed=True)
         finished = False
         try:
             while True:
@@ -264,7 +269,7 @@ class LlamaCppBackend(Backend):
     def _check_prompt(self, prompt: list[int], n_new: int) -> str | None:
         if self._thread is None:
             raise HarnessError("llamacpp backend used before load() or after close()")
-        if not prompt:
+        if len(prompt) == 0:
             return "llamacpp: empty prompt (need at least one token id)"
         n_ctx = self.options["n_ctx"]
         if len(prompt) + n_new > n_ctx:
@@ -275,8 +280,8 @@ class LlamaCppBackend(Backend):
             return f"llamacpp: token id {lo if lo < 0 else hi} outside the vocabulary (0..{self.n_vocab - 1})"
         return None
 
-    def _submit(self, prompt: list[int]) -> _Request:
-        req = _Request(list(prompt))
+    def _submit(self, prompt: list[int], streamed: bool) -> _Request:
+        req = _Request(list(prompt), streamed)
         with self._cond:
             if self._dead is not None:
                 raise HarnessError(f"llamacpp engine stopped after an error: {self._dead}")
@@ -383,6 +388,7 @@ class LlamaCppBackend(Backend):
             return
 
         p = self.params
+        done: list[_Request] = []
         for slot, row in outputs:
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(self.n_vocab,))
             req = slot.req
@@ -390,13 +396,16 @@ class LlamaCppBackend(Backend):
                 logits[self._eog] = -np.inf   # llama.cpp's output buffer; rewritten by the next decode
             token = int(np.argmax(logits))
             req.generated.append(token)
-            req.out.put(token)
+            if req.streamed:
+                req.out.put(token)
             ended = token in self.eos_token_ids and not p.ignore_eos
             if ended or len(req.generated) >= p.max_new_tokens:
-                req.out.put(_DONE)
+                done.append(req)
                 self._release(slot)
             else:
                 slot.next_token = token
+        for req in done:
+            req.out.put(_DONE)
 
     def _score_now(self, ids: list[int]) -> list[float]:
         """Log-probabilities of ids[1:] from one causal pass (in chunks) on sequence 0."""
@@ -447,7 +456,10 @@ def _check_gguf_magic(path: str) -> None:
     """A clear error for a folder or a non-GGUF file before llama.cpp sees it."""
     if os.path.isdir(path):
         raise HarnessError(f"the llamacpp backend needs a .gguf file, got the folder {path}")
-    with open(path, "rb") as f:
-        magic = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise HarnessError(f"cannot read model file {path}: {e.strerror}") from None
     if magic != b"GGUF":
         raise HarnessError(f"{path} is not a GGUF file (starts with {magic!r}, expected b'GGUF')")

@@ -126,10 +126,14 @@ def test_concurrent_streams_match_sequential(backend, prompts):
     assert [got.get(i) for i in range(3)] == expected
 
 
-def test_parallel_sequences_match_one_at_a_time(make, backend, prompts, newline):
+def test_parallel_sequences_decode_their_own_greedy_tokens(make, raw, prompts, newline):
+    # Sequences decoded together must not see each other's KV cache. Exact equality with one-at-a-time
+    # decoding is not expected: llama.cpp's kernels round differently for other batch shapes, and this
+    # model has near-ties (e.g. two ids 0.36 apart at one step of prompt 0). So check that every id
+    # is within a small margin of the best log-probability under a separate full-sequence pass.
     batched = make(n_parallel=3, n_batch=64, eos_ids=newline)
-    assert batched.generate(prompts) == backend.generate(prompts)
-    # Streams from several threads share decode steps in the batched engine.
+    outputs = batched.generate(prompts)
+    assert batched.generate(prompts) == outputs, "same prompts, same batch shapes: same ids"
     got: dict[int, list[int]] = {}
     threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, streamed(batched, prompts[i])))
                for i in range(3)]
@@ -137,7 +141,18 @@ def test_parallel_sequences_match_one_at_a_time(make, backend, prompts, newline)
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert [got.get(i) for i in range(3)] == backend.generate(prompts[:3])
+    for prompt, out in list(zip(prompts, outputs)) + [(prompts[i], got[i]) for i in range(3)]:
+        gaps = greedy_gaps(raw, prompt, out)
+        assert max(gaps) < 1.0, (out, gaps)
+
+
+def greedy_gaps(raw, prompt, out):
+    """For each generated id: the best logit at that step minus the id's own (0 = the argmax),
+    from llama-cpp-python's own full-sequence pass."""
+    raw.reset()
+    raw.eval(prompt + out)
+    rows = np.asarray(raw.scores[len(prompt) - 1: len(prompt) - 1 + len(out)])
+    return [float(row.max() - row[t]) for row, t in zip(rows, out)]
 
 
 def test_abandoned_stream_frees_its_sequence(backend, prompts):
@@ -199,3 +214,22 @@ def test_info_describes_the_model(backend):
     info = backend.info()
     assert info["model_file"].endswith(".gguf") and info["quantization"] == "Q4_K_M"
     assert info["n_ctx"] == 256 and info["n_threads"] >= 1 and info["llama_cpp_python"] == llama_cpp.__version__
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "Server"])
+def test_main_accuracy_run_end_to_end(tmp_path, scenario, backend, prompts, newline):
+    """main.py through the real LoadGen: every sample logged with the ids the backend gives in-process
+    (n_parallel=1, so the ids do not depend on which requests shared a decode step)."""
+    from helpers import accuracy_entries, assert_test06, decode_ids, run_main, tiny_conf, tiny_dataset
+
+    data = tiny_dataset(tmp_path / "d.pkl", prompts=prompts)
+    conf = tiny_conf(tmp_path / "user.conf", n=len(prompts), qps=20.0)
+    p = run_main("--scenario", scenario, "--accuracy", "--backend", "llamacpp", "--dataset-path", str(data),
+                 "--user-conf", str(conf), "--output-log-dir", str(tmp_path / "out"), "--max-new-tokens", "12",
+                 "--num-workers", "2", "--backend-arg", "n_ctx=256", "--backend-arg", "n_threads=1",
+                 "--backend-arg", f"eos_ids={newline}", timeout=180)
+    assert p.returncode == 0, p.stderr[-2000:]
+    entries = sorted(accuracy_entries(tmp_path / "out"), key=lambda e: e["qsl_idx"])
+    assert [e["qsl_idx"] for e in entries] == list(range(len(prompts)))
+    assert [decode_ids(e) for e in entries] == backend.generate(prompts)
+    assert_test06(tmp_path / "out", scenario)
