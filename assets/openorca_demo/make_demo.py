@@ -172,11 +172,15 @@ NIV_SYSTEM = [
 ]
 NIV_TASKS = [
     ("In this task, you are given a short product review. Classify it as \"Positive\" or \"Negative\" "
-     "according to the reviewer's opinion.",
-     [("The blender is loud, but it crushes ice in seconds and is easy to clean.", "Positive"),
-      ("The charger stopped working after two days and support never replied.", "Negative"),
-      ("These shoes are comfortable from the first day and the soles hold up well.", "Positive"),
-      ("The lamp arrived with a cracked base and the switch feels cheap.", "Negative")]),
+     "according to the reviewer's opinion, then give the reason in one sentence.",
+     [("The blender is loud, but it crushes ice in seconds and is easy to clean.",
+       "Positive. The reviewer likes how well it works despite the noise."),
+      ("The charger stopped working after two days and support never replied.",
+       "Negative. The product failed quickly and support did not help."),
+      ("These shoes are comfortable from the first day and the soles hold up well.",
+       "Positive. The reviewer praises the comfort and the durable soles."),
+      ("The lamp arrived with a cracked base and the switch feels cheap.",
+       "Negative. The lamp arrived damaged and feels poorly made.")]),
     ("In this task, you are given a sentence. Write the same sentence in the passive voice.",
      [("The chef cooked the soup.", "The soup was cooked by the chef."),
       ("The children painted the fence.", "The fence was painted by the children."),
