@@ -32,6 +32,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -158,27 +159,63 @@ def format_prompts(df: pd.DataFrame, prompt_format: str, tokenizer=None) -> list
 
 
 def tokenize(texts: list[str], tokenizer, add_special_tokens: bool = True, append: int | None = None,
-             desc: str = "tokenizing") -> list[list[int]]:
-    """Token ids of each text, exactly as `tokenizer(text)["input_ids"]` row by row, but batched.
+             desc: str = "tokenizing", processes: int | None = None,
+             chunk_size: int = TOKENIZE_CHUNK) -> list[list[int]]:
+    """Token ids of each text, exactly as `tokenizer(text)["input_ids"]` row by row, but on all cores.
 
-    A fast tokenizer's Rust batch encoder spreads each batch over all cores; encode_batch_fast
-    also skips computing character offsets, which nothing here needs.
+    A Hugging Face fast tokenizer encodes each chunk with its Rust batch encoder, which spreads
+    the chunk over all cores (encode_batch_fast also skips character offsets, which nothing
+    here needs). Any other tokenizer (the llama.cpp vocabulary of a GGUF file, a slow Python
+    tokenizer) encodes one text per call, so chunks go to worker processes that each load the
+    tokenizer from its path; `processes` (default: the number of cores) sets how many.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
+    processes = processes or os.cpu_count() or 1
+    chunks = [texts[i:i + chunk_size] for i in range(0, len(texts), chunk_size)]
     out: list[list[int]] = []
+    pool = None
     with tqdm(total=len(texts), desc=desc, unit="rows", disable=len(texts) < TOKENIZE_CHUNK) as bar:
-        for start in range(0, len(texts), TOKENIZE_CHUNK):
-            chunk = texts[start:start + TOKENIZE_CHUNK]
-            if backend is not None:
-                ids = [e.ids for e in backend.encode_batch_fast(chunk, add_special_tokens=add_special_tokens)]
-            else:
-                ids = tokenizer(chunk, add_special_tokens=add_special_tokens)["input_ids"]
-            if append is not None:
-                for row in ids:
-                    row.append(append)
-            out.extend(ids)
-            bar.update(len(chunk))
+        if backend is not None:
+            results = ([e.ids for e in backend.encode_batch_fast(c, add_special_tokens=add_special_tokens)]
+                       for c in chunks)
+        elif processes > 1 and len(chunks) > 1 and getattr(tokenizer, "name_or_path", None):
+            pool = _worker_pool(processes, tokenizer.name_or_path)
+            results = pool.imap(partial(_encode_in_worker, add_special_tokens=add_special_tokens), chunks)
+        else:
+            results = (tokenizer(c, add_special_tokens=add_special_tokens)["input_ids"] for c in chunks)
+        try:
+            for ids in results:
+                if append is not None:
+                    for row in ids:
+                        row.append(append)
+                out.extend(ids)
+                bar.update(len(ids))
+        finally:
+            if pool is not None:
+                pool.terminate()
     return out
+
+
+_worker_tokenizer = None
+
+
+def _worker_pool(processes: int, tokenizer_path: str):
+    # spawn, not fork: the parent may hold tokenizer threads or llama.cpp state that a fork would copy half-way.
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn").Pool(processes, initializer=_load_worker_tokenizer,
+                                                     initargs=(tokenizer_path,))
+
+
+def _load_worker_tokenizer(path: str) -> None:
+    global _worker_tokenizer
+    from harness.tokenizer import load_tokenizer
+
+    _worker_tokenizer = load_tokenizer(path)
+
+
+def _encode_in_worker(chunk: list[str], add_special_tokens: bool) -> list[list[int]]:
+    return _worker_tokenizer(chunk, add_special_tokens=add_special_tokens)["input_ids"]
 
 
 def _object_column(lists: list[list[int]], index) -> pd.Series:

@@ -337,6 +337,9 @@ def test_demo_parquet_with_the_embedded_gemma_tokenizer():
     assert set(demo[~demo.id.isin(ds.full.id)].question) == must_drop
     assert len(ds.full) == len(demo) - len(must_drop)
     assert (ds.full.tok_input_length < 1024).all() and (ds.full.tok_output_length >= 3).all()
-    # Batched ids equal the reference's row-by-row tokenizer calls on the real tokenizer.
+    # Ids equal the reference's row-by-row tokenizer calls, also when chunks go to worker processes.
     assert ds.full.tok_input.tolist() == [tok(x)["input_ids"] for x in ds.full.input]
     assert ds.full.tok_output.tolist() == [tok(x)["input_ids"] for x in ds.full.output]
+    texts = ds.full.input.tolist() + ds.full.output.tolist()
+    in_workers = po.tokenize(texts, tok, processes=2, chunk_size=64, append=7)
+    assert in_workers == [tok(x)["input_ids"] + [7] for x in texts]
