@@ -60,7 +60,7 @@ def get_args(argv=None):
     p.add_argument("--targets-file", default=str(TARGETS_FILE), help="accuracy targets YAML")
     p.add_argument("--record-targets", metavar="NAME", default=None,
                    help="instead of checking, store this run's scores as the targets of NAME")
-    p.add_argument("--log-dir", default=None,
+    p.add_argument("--log-dir", "--output-log-dir", dest="log_dir", default=None,
                    help="where accuracy.txt / accuracy.json go (default: the accuracy log's folder)")
     p.add_argument("--per-sample-csv", default=None,
                    help="also write qsl_idx, token count, per-sample ROUGE and the decoded text to this CSV")
