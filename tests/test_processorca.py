@@ -280,11 +280,15 @@ def _write_bad(kind, tmp_path, small_parquet):
         (folder / "tokenizer.json").write_text("{not json")
         (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "PreTrainedTokenizerFast"}')
         return small_parquet, str(folder)
+    if kind == "corrupt gguf":
+        path = tmp_path / "model.gguf"
+        path.write_bytes(b"GGUF" + bytes(range(256)) * 4)
+        return small_parquet, str(path)
     raise AssertionError(kind)
 
 
 @pytest.mark.parametrize("kind", ["missing parquet", "missing column", "not a parquet", "missing tokenizer",
-                                  "unreadable tokenizer"])
+                                  "unreadable tokenizer", "corrupt gguf"])
 def test_cli_bad_input_one_line_and_no_files(kind, tok_dir, small_parquet, tmp_path, capsys):
     pq_path, model = _write_bad(kind, tmp_path, small_parquet)
     out = tmp_path / "export"
