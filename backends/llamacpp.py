@@ -236,27 +236,21 @@ class LlamaCppBackend(Backend):
         if problem:
             raise HarnessError(problem)
         req = self._submit(prompt, streamed=True)
-        finished = False
         try:
             while True:
-                chunk = [req.out.get()]
+                item, chunk = req.out.get(), []
                 # Ids that arrived while the consumer was busy go out together.
-                while not req.out.empty() and chunk[-1] is not _DONE and not isinstance(chunk[-1], BaseException):
-                    chunk.append(req.out.get())
-                end = chunk[-1]
-                if end is _DONE or isinstance(end, BaseException):
-                    chunk.pop()
+                while isinstance(item, int):
+                    chunk.append(item)
+                    item = None if req.out.empty() else req.out.get()
                 if chunk:
                     yield chunk
-                if isinstance(end, BaseException):
-                    finished = True
-                    raise end
-                if end is _DONE:
-                    finished = True
+                if item is _DONE:
                     return
+                if isinstance(item, BaseException):
+                    raise item
         finally:
-            if not finished:  # consumer stopped early: let the engine free the slot
-                req.cancelled = True
+            req.cancelled = True  # no effect once finished; frees the slot if the consumer stopped early
 
     def score(self, ids: list[int]) -> list[float]:
         problem = self._check_prompt(ids, 0)
