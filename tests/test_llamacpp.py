@@ -233,3 +233,15 @@ def test_main_accuracy_run_end_to_end(tmp_path, scenario, backend, prompts, newl
     assert [e["qsl_idx"] for e in entries] == list(range(len(prompts)))
     assert [decode_ids(e) for e in entries] == backend.generate(prompts)
     assert_test06(tmp_path / "out", scenario)
+
+
+def test_main_exits_with_one_line_error_on_a_corrupt_gguf(tmp_path, prompts):
+    from helpers import run_main, tiny_dataset
+
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + np.random.default_rng(1).bytes(4092))   # right magic, garbage after it
+    p = run_main("--backend", "llamacpp", "--model-path", str(junk), "--accuracy",
+                 "--dataset-path", str(tiny_dataset(tmp_path / "d.pkl", prompts=prompts)),
+                 "--output-log-dir", str(tmp_path / "out"), timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines()[-1].startswith("error: llama.cpp cannot load"), p.stderr[-1000:]
