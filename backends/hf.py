@@ -26,6 +26,7 @@ from harness.models import cache_dir, file_fingerprint, resolve_model_path
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float16", "bfloat16")
+END_OF_TURN_TOKENS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>")
 
 
 def _one_line(e: Exception) -> str:
@@ -43,6 +44,7 @@ class HFBackend(Backend):
         "cuda_graphs": True,       # capture the decode step (GPU only)
         "kv_bucket": 128,          # attention reads the cache up to the next multiple of this
         "prefill_tokens": 8192,    # prompt tokens prefilled in one forward pass
+        "stream_interval": 1,      # stream(): tokens per chunk after the first (fewer thread wake-ups)
         "attn_implementation": "sdpa",
     }
 
@@ -135,6 +137,11 @@ class HFBackend(Backend):
                 local_files_only=True)
         except Exception as e:
             raise HarnessError(f"cannot load a model from {gguf_path}: {_one_line(e)}") from e
+        # A GGUF names one EOS; chat models also end a turn with a marker that llama.cpp treats as
+        # end-of-generation (Gemma 3: <eos> and <end_of_turn>). Keep both, as their HF checkpoints do.
+        eos = self._eos_ids(model) | self._end_of_turn_ids(gguf_path)
+        if eos:
+            model.generation_config.eos_token_id = sorted(eos)
         # The weights are plain float tensors now; drop the GGUF marker that blocks save_pretrained.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -151,6 +158,13 @@ class HFBackend(Backend):
                 raise HarnessError(f"cannot write the converted model to {folder}") from None
             # else another process finished first: use its copy
         return str(folder)
+
+    @staticmethod
+    def _end_of_turn_ids(gguf_path: str) -> set[int]:
+        from harness.tokenizer import load_tokenizer
+
+        vocab = load_tokenizer(gguf_path).get_vocab()
+        return {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
 
     def prepare_model(self, model):
         """Hook for subclasses: rewrite the loaded model (e.g. fake quantization). Identity here."""
@@ -186,7 +200,8 @@ class HFBackend(Backend):
         self.engine = SlotEngine(
             self.model, n_slots=self.options["batch_size"], cache_len=cache_len, params=self.params,
             eos_ids=self.eos_token_ids, cuda_graphs=self.options["cuda_graphs"],
-            kv_bucket=self.options["kv_bucket"], prefill_tokens=self.options["prefill_tokens"])
+            kv_bucket=self.options["kv_bucket"], prefill_tokens=self.options["prefill_tokens"],
+            stream_interval=self.options["stream_interval"])
         return self.engine
 
     def generate(self, prompts: list[list[int]]) -> list[list[int]]:

@@ -46,6 +46,7 @@ class Request:
     prompt: list[int]
     chunks: queue.Queue = field(default_factory=queue.Queue)  # lists of ids, then None (or an Exception)
     generated: list[int] = field(default_factory=list)
+    sent: int = 0  # how many of `generated` went out as chunks
     slot: int = -1
 
 
@@ -75,7 +76,7 @@ class _SlotCache:
 class SlotEngine:
     def __init__(self, model, n_slots: int, cache_len: int, params: GenerationParams,
                  eos_ids: frozenset[int], cuda_graphs: bool = True, kv_bucket: int = 128,
-                 prefill_tokens: int = 8192):
+                 prefill_tokens: int = 8192, stream_interval: int = 1):
         self.model = model
         self.decoder = model.model
         self.params = params
@@ -84,6 +85,7 @@ class SlotEngine:
         self.cache_len = cache_len
         self.kv_bucket = max(1, kv_bucket)
         self.prefill_tokens = max(1, prefill_tokens)
+        self.stream_interval = max(1, stream_interval)
         self.device = model.get_input_embeddings().weight.device
         cfg = model.config
         n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
@@ -244,9 +246,16 @@ class SlotEngine:
             self._emit(r, tok)
 
     def _emit(self, req: Request, tok: int):
+        """Record one token; hand out a chunk for the first token, then every stream_interval
+        tokens and at the end (each chunk wakes a consumer thread: with hundreds of streams,
+        per-token wake-ups cost more CPU than the decode step leaves)."""
         req.generated.append(tok)
-        req.chunks.put([tok])
-        if len(req.generated) >= self.params.max_new_tokens or tok in self.eos_ids:
+        n = len(req.generated)
+        done = n >= self.params.max_new_tokens or tok in self.eos_ids
+        if n == 1 or done or n - req.sent >= self.stream_interval:
+            req.chunks.put(req.generated[req.sent:])
+            req.sent = n
+        if done:
             req.chunks.put(None)
             self.slot_req[req.slot] = None
             self.host_pos[req.slot] = 0

@@ -3,7 +3,6 @@
 CUDA cannot run here: the CUDA-graph path of the slots engine is exercised on the GPU machine by
 benchmarks/gpu_throughput.py; here the same engine runs eagerly on the CPU.
 """
-import os
 import threading
 import time
 
@@ -39,7 +38,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prompts():
     g = torch.Generator().manual_seed(1)
-    return [torch.randint(4, 512, (n,), generator=g).tolist() for n in (5, 17, 9, 30, 3, 12, 8, 21)]
+    return [torch.randint(4, 512, (n,), generator=g).tolist() for n in (5, 17, 9, 30, 3, 12)]
 
 
 def _backend(path, max_new=12, min_new=1, ignore_eos=False, **options):
@@ -65,7 +64,7 @@ def _reference(model, prompt, max_new=12, min_new=1, eos=EOS):
 def test_matches_plain_generate_and_batch_size_invariant(tiny, prompts, engine):
     path, model = tiny
     refs = [_reference(model, p) for p in prompts]
-    for bs in (1, 3, 8):
+    for bs in ((1, 4, 6) if engine == "slots" else (1, 6)):
         # kv_bucket=4 makes the slots engine change its attention window many times.
         b = _backend(path, engine=engine, batch_size=bs, kv_bucket=4)
         assert b.engine_name == engine
@@ -88,6 +87,14 @@ def test_stream_equals_generate_token_by_token(tiny, prompts, engine):
         chunks = list(b.stream(p))
         assert [t for c in chunks for t in c] == exp
         assert len(chunks) == len(exp)  # one chunk per token: the first is delivered before the rest exist
+    b.close()
+
+
+def test_stream_interval_groups_tokens_after_the_first(tiny, prompts):
+    b = _backend(tiny[0], stream_interval=4, ignore_eos=True, max_new=10)
+    chunks = list(b.stream(prompts[0]))
+    assert [len(c) for c in chunks] == [1, 4, 4, 1]
+    assert [t for c in chunks for t in c] == b.generate([prompts[0]])[0]
     b.close()
 
 
@@ -221,23 +228,29 @@ def test_prepare_model_hook_runs_before_engine(tiny):
 
 
 @pytest.mark.slow
-def test_embedded_gemma_gguf_loads_and_caches(tmp_path, monkeypatch):
-    monkeypatch.setenv("LLM_HARNESS_CACHE", str(tmp_path))
+def test_embedded_gemma_gguf_loads_and_caches():
+    """The default model: GGUF dequantized once into the cache, then loaded from there."""
+    from harness.models import cache_dir, default_model_path, file_fingerprint
+    from harness.tokenizer import load_tokenizer
+
+    folder = cache_dir("hf-from-gguf") / file_fingerprint(default_model_path())
     t0 = time.perf_counter()
     b = HFBackend(params=GenerationParams(max_new_tokens=8))
     b.load()
     first = time.perf_counter() - t0
-    assert b.engine_name == "generate"  # Gemma 3 uses sliding-window layers
-    assert len(b.eos_token_ids) >= 1
-    out = b.generate([[2, 105, 2364, 107, 9259, 236888, 106, 107, 105, 4368, 107]])[0]
+    assert (folder / "config.json").is_file() and any(f.suffix == ".safetensors" for f in folder.iterdir())
+    assert b.engine_name == "generate"  # Gemma 3 has sliding-window layers: not a slots-engine model
+    vocab = load_tokenizer(None).get_vocab()
+    assert b.eos_token_ids == {vocab["<eos>"], vocab["<end_of_turn>"]}
+    tok = load_tokenizer(None)
+    ids = tok("<start_of_turn>user\nName a colour.<end_of_turn>\n<start_of_turn>model\n")["input_ids"]
+    out = b.generate([ids])[0]
     assert 1 <= len(out) <= 8
     b.close()
-    cached = [p for p in (tmp_path / "hf-from-gguf").iterdir()]
-    assert len(cached) == 1 and any(f.suffix == ".safetensors" for f in cached[0].iterdir())
     t0 = time.perf_counter()
     b = HFBackend(params=GenerationParams(max_new_tokens=8))
     b.load()
     second = time.perf_counter() - t0
-    assert second < first / 2, f"cached load {second:.1f}s vs first {first:.1f}s"
+    assert second < max(30.0, first / 2), f"cached load took {second:.1f}s (first {first:.1f}s)"
+    assert b.generate([ids])[0] == out
     b.close()
-    os.environ.pop("LLM_HARNESS_CACHE", None)
