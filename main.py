@@ -53,7 +53,8 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option (repeatable), e.g. --backend-arg n_threads=2")
     p.add_argument("--quant-config", default=None, help="fake-quant YAML (--backend fakequant)")
-    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="default 1024 as the reference; 128 for the demo (embedded model and demo data set)")
     p.add_argument("--min-new-tokens", type=int, default=1)
     p.add_argument("--ignore-eos", action="store_true", help="force max-new-tokens outputs (synthetic perf runs)")
     p.add_argument("--query-timeout", type=float, default=0.0,
@@ -160,7 +161,7 @@ def run(args) -> int:
     from backends import get_backend_class
     from backends.base import GenerationParams
     from dataset import Dataset
-    from harness.demo import default_dataset_path
+    from harness.demo import DEMO_MAX_NEW_TOKENS, default_dataset_path
     from harness.results import load_results, parse_goodput, print_run_summary, write_run_results
     from harness.sysmetrics import SystemMonitor
     from SUT_offline import SUT
@@ -168,6 +169,9 @@ def run(args) -> int:
 
     # Validate everything cheap before loading a model.
     backend_cls = get_backend_class(args.backend)
+    demo = args.model_path is None and args.dataset_path is None
+    if args.max_new_tokens is None:
+        args.max_new_tokens = DEMO_MAX_NEW_TOKENS if demo else 1024
     params = GenerationParams(args.max_new_tokens, args.min_new_tokens, args.ignore_eos)
     backend = backend_cls(model_path=args.model_path, dtype=args.dtype, device=args.device, params=params,
                           options=backend_options(args))
@@ -228,6 +232,7 @@ def run(args) -> int:
         "eos_token_ids": sorted(backend.eos_token_ids),
         "model_path": args.model_path,
         "dtype": args.dtype,
+        "max_new_tokens": args.max_new_tokens,
         "quant_config": args.quant_config,
         "dataset_path": dataset_path,
         "total_sample_count": dataset.total_sample_count,

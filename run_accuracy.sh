@@ -42,16 +42,18 @@ EXTRAS=${EXTRAS:-llamacpp,hf,openai} bash build.sh
 
 model_args=()
 [ -n "${MODEL_PATH:-}" ] && model_args=(--model-path "$MODEL_PATH")
+run_args=(--scenario Offline --accuracy --backend "$BACKEND" --dtype "$DTYPE" --device "$DEVICE"
+          --total-sample-count "$SAMPLES" --output-log-dir "$OUTPUT_DIR")
 if [ -z "${DATASET_PATH:-}" ]; then
+    # main.py finds the same demo pickle itself (and applies the demo's settings, see harness/demo.py).
     echo "== 2/4 demo data set (processorca.py on assets/openorca_demo)"
     DATASET_PATH=$($PY -m harness.demo "${model_args[@]}")
 else
     echo "== 2/4 data set: $DATASET_PATH"
+    run_args+=(--dataset-path "$DATASET_PATH")
 fi
 
 echo "== 3/4 Offline accuracy run ($BACKEND) -> $OUTPUT_DIR"
-run_args=(--scenario Offline --accuracy --backend "$BACKEND" --dataset-path "$DATASET_PATH"
-          --dtype "$DTYPE" --device "$DEVICE" --total-sample-count "$SAMPLES" --output-log-dir "$OUTPUT_DIR")
 [ -n "${QUANT_CONFIG:-}" ] && run_args+=(--quant-config "$QUANT_CONFIG")
 # shellcheck disable=SC2086  # EXTRA_ARGS is a list of flags
 $PY main.py "${run_args[@]}" "${model_args[@]}" ${EXTRA_ARGS:-}
