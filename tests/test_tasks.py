@@ -328,6 +328,51 @@ def test_hf_float32_and_llamacpp_perplexity_agree(tok, llamacpp_ppl):
     assert from_hf.perplexity == pytest.approx(llamacpp_ppl.perplexity, rel=0.03)
 
 
+@pytest.fixture(scope="module")
+def tiny_hf_checkpoint(tmp_path_factory):
+    """A 2-layer random Llama and a byte-level BPE tokenizer (BOS first) built in-process."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator([(ASSETS / "prose.txt").read_text()], trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok.save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, bos_token_id=1, eos_token_id=2)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_hf_checkpoint_folder_perplexity_equals_direct_torch_computation(tiny_hf_checkpoint):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tok = load_task_tokenizer(str(tiny_hf_checkpoint))
+    ids = tok.encode((ASSETS / "prose.txt").read_text())[:200]
+    assert tok.bos_id == 1 and ids[0] == 1 and tok.decode(ids[1:40]).startswith("The Lighthouse Keeper's Ledger")
+    backend = BackendSpec("hf", model_path=str(tiny_hf_checkpoint)).open(GenerationParams(max_new_tokens=1))
+    try:
+        ours = ppl.perplexity(backend, ids, 64, "sliding", stride=32, bos_id=tok.bos_id, progress=False)
+    finally:
+        backend.close()
+    model = AutoModelForCausalLM.from_pretrained(tiny_hf_checkpoint, dtype=torch.float32).eval()
+    nll = []
+    for w in ppl.plan_windows(len(ids), 64, "sliding", 32):
+        window = torch.tensor([[1] + ids[w.start + 1:w.end]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(window).logits[0].double(), dim=-1)
+        nll += [-logp[j - 1, window[0, j]].item() for j in range(w.first_scored, w.end - w.start)]
+    assert ours.n_scored_tokens == len(nll) == len(ids) - 1
+    assert ours.perplexity == pytest.approx(math.exp(sum(nll) / len(nll)), rel=1e-4)
+
+
 def test_demo_files_exist_for_every_task(tok):
     assert all(DEMO[task].exists() for task in DEMO)
     # Enough text for llama-perplexity's default context of 512 (it needs 2 * 512 tokens).
