@@ -31,50 +31,13 @@ from backends.base import Backend
 from backends.openai_client import (Endpoint, EndpointPool, LoopThread, Reply, RequestError,
                                     _snippet, normalize_url)
 from harness.errors import HarnessError
-from harness.models import resolve_model_path
+from harness.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
 BALANCE = ("round_robin", "least_outstanding")
 PROMPT_MODES = ("auto", "ids", "text")
 _DONE = object()
-
-
-class TextCodec:
-    """The local tokenizer for servers that take or return text. For a .gguf file it is
-    llama.cpp's own vocabulary (vocab_only: no weights), so ids match a llama.cpp server's
-    exactly; for a checkpoint folder, its Hugging Face tokenizer."""
-
-    def __init__(self, path: str | None):
-        path = resolve_model_path(path)
-        self._llama = self._hf = None
-        if path.endswith(".gguf"):
-            try:
-                import llama_cpp
-            except ImportError as e:
-                raise HarnessError(f"reading the vocabulary of {path} needs llama-cpp-python: "
-                                   "pip install -e '.[llamacpp]' (or give --backend-arg tokenizer=FOLDER)") from e
-            self._llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
-            self.bos_id = self._llama.token_bos()
-        else:
-            from harness.tokenizer import load_tokenizer
-            self._hf = load_tokenizer(path)
-            self.bos_id = self._hf.bos_token_id
-
-    def encode(self, text: str, special: bool = False) -> list[int]:
-        """Ids of a piece of text, no BOS; special-token names (<end_of_turn>) are parsed only
-        with special=True (generated text never spells them)."""
-        if self._llama is not None:
-            return self._llama.tokenize(text.encode(), add_bos=False, special=special)
-        if special:
-            return self._hf.encode(text, add_special_tokens=False)
-        return self._hf(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-
-    def decode(self, ids: list[int]) -> str:
-        """Prompt text for ids; special tokens written out so the server parses them back."""
-        if self._llama is not None:
-            return self._llama.detokenize(ids, special=True).decode("utf-8", errors="replace")
-        return self._hf.decode(ids, skip_special_tokens=False)
 
 
 def _ids_in(choice: dict[str, Any]) -> list[int] | None:
@@ -215,7 +178,8 @@ class OpenAIBackend(Backend):
         ep.returns_ids = _ids_in(r.json()["choices"][0]) is not None
 
     def _load_tokenizer(self) -> None:
-        self._tokenizer = TextCodec(self.options["tokenizer"] or self.model_path)
+        # For a .gguf this is llama.cpp's own vocabulary, so ids match a llama.cpp server's exactly.
+        self._tokenizer = load_tokenizer(self.options["tokenizer"] or self.model_path)
 
     # -- requests ----------------------------------------------------------------------------
     def request_body(self, prompt: list[int], stream: bool, ep: Endpoint | None = None) -> dict[str, Any]:
@@ -241,9 +205,9 @@ class OpenAIBackend(Backend):
 
     def _prompt_text(self, ids: list[int]) -> str:
         # Servers add BOS to text prompts themselves.
-        if ids and ids[0] == self._tokenizer.bos_id:
+        if ids and ids[0] == self._tokenizer.bos_token_id:
             ids = ids[1:]
-        return self._tokenizer.decode(ids)
+        return self._tokenizer.decode(ids, skip_special_tokens=False)
 
     def _choice_ids(self, choice: dict[str, Any]) -> list[int]:
         """Token ids of one reply choice (or streamed piece): the server's, else the text's.
@@ -252,7 +216,8 @@ class OpenAIBackend(Backend):
         ids = _ids_in(choice)
         if ids is None:
             text = choice.get("text") or ""
-            ids = self._tokenizer.encode(text) if text else []
+            # Generated text never spells special tokens, so their names are read as plain text.
+            ids = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] if text else []
         return ids
 
     def _record(self, entry: dict[str, Any]) -> None:

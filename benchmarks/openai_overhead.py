@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import httpx  # noqa: E402
 
 from backends import GenerationParams, make_backend  # noqa: E402
-from backends.openai import TextCodec  # noqa: E402
+from harness.tokenizer import load_tokenizer  # noqa: E402
 from harness.errors import exit_on_error  # noqa: E402
 
 
@@ -93,9 +93,9 @@ def main() -> None:
     ap.add_argument("--stream", action="store_true", help="also compare streaming (Server scenario path)")
     args = ap.parse_args()
 
-    codec = TextCodec(args.model_path)     # Gemma's chat format, as in the MLPerf-style prompts
-    prompts = [[codec.bos_id] + codec.encode(f"<start_of_turn>user\n{QUESTIONS[i % len(QUESTIONS)]}<end_of_turn>\n"
-                                             "<start_of_turn>model\n", special=True) for i in range(args.prompts)]
+    tok = load_tokenizer(args.model_path)     # Gemma's chat format, as in the MLPerf-style prompts
+    prompts = [tok.encode(f"<start_of_turn>user\n{QUESTIONS[i % len(QUESTIONS)]}<end_of_turn>\n"
+                          "<start_of_turn>model\n") for i in range(args.prompts)]
 
     with contextlib.ExitStack() as stack:
         url = args.api_server

@@ -50,13 +50,15 @@ class GGUFTokenizer:
     def _piece(self, token_id: int) -> str:
         return self._llama._model.token_get_text(token_id)
 
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self._llama.tokenize(text.encode("utf-8"), add_bos=add_special_tokens and self.add_bos, special=True)
+    def encode(self, text: str, add_special_tokens: bool = True, split_special_tokens: bool = False) -> list[int]:
+        """split_special_tokens=True reads special-token names ("<eos>") as plain text."""
+        return self._llama.tokenize(text.encode("utf-8"), add_bos=add_special_tokens and self.add_bos,
+                                    special=not split_special_tokens)
 
-    def __call__(self, text, add_special_tokens: bool = True, **_):
-        if isinstance(text, str):
-            return {"input_ids": self.encode(text, add_special_tokens)}
-        return {"input_ids": [self.encode(t, add_special_tokens) for t in text]}
+    def __call__(self, text, add_special_tokens: bool = True, split_special_tokens: bool = False, **_):
+        texts = [text] if isinstance(text, str) else text
+        ids = [self.encode(t, add_special_tokens, split_special_tokens) for t in texts]
+        return {"input_ids": ids[0] if isinstance(text, str) else ids}
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self._llama.detokenize([int(t) for t in ids], special=not skip_special_tokens).decode(

@@ -229,9 +229,9 @@ MAX_NEW = 12
 @pytest.fixture(scope="module")
 def text_prompts():
     pytest.importorskip("llama_cpp.server")
-    from backends.openai import TextCodec
-    codec = TextCodec(None)
-    return [[codec.bos_id] + codec.encode(t) for t in TEXTS]
+    from harness.tokenizer import load_tokenizer
+    tok = load_tokenizer(None)
+    return [tok.encode(t) for t in TEXTS]
 
 
 @pytest.fixture(scope="module")
