@@ -373,6 +373,23 @@ def test_hf_checkpoint_folder_perplexity_equals_direct_torch_computation(tiny_hf
     assert ours.perplexity == pytest.approx(math.exp(sum(nll) / len(nll)), rel=1e-4)
 
 
+@pytest.mark.slow
+def test_cli_perplexity_fakequant_int4_on_checkpoint_folder(tiny_hf_checkpoint, tmp_path):
+    (tmp_path / "int4.yaml").write_text("name: w4\nweights:\n  bits: 4\n  granularity: per_channel\n")
+    (tmp_path / "text.txt").write_text((ASSETS / "prose.txt").read_text()[:1200])
+    runs = {}
+    for name, extra in (("hf", []), ("fakequant", ["--quant-config", str(tmp_path / "int4.yaml")])):
+        path = run(["perplexity", "--backend", name, "--model-path", str(tiny_hf_checkpoint), "--ctx-size", "64",
+                    "--dataset-path", str(tmp_path / "text.txt"), "--output-dir", str(tmp_path / name),
+                    "--no-progress", *extra])
+        runs[name] = json.loads(path.read_text())
+    assert runs["fakequant"]["backend"]["backend"] == "fakequant"
+    full, int4 = (runs[n]["metrics"]["perplexity"] for n in ("hf", "fakequant"))
+    print(f"perplexity of the tiny random model: float32 {full:.3f}, int4 weights {int4:.3f}")
+    # Rounding weights to 4 bits moves every log-prob of the random model a little.
+    assert full != int4 and int4 == pytest.approx(full, rel=0.2)
+
+
 def test_demo_files_exist_for_every_task(tok):
     assert all(DEMO[task].exists() for task in DEMO)
     # Enough text for llama-perplexity's default context of 512 (it needs 2 * 512 tokens).
