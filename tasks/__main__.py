@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from backends import GenerationParams
-from harness.errors import exit_on_error
+from harness.errors import HarnessError, exit_on_error
 from tasks import common
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "tasks"
@@ -88,6 +88,8 @@ def run(argv: list[str] | None = None) -> Path:
     elif args.task == "multiple-choice":
         loaded = multiple_choice.load_questions(args.dataset_path)
         questions = loaded.questions[: args.limit] if args.limit else loaded.questions
+        if args.num_fewshot > 0 and not args.fewshot_path:
+            raise HarnessError("--num-fewshot needs --fewshot-path (a dev file or folder to take examples from)")
         dev = multiple_choice.load_questions(args.fewshot_path).questions if args.fewshot_path else []
         style = args.style or ("letters" if loaded.format.startswith("mmlu") else "text")
         dataset.update({"format": loaded.format, "n_questions": len(questions),

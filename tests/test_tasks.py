@@ -247,6 +247,8 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path):
     with pytest.raises(HarnessError, match="cannot score tokens"):
         run(["perplexity", "--backend", "null", "--ctx-size", "64", "--output-dir", str(tmp_path / "p")])
     assert not (tmp_path / "p" / "results.json").exists()
+    with pytest.raises(HarnessError, match="--num-fewshot needs --fewshot-path"):
+        run(["multiple-choice", "--num-fewshot", "5", "--output-dir", str(tmp_path / "m")])
     with pytest.raises(HarnessError, match="text file not found"):
         run(["perplexity", "--dataset-path", str(tmp_path / "nope.txt"), "--output-dir", str(tmp_path / "q")])
 
