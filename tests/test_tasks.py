@@ -280,7 +280,10 @@ def _llama_cpp_reference_perplexity(model_path: str, text: str, n_ctx: int, n_to
 
 @pytest.fixture(scope="module")
 def gemma_llamacpp():
-    backend = BackendSpec("llamacpp", options={"n_ctx": "96"}).open(GenerationParams(max_new_tokens=8))
+    # One thread: on a shared 2-core machine llama.cpp's threads wait on each other far longer
+    # than the few hundred tokens here take to compute.
+    backend = BackendSpec("llamacpp", options={"n_ctx": "96", "n_threads": "1"}).open(
+        GenerationParams(max_new_tokens=8))
     yield backend
     backend.close()
 
