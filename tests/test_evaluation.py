@@ -282,6 +282,28 @@ def test_end_to_end_record_check_and_outputs(run_dir, tiny_tokenizer_dir, capsys
         run_eval(run_dir, tok_dir, "--record-targets", "tiny")
 
 
+def test_end_to_end_with_the_embedded_gguf_tokenizer(run_dir, capsys):
+    """Default --checkpoint-path: ids of the embedded Gemma GGUF, decoded by llama.cpp's vocabulary."""
+    pytest.importorskip("llama_cpp")
+    from harness.tokenizer import load_tokenizer
+    tok = load_tokenizer(None)
+    entries = []
+    for qsl, text in enumerate(ANSWERS[:3]):
+        ids = tok.encode(text, add_special_tokens=True) + [tok.eos_token_id]  # BOS and EOS are skipped in decoding
+        entries.append({"seq_id": qsl, "qsl_idx": qsl, "data": np.array(ids, np.int32).tobytes().hex(),
+                        "token_count": len(ids)})
+    (run_dir / "mlperf_log_accuracy.json").write_text(json.dumps(entries))
+    assert evaluation.main(["--mlperf-accuracy-file", str(run_dir / "mlperf_log_accuracy.json"), "--dataset-file",
+                            str(run_dir / "dataset.pkl"), "--targets-file", str(run_dir / "t.yaml"),
+                            "--record-targets", "gemma-test", "--num-workers", "1"]) == 0
+    result = eval(capsys.readouterr().out.split("Results\n\n")[1].splitlines()[0])
+    ref = reference_scorer()
+    want = np.mean([ref.score(newline_sentences(REFERENCES[i]), newline_sentences(ANSWERS[i]))["rouge1"].fmeasure
+                    for i in range(3)])
+    assert result["rouge1"] == round(want * 100, 4)
+    assert result["gen_tok_len"] == sum(len(tok.encode(a)) + 1 for a in ANSWERS[:3])
+
+
 def test_int64_log_needs_dtype_int64(run_dir, tiny_tokenizer_dir):
     tok_dir, tok = tiny_tokenizer_dir
     write_log(run_dir / "mlperf_log_accuracy.json", list(enumerate(ANSWERS[:3])), tok, dtype=np.int64)
