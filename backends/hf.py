@@ -45,6 +45,7 @@ class HFBackend(Backend):
         "kv_bucket": 128,          # attention reads the cache up to the next multiple of this
         "prefill_tokens": 8192,    # prompt tokens prefilled in one forward pass
         "stream_interval": 1,      # stream(): tokens per chunk after the first (fewer thread wake-ups)
+        "decode_sdpa": "auto",     # SDPA kernel for decode steps: auto | efficient | cudnn | math
         "attn_implementation": "sdpa",
     }
 
@@ -201,7 +202,7 @@ class HFBackend(Backend):
             self.model, n_slots=self.options["batch_size"], cache_len=cache_len, params=self.params,
             eos_ids=self.eos_token_ids, cuda_graphs=self.options["cuda_graphs"],
             kv_bucket=self.options["kv_bucket"], prefill_tokens=self.options["prefill_tokens"],
-            stream_interval=self.options["stream_interval"])
+            stream_interval=self.options["stream_interval"], decode_sdpa=self.options["decode_sdpa"])
         return self.engine
 
     def generate(self, prompts: list[list[int]]) -> list[list[int]]:

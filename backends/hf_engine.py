@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
+import torch.nn.attention
 
 from backends.base import GenerationParams
 from harness.errors import HarnessError
@@ -33,6 +34,48 @@ from harness.errors import HarnessError
 log = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("llama",)
+
+
+ATTN_NAME = "slots_sdpa"
+
+
+def _slots_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """SDPA, except one-token decode steps of grouped-query models: there the query heads that
+    share a KV head are folded into the query-length axis, so the cache is read once instead of
+    being copied per query head (what SDPA with a mask does otherwise)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    b, h, q_len, d = query.shape
+    n_kv = key.shape[1]
+    if q_len != 1 or n_kv == h or attention_mask is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    q = query.view(b, n_kv, h // n_kv, d)  # query head i uses KV head i // groups
+    out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=attention_mask, scale=scaling)
+    return out.reshape(b, 1, h, d), None
+
+
+def _register_attention(model):
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTN_NAME, _slots_attention)
+    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)  # score()/generate() build masks as for sdpa
+    model.config._attn_implementation = ATTN_NAME
+
+
+def _sdpa_backends(name: str) -> list:
+    """SDPA kernels allowed in decode steps: "auto" (PyTorch's choice) or one of
+    efficient, cudnn, math (flash takes no mask, so it is not offered)."""
+    from torch.nn.attention import SDPBackend
+
+    choices = {"efficient": SDPBackend.EFFICIENT_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+               "math": SDPBackend.MATH}
+    if name == "auto":
+        return [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION,
+                SDPBackend.MATH]
+    if name not in choices:
+        raise HarnessError(f"option decode_sdpa must be auto, {', '.join(choices)}; got '{name}'")
+    return [choices[name]]
 
 
 def supports(model) -> bool:
@@ -76,9 +119,11 @@ class _SlotCache:
 class SlotEngine:
     def __init__(self, model, n_slots: int, cache_len: int, params: GenerationParams,
                  eos_ids: frozenset[int], cuda_graphs: bool = True, kv_bucket: int = 128,
-                 prefill_tokens: int = 8192, stream_interval: int = 1):
+                 prefill_tokens: int = 8192, stream_interval: int = 1, decode_sdpa: str = "auto"):
         self.model = model
         self.decoder = model.model
+        if model.config._attn_implementation == "sdpa":
+            _register_attention(model)
         self.params = params
         self.eos_ids = frozenset() if params.ignore_eos else frozenset(eos_ids)
         self.n_slots = n_slots
@@ -86,6 +131,7 @@ class SlotEngine:
         self.kv_bucket = max(1, kv_bucket)
         self.prefill_tokens = max(1, prefill_tokens)
         self.stream_interval = max(1, stream_interval)
+        self.decode_sdpa = _sdpa_backends(decode_sdpa)
         self.device = model.get_input_embeddings().weight.device
         cfg = model.config
         n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
@@ -265,8 +311,9 @@ class SlotEngine:
         pos = self.pos[:nb]
         self.cache.rows, self.cache.pos, self.cache.kv_len = self.rows[:nb], pos, kv_len
         mask = (self.arange_kv[:kv_len][None, :] <= pos)[:, None, None, :]  # (nb, 1, 1, kv_len)
-        hidden = self.decoder(input_ids=self.ids[:nb], position_ids=pos, attention_mask=mask,
-                              past_key_values=self.cache, use_cache=True).last_hidden_state
+        with torch.nn.attention.sdpa_kernel(self.decode_sdpa):
+            hidden = self.decoder(input_ids=self.ids[:nb], position_ids=pos, attention_mask=mask,
+                                  past_key_values=self.cache, use_cache=True).last_hidden_state
         logits = self.model.lm_head(hidden[:, -1]).float()
         tok = self._logits_to_token(logits, self.count[:nb]).to(self.device)
         self.next[:nb].copy_(tok)

@@ -39,6 +39,37 @@ log = logging.getLogger("gpu_throughput")
 EOS = 2
 
 
+def build_70b_two_gpus(devices=("cuda:0", "cuda:1"), **shape):
+    """Llama-2-70B shape, random fp16 weights made directly on two GPUs (layers split in half)."""
+    from accelerate import dispatch_model
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm, LlamaRotaryEmbedding
+
+    dims = dict(vocab_size=32000, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                num_attention_heads=64, num_key_value_heads=8, max_position_embeddings=4096)
+    dims.update(shape)
+    cfg = LlamaConfig(**dims)
+    layers = cfg.num_hidden_layers
+    cfg.eos_token_id, cfg.bos_token_id, cfg.pad_token_id = EOS, 1, 0
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg).to(torch.float16).eval()
+    half = layers // 2
+    dmap = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.norm": 1, "lm_head": 1}
+    dmap.update({f"model.layers.{i}": 0 if i < half else 1 for i in range(layers)})
+    torch.manual_seed(0)
+    for name, dev in dmap.items():
+        mod = model.get_submodule(name)
+        mod.to_empty(device=devices[dev])
+        for p in mod.parameters():
+            p.data.normal_(0.0, 0.02)
+    for mod in model.modules():
+        if isinstance(mod, LlamaRMSNorm):
+            mod.weight.data.fill_(1.0)
+    model.model.rotary_emb = LlamaRotaryEmbedding(config=cfg, device=devices[0])  # buffers, not parameters
+    model = dispatch_model(model, device_map={k: devices[v] for k, v in dmap.items()})
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = EOS, 0
+    return model
+
+
 def build_model(tiny: bool, device: str, layers: int):
     if tiny:
         cfg = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -221,6 +252,9 @@ def main():
     ap.add_argument("--server-duration-s", type=float, default=60)
     ap.add_argument("--server-slots", type=int, default=256)
     ap.add_argument("--stream-interval", type=int, default=16, help="Server: tokens per streamed chunk after the first")
+    ap.add_argument("--decode-sdpa", default="", help="extra runs of the last slot count with these decode "
+                    "SDPA kernels (comma list of efficient,cudnn,math)")
+    ap.add_argument("--shape-70b", action="store_true", help="Llama-2-70B shape split over cuda:0 and cuda:1")
     ap.add_argument("--check-ties", action="store_true", help="explain output mismatches (logit gaps)")
     ap.add_argument("--out", default="", help="write all results as JSON here")
     ap.add_argument("--log-dir", default="/tmp/gpu_throughput_logs")
@@ -234,7 +268,7 @@ def main():
     dev = measure_device(args.device)
     res["device"] = dev
     log.info("device %s", dev)
-    model = build_model(args.tiny, args.device, args.layers)
+    model = build_70b_two_gpus() if args.shape_70b else build_model(args.tiny, args.device, args.layers)
     InMemoryHF.model_in_memory = model
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(1)
@@ -266,10 +300,13 @@ def main():
 
     params = GenerationParams(max_new_tokens=n_out, min_new_tokens=n_out, ignore_eos=True)
     best = None
-    for slots in [int(s) for s in args.slots.split(",") if s]:
+    variants = [(int(s), "auto") for s in args.slots.split(",") if s]
+    variants += [(variants[-1][0], k) for k in args.decode_sdpa.split(",") if k and variants]
+    for slots, sdpa in variants:
         b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
                        device=args.device, params=params,
-                       options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out)})
+                       options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out),
+                                "device_map": "auto" if args.shape_70b else "", "decode_sdpa": sdpa})
         try:
             b.load()
             todo = prompts[: max(args.n_prompts, slots)]
@@ -288,12 +325,13 @@ def main():
                 if args.check_ties:
                     extra["ties"] = tie_margins(model, prompts, outs, base_out)
             extra["step_ms"] = decode_step_ms(b.engine, slots, n_in + n_out)
-            r = row(f"hf backend slots engine, {slots} slots", len(todo) * n_out / dt, slots, extra)
+            label = f"hf backend slots engine, {slots} slots" + (f", decode_sdpa={sdpa}" if sdpa != "auto" else "")
+            r = row(label, len(todo) * n_out / dt, slots, extra)
             if best is None or r["tok_s"] > best[1]:
                 best = (slots, r["tok_s"])
         except torch.cuda.OutOfMemoryError as e:
             log.warning("slots=%d: out of memory (%s)", slots, str(e)[:200])
-            rows.append({"mode": f"hf backend slots engine, {slots} slots", "error": "OOM"})
+            rows.append({"mode": f"hf backend slots engine, {slots} slots, decode_sdpa={sdpa}", "error": "OOM"})
         finally:
             b.close()
             gc.collect()

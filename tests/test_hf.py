@@ -161,6 +161,26 @@ def test_eos_min_max_ignore_eos(eos_model, tiny, prompts, engine):
     b.close()
 
 
+def test_grouped_query_decode_attention_equals_sdpa():
+    """The engine's decode attention folds query groups instead of repeating the KV cache."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from backends.hf_engine import _slots_attention
+
+    class Module:
+        num_key_value_groups = 4
+        is_causal = True
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 8, 1, 16, generator=g)
+    k, v = torch.randn(3, 2, 10, 16, generator=g), torch.randn(3, 2, 10, 16, generator=g)
+    mask = (torch.arange(10)[None, :] <= torch.tensor([[3], [9], [0]]))[:, None, None, :]
+    got, _ = _slots_attention(Module(), q, k, v, mask, scaling=0.25)
+    want, _ = sdpa_attention_forward(Module(), q, k, v, mask, scaling=0.25)
+    assert got.shape == want.shape == (3, 1, 8, 16)
+    torch.testing.assert_close(got, want)
+
+
 def test_score_matches_direct_forward(tiny, prompts):
     path, model = tiny
     b = _backend(path)
