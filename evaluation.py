@@ -238,9 +238,9 @@ def main(argv=None) -> int:
         source = (f"evaluation of {os.path.abspath(args.mlperf_accuracy_file)} (sha256 "
                   f"{file_sha256(args.mlperf_accuracy_file)[:16]}) on {os.path.abspath(args.dataset_file)}, "
                   f"{len(responses)} samples, tokenizer {args.checkpoint_path or DEFAULT_MODEL_NAME}, dtype {args.dtype}")
-        record_targets(args.record_targets, result, source, Path(args.targets_file))
-        print(f"recorded these scores as the targets of {args.record_targets} in {args.targets_file}")
-        return 0
+        model_name = args.record_targets
+        targets = record_targets(model_name, result, source, Path(args.targets_file))
+        print(f"recorded these scores as the targets of {model_name} in {args.targets_file}")
 
     levels = {lvl: targets.check(result, lvl) for lvl in LEVELS}
     if targets.sample_count and targets.sample_count != len(responses):

@@ -268,7 +268,7 @@ def test_end_to_end_record_check_and_outputs(run_dir, tiny_tokenizer_dir, capsys
     assert re.search(r"^hash=[0-9a-f]{64}$", txt, re.M)
     assert float(re.match(CHECKER_PATTERNS["rouge1"], [ln for ln in txt.splitlines() if "'rouge1'" in ln][0]).group(1)) \
         == result["rouge1"]
-    assert (run_dir / "accuracy.1.txt").exists() and (run_dir / "accuracy.1.json").exists()
+    assert (run_dir / "accuracy.1.txt").exists() and (run_dir / "accuracy.2.json").exists()  # 3 runs, 3 names
     summary = json.loads((run_dir / "accuracy.json").read_text())
     assert summary["passed"] == {"99": True, "99.9": True} and summary["result"] == result
     rows = pd.read_csv(run_dir / "s.csv", keep_default_na=False)
