@@ -4,7 +4,8 @@ Builds a seeded synthetic OpenOrca parquet (default 1M rows, lengths shaped like
 log-normal question and answer lengths, a handful of system prompts, ~1% non-ASCII rows),
 then times, on the same rows:
 - row by row: tokenizer(text)["input_ids"] per text, as the reference's DataFrame.apply does;
-- batched: processorca.tokenize (Rust batch encoder over all cores, in chunks);
+- batched: processorca.tokenize, in chunks over all cores (the Rust batch encoder of a Hugging
+  Face fast tokenizer, or worker processes for a GGUF file's llama.cpp vocabulary);
 - the character filter: the reference's per-character loop vs processorca.is_english.
 Both tokenizers' ids are checked equal. Token lists are dropped chunk by chunk so memory stays
 bounded; --baseline-rows times the slow row-by-row path on the first N rows only and scales it up
