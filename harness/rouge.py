@@ -20,7 +20,7 @@ Equality with rouge_score is tested (tests/test_evaluation.py) and measured on g
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from rouge_score.scoring import fmeasure
 
@@ -42,6 +42,9 @@ class RougeScores:
     rouge2: float
     rougeL: float
     rougeLsum: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 class _Tokenizer:
