@@ -164,8 +164,17 @@ class HFBackend(Backend):
     def _end_of_turn_ids(gguf_path: str) -> set[int]:
         from harness.tokenizer import load_tokenizer
 
-        vocab = load_tokenizer(gguf_path).get_vocab()
-        return {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
+        try:
+            tok = load_tokenizer(gguf_path)
+        except HarnessError as e:  # e.g. llama-cpp-python missing: keep the GGUF's own EOS only
+            log.warning("end-of-turn tokens of %s not added to EOS: %s", gguf_path, e)
+            return set()
+        ids = set()
+        for marker in END_OF_TURN_TOKENS:
+            enc = tok.encode(marker, add_special_tokens=False)
+            if len(enc) == 1:  # a single token: the vocabulary has it (else it splits into pieces)
+                ids.add(int(enc[0]))
+        return ids
 
     def prepare_model(self, model):
         """Hook for subclasses: rewrite the loaded model (e.g. fake quantization). Identity here."""
@@ -183,21 +192,25 @@ class HFBackend(Backend):
         return ids
 
     # ---- generation ----------------------------------------------------------------------
-    def _slot_engine(self, prompts: list[list[int]] | None = None):
+    def _slot_engine(self, prompts: list[list[int]]):
         """The slots engine, (re)built when the prompts need a longer cache than the current one."""
         from backends.hf_engine import SlotEngine
 
-        need = self.params.max_new_tokens + max((len(p) for p in prompts), default=1) if prompts else 0
-        cache_len = self.options["max_seq_len"] or need
-        if not cache_len:
-            cache_len = min(getattr(self.model.config, "max_position_embeddings", 4096) or 4096, 4096)
-        if self.engine is not None and self.engine.cache_len >= max(cache_len, need):
-            return self.engine
-        if self.engine is not None:
-            self.engine.close()
-        if need > cache_len:
+        need = self.params.max_new_tokens + max(len(p) for p in prompts)
+        fixed = self.options["max_seq_len"]
+        if fixed and need > fixed:
             raise HarnessError(f"a prompt plus max_new_tokens needs {need} cache positions, more than "
-                               f"option max_seq_len={cache_len}")
+                               f"option max_seq_len={fixed}")
+        if self.engine is not None and self.engine.cache_len >= need:
+            return self.engine
+        # Without max_seq_len the cache grows to the longest request seen, in steps of 512
+        # positions; each growth waits for the running requests and re-captures CUDA graphs.
+        cache_len = fixed or -(-need // 512) * 512
+        if self.engine is not None:
+            log.warning("growing the KV cache to %d positions per slot (set --backend-arg max_seq_len "
+                        "to size it once)", cache_len)
+            self.engine.close()
+            self.engine = None
         self.engine = SlotEngine(
             self.model, n_slots=self.options["batch_size"], cache_len=cache_len, params=self.params,
             eos_ids=self.eos_token_ids, cuda_graphs=self.options["cuda_graphs"],
@@ -211,9 +224,11 @@ class HFBackend(Backend):
             return []
         if self.engine_name == "slots":
             # One engine serves Offline batches and Server streams; it merges everything queued.
+            # Submit under the lock: a concurrent call may replace (close) the engine right after.
             with self._lock:
                 engine = self._slot_engine(prompts)
-            return [self.trim(out) for out in engine.run_all(prompts)]
+                reqs = engine.submit(prompts)
+            return [self.trim(out) for out in engine.collect(reqs)]
         bs = self.options["batch_size"]
         outs: list[list[int]] = []
         for i in range(0, len(prompts), bs):
@@ -266,8 +281,9 @@ class HFBackend(Backend):
         self._check_loaded()
         if self.engine_name == "slots":
             with self._lock:
-                engine = self._slot_engine(None if self.options["max_seq_len"] else [prompt])
-            yield from engine.stream(prompt)
+                engine = self._slot_engine([prompt])
+                req = engine.submit([prompt])[0]
+            yield from engine.chunks(req)
             return
         yield from self._stream_generate(prompt)
 

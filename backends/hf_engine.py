@@ -138,10 +138,16 @@ class SlotEngine:
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         dtype = model.get_input_embeddings().weight.dtype
         kv = []
-        for layer in self.decoder.layers:
-            dev = layer.self_attn.k_proj.weight.device
-            shape = (n_slots, n_kv, cache_len, head_dim)
-            kv.append((torch.zeros(shape, dtype=dtype, device=dev), torch.zeros(shape, dtype=dtype, device=dev)))
+        shape = (n_slots, n_kv, cache_len, head_dim)
+        try:
+            for layer in self.decoder.layers:
+                dev = layer.self_attn.k_proj.weight.device
+                kv.append((torch.zeros(shape, dtype=dtype, device=dev), torch.zeros(shape, dtype=dtype, device=dev)))
+        except torch.cuda.OutOfMemoryError:
+            kv.clear()
+            gib = 2 * len(self.decoder.layers) * n_slots * n_kv * cache_len * head_dim * dtype.itemsize / 2**30
+            raise HarnessError(f"the KV cache ({n_slots} slots x {cache_len} positions = {gib:.0f} GiB) does not "
+                               "fit in GPU memory: lower --backend-arg batch_size or max_seq_len") from None
         self.cache = _SlotCache(kv)
         # Decode-step state, static so CUDA graphs can read and update it in place.
         dev = self.device
@@ -183,6 +189,8 @@ class SlotEngine:
                                    f"{self.cache_len} (option max_seq_len)")
         if self.failed is not None:
             raise self.failed
+        if self.closing:
+            raise HarnessError("the hf slot engine is closed")
         reqs = [Request(prompt=list(p)) for p in prompts]
         with self.wakeup:
             self.pending.extend(reqs)
@@ -190,23 +198,25 @@ class SlotEngine:
         return reqs
 
     def stream(self, prompt: list[int]) -> Iterator[list[int]]:
-        yield from self._drain(self.submit([prompt])[0])
+        yield from self.chunks(self.submit([prompt])[0])
 
-    def run_all(self, prompts: list[list[int]]) -> list[list[int]]:
-        reqs = self.submit(prompts)
+    def collect(self, reqs: list[Request]) -> list[list[int]]:
+        """Wait for submitted requests; their generated ids in order."""
         outs = []
         for r in reqs:
-            outs.append([t for chunk in self._drain(r) for t in chunk])
+            outs.append([t for chunk in self.chunks(r) for t in chunk])
         return outs
 
     @staticmethod
-    def _drain(req: Request) -> Iterator[list[int]]:
+    def chunks(req: Request) -> Iterator[list[int]]:
+        """A submitted request's ids as they are produced."""
         while (chunk := req.chunks.get()) is not None:
             if isinstance(chunk, Exception):
                 raise chunk
             yield chunk
 
     def close(self):
+        """Stop after the requests already submitted are done, then free the cache."""
         with self.wakeup:
             self.closing = True
             self.wakeup.notify()
@@ -241,8 +251,8 @@ class SlotEngine:
         with self.wakeup:
             while len(free) == self.n_slots and not self.pending and not self.closing:
                 self.wakeup.wait()  # idle: wait for work
-            if self.closing:
-                return False
+            if self.closing and len(free) == self.n_slots and not self.pending:
+                return False  # closing finishes the work already submitted first
             new = [self.pending.popleft() for _ in range(min(len(free), len(self.pending)))]
         # Similar prompt lengths together so prefill padding is small.
         new.sort(key=lambda r: len(r.prompt), reverse=True)

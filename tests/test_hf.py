@@ -72,10 +72,16 @@ def test_matches_plain_generate_and_batch_size_invariant(tiny, prompts, engine):
         b.close()
 
 
-def test_engine_auto_picks_slots_for_llama(tiny):
-    b = _backend(tiny[0])
+def test_engine_auto_picks_slots_and_grows_its_cache(tiny, prompts):
+    path, model = tiny
+    b = _backend(path)
     assert b.engine_name == "slots" and b.eos_token_ids == frozenset(EOS)
     assert b.info()["engine"] == "slots"
+    long_prompt = (prompts[3] * 20)[:520]
+    assert b.generate([prompts[4]]) == [_reference(model, prompts[4])]
+    first_len = b.engine.cache_len
+    assert b.generate([long_prompt]) == [_reference(model, long_prompt)]  # needs a longer cache
+    assert b.engine.cache_len > first_len
     b.close()
 
 
@@ -260,9 +266,9 @@ def test_embedded_gemma_gguf_loads_and_caches():
     first = time.perf_counter() - t0
     assert (folder / "config.json").is_file() and any(f.suffix == ".safetensors" for f in folder.iterdir())
     assert b.engine_name == "generate"  # Gemma 3 has sliding-window layers: not a slots-engine model
-    vocab = load_tokenizer(None).get_vocab()
-    assert b.eos_token_ids == {vocab["<eos>"], vocab["<end_of_turn>"]}
     tok = load_tokenizer(None)
+    markers = [tok.encode(t, add_special_tokens=False) for t in ("<eos>", "<end_of_turn>")]
+    assert b.eos_token_ids == {m[0] for m in markers}  # Gemma 3 ends a turn with either
     ids = tok("<start_of_turn>user\nName a colour.<end_of_turn>\n<start_of_turn>model\n")["input_ids"]
     out = b.generate([ids])[0]
     assert 1 <= len(out) <= 8
