@@ -26,6 +26,7 @@ from harness.models import cache_dir, file_fingerprint, resolve_model_path
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float16", "bfloat16")
+GGUF_CACHE_VERSION = "v2"  # bump when the conversion changes, so older cached copies are not reused
 END_OF_TURN_TOKENS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>")
 
 
@@ -128,7 +129,7 @@ class HFBackend(Backend):
         """Dequantize a GGUF file once and keep it as safetensors in the cache folder."""
         from transformers import AutoModelForCausalLM
 
-        folder = cache_dir("hf-from-gguf") / file_fingerprint(gguf_path)
+        folder = cache_dir("hf-from-gguf") / f"{file_fingerprint(gguf_path)}-{GGUF_CACHE_VERSION}"
         if (folder / "config.json").is_file():
             return str(folder)
         log.info("converting %s to safetensors (once; cached in %s)", gguf_path, folder)

@@ -256,10 +256,11 @@ def test_prepare_model_hook_runs_before_engine(tiny):
 @pytest.mark.slow
 def test_embedded_gemma_gguf_loads_and_caches():
     """The default model: GGUF dequantized once into the cache, then loaded from there."""
+    from backends.hf import GGUF_CACHE_VERSION
     from harness.models import cache_dir, default_model_path, file_fingerprint
     from harness.tokenizer import load_tokenizer
 
-    folder = cache_dir("hf-from-gguf") / file_fingerprint(default_model_path())
+    folder = cache_dir("hf-from-gguf") / f"{file_fingerprint(default_model_path())}-{GGUF_CACHE_VERSION}"
     t0 = time.perf_counter()
     b = HFBackend(params=GenerationParams(max_new_tokens=8))
     b.load()
