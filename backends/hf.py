@@ -43,7 +43,7 @@ class HFBackend(Backend):
         "device_map": "",          # "auto": spread a model larger than one GPU over all GPUs
         "max_seq_len": 0,          # KV cache length per slot; 0: sized from the prompts (Offline)
         "cuda_graphs": True,       # capture the decode step (GPU only)
-        "kv_bucket": 128,          # attention reads the cache up to the next multiple of this
+        "kv_bucket": 64,           # attention reads the cache up to the next multiple of this
         "prefill_tokens": 8192,    # prompt tokens prefilled in one forward pass
         "stream_interval": 1,      # stream(): tokens per chunk after the first (fewer thread wake-ups)
         "decode_sdpa": "auto",     # SDPA kernel for decode steps: auto | efficient | cudnn | math

@@ -254,6 +254,10 @@ def main():
     ap.add_argument("--stream-interval", type=int, default=16, help="Server: tokens per streamed chunk after the first")
     ap.add_argument("--decode-sdpa", default="", help="extra runs of the last slot count with these decode "
                     "SDPA kernels (comma list of efficient,cudnn,math)")
+    ap.add_argument("--kv-bucket", type=int, default=32, help="engine option kv_bucket (smaller: less KV "
+                    "over-read per decode step, more CUDA graphs)")
+    ap.add_argument("--profile", action="store_true", help="only print kernel times of one prefill group "
+                    "and one eager decode step (last --slots value)")
     ap.add_argument("--shape-70b", action="store_true", help="Llama-2-70B shape split over cuda:0 and cuda:1")
     ap.add_argument("--check-ties", action="store_true", help="explain output mismatches (logit gaps)")
     ap.add_argument("--out", default="", help="write all results as JSON here")
@@ -284,6 +288,10 @@ def main():
         log.info("ROW %s", json.dumps(r))
         return r
 
+    if args.profile:
+        profile_engine(model, prompts, n_in, n_out, args)
+        return
+
     base_out = None
     if not args.skip_baseline:
         bb = args.baseline_batch
@@ -306,7 +314,8 @@ def main():
         b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
                        device=args.device, params=params,
                        options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out),
-                                "device_map": "auto" if args.shape_70b else "", "decode_sdpa": sdpa})
+                                "device_map": "auto" if args.shape_70b else "", "decode_sdpa": sdpa,
+                                "kv_bucket": str(args.kv_bucket)})
         try:
             b.load()
             todo = prompts[: max(args.n_prompts, slots)]
@@ -341,7 +350,8 @@ def main():
         slots = best[0]
         b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
                        device=args.device, params=params,
-                       options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out)})
+                       options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out),
+                                "kv_bucket": str(args.kv_bucket)})
         b.load()
         b.generate(prompts[:slots])  # warm-up
         # Two workers with batches of `slots`: while one waits for its batch the other's is queued,
@@ -358,7 +368,7 @@ def main():
         b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
                        device=args.device, params=params,
                        options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out),
-                                "stream_interval": str(args.stream_interval)})
+                                "stream_interval": str(args.stream_interval), "kv_bucket": str(args.kv_bucket)})
         b.load()
         warm_all_graphs(b, prompts)
         server = []
@@ -395,6 +405,39 @@ def main():
     for s in res.get("server", []):
         print(f"| LoadGen Server target {s['target_qps']:g} QPS | {s['tok_s']:.0f} | result {s['result']} | "
               f"TTFT p99 {s['ttft_p99_ms']} ms | TPOT p99 {s['tpot_p99_ms']} ms | errors {s['errors']} |")
+
+
+def profile_engine(model, prompts, n_in, n_out, args):
+    """Kernel-time table for one prefill group and a few eager decode steps of the slots engine."""
+    from torch.profiler import ProfilerActivity, profile
+
+    slots = int(args.slots.split(",")[-1])
+    params = GenerationParams(max_new_tokens=n_out, min_new_tokens=n_out, ignore_eos=True)
+    b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
+                   device=args.device, params=params,
+                   options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out), "cuda_graphs": "false"})
+    b.load()
+    b.generate(prompts[:2])  # warm-up
+    eng = b.engine
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    from backends.hf_engine import Request
+    n_group = max(1, min(slots, eng.prefill_tokens // n_in, len(prompts)))
+    group = [Request(prompt=p, slot=i) for i, p in enumerate(prompts[:n_group])]
+    with torch.inference_mode():
+        eng._prefill(group[:1])  # warm-up of this shape
+        sync()
+        for label, fn in (("prefill group", lambda: eng._prefill(group)),
+                          ("decode step", lambda: eng._step_body(slots, n_in + n_out))):
+            with profile(activities=acts) as prof:
+                t = time.perf_counter()
+                for _ in range(3):
+                    fn()
+                sync()
+                dt = (time.perf_counter() - t) / 3
+            print(f"\n== {label}: {dt * 1000:.1f} ms wall each ==")
+            key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+            print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=60))
+    b.close()
 
 
 def decode_step_ms(engine, nb: int, kv_len: int) -> float | None:
