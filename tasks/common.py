@@ -7,6 +7,7 @@ checkpoint folder they come from its Hugging Face tokenizer (harness/tokenizer.p
 """
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import json
 import logging
@@ -40,7 +41,8 @@ class TaskTokenizer:
 
 
 class LlamaVocabTokenizer(TaskTokenizer):
-    """llama.cpp's tokenizer of a GGUF file (the one `llama-perplexity` uses)."""
+    """llama.cpp's tokenizer of a GGUF file (the one `llama-perplexity` uses); loads the
+    vocabulary only, no weights and no context."""
 
     def __init__(self, path: str):
         try:
@@ -48,23 +50,41 @@ class LlamaVocabTokenizer(TaskTokenizer):
         except ImportError as e:
             raise HarnessError("tokenizing for a .gguf model needs llama-cpp-python: "
                                "pip install -e '.[llamacpp]'") from e
+        self._lib = llama_cpp
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-        try:
-            self._llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
-        except Exception as e:  # llama-cpp-python raises ValueError/RuntimeError for unreadable files
-            raise HarnessError(f"llama.cpp cannot read the vocabulary of {path}: {e}".splitlines()[0]) from e
-        vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
-        self.bos_id = self._llm.token_bos() if llama_cpp.llama_vocab_get_add_bos(vocab) else None
-        self._special = {t for t in range(self._llm.n_vocab())
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        self._model = llama_cpp.llama_model_load_from_file(path.encode(), params)
+        if not self._model:
+            raise HarnessError(f"llama.cpp cannot read the vocabulary of {path} (not a GGUF model?)")
+        self._vocab = vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.bos_id = llama_cpp.llama_vocab_bos(vocab) if llama_cpp.llama_vocab_get_add_bos(vocab) else None
+        self._special = {t for t in range(llama_cpp.llama_vocab_n_tokens(vocab))
                          if llama_cpp.llama_vocab_is_control(vocab, t) or llama_cpp.llama_vocab_is_eog(vocab, t)}
 
     def encode(self, text: str, bos: bool = True) -> list[int]:
-        ids = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-        return ([self.bos_id] if bos and self.bos_id is not None else []) + list(ids)
+        raw = text.encode("utf-8")
+        size = len(raw) + 2
+        while True:  # a negative count means "the buffer needs this many"
+            buf = (self._lib.llama_token * size)()
+            n = self._lib.llama_tokenize(self._vocab, raw, len(raw), buf, size, False, False)
+            if n >= 0:
+                break
+            size = -n
+        return ([self.bos_id] if bos and self.bos_id is not None else []) + list(buf[:n])
 
     def decode(self, ids: Sequence[int]) -> str:
-        kept = [int(t) for t in ids if int(t) not in self._special]
-        return self._llm.detokenize(kept).decode("utf-8", errors="replace")
+        out, buf = bytearray(), ctypes.create_string_buffer(256)
+        for t in ids:
+            if int(t) not in self._special:
+                n = self._lib.llama_token_to_piece(self._vocab, int(t), buf, len(buf), 0, False)
+                out += buf.raw[:max(n, 0)]
+        return out.decode("utf-8", errors="replace")
+
+    def __del__(self):
+        if getattr(self, "_model", None):
+            self._lib.llama_model_free(self._model)
+            self._model = None
 
 
 class HFTaskTokenizer(TaskTokenizer):
