@@ -100,7 +100,7 @@ def run(argv: list[str] | None = None) -> Path:
         template = args.prompt_template or summarization.DEFAULT_TEMPLATE
         dataset["n_documents"] = len(docs)
 
-    tokenizer = common.load_task_tokenizer(args.model_path)
+    tokenizer = common.TaskTokenizer(args.model_path)
     # Scoring tasks generate nothing; one new token keeps a backend's context checks from
     # reserving room for a long generation.
     params = GenerationParams(max_new_tokens=args.max_new_tokens if args.task == "summarization" else 1)

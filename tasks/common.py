@@ -1,13 +1,12 @@
 """What the tasks share: text <-> token ids, opening a backend, statistics, results.json.
 
-Tokenizers: a task turns text into the ids that Backend.score()/generate() take. For a GGUF file
-the ids come from llama.cpp's own vocabulary (llama-cpp-python, vocabulary only: no weights are
-loaded), so that the numbers match llama.cpp's `llama-perplexity` tool token for token; for a
-checkpoint folder they come from its Hugging Face tokenizer (harness/tokenizer.py).
+Tokenizers: a task turns text into the ids that Backend.score()/generate() take, with the
+project's tokenizer loader (harness/tokenizer.py). For a GGUF file that is llama.cpp's own
+vocabulary, so the numbers match llama.cpp's `llama-perplexity` tool token for token whichever
+backend computes the log-probabilities.
 """
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import json
 import logging
@@ -22,96 +21,32 @@ from backends.base import Backend
 from harness.errors import HarnessError
 from harness.models import resolve_model_path
 from harness.results import RESULTS_FILE, _clean, _write_new, environment
+from harness.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
 
 # -- tokenizers ----------------------------------------------------------------------------------
 class TaskTokenizer:
-    """encode(text, bos) -> ids and decode(ids) -> text; `bos_id` is None when the model's
-    vocabulary does not ask for a BOS token at the start of a sequence."""
+    """Text <-> ids for the tasks, over harness.tokenizer.load_tokenizer (llama.cpp's vocabulary
+    for a .gguf file, the Hugging Face tokenizer of a folder).
 
-    bos_id: int | None = None
+    Text is tokenized as plain text (a "<eos>" in a document is not the EOS token), as
+    llama.cpp's perplexity and multiple-choice code do. `bos_id` is None when the model does not
+    start sequences with BOS."""
 
-    def encode(self, text: str, bos: bool = True) -> list[int]:
-        raise NotImplementedError
-
-    def decode(self, ids: Sequence[int]) -> str:
-        raise NotImplementedError
-
-
-class LlamaVocabTokenizer(TaskTokenizer):
-    """llama.cpp's tokenizer of a GGUF file (the one `llama-perplexity` uses); loads the
-    vocabulary only, no weights and no context."""
-
-    def __init__(self, path: str):
-        try:
-            import llama_cpp
-        except ImportError as e:
-            raise HarnessError("tokenizing for a .gguf model needs llama-cpp-python: "
-                               "pip install -e '.[llamacpp]'") from e
-        self._lib = llama_cpp
-        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-        params = llama_cpp.llama_model_default_params()
-        params.vocab_only = True
-        self._model = llama_cpp.llama_model_load_from_file(path.encode(), params)
-        if not self._model:
-            raise HarnessError(f"llama.cpp cannot read the vocabulary of {path} (not a GGUF model?)")
-        self._vocab = vocab = llama_cpp.llama_model_get_vocab(self._model)
-        self.bos_id = llama_cpp.llama_vocab_bos(vocab) if llama_cpp.llama_vocab_get_add_bos(vocab) else None
-        self._special = {t for t in range(llama_cpp.llama_vocab_n_tokens(vocab))
-                         if llama_cpp.llama_vocab_is_control(vocab, t) or llama_cpp.llama_vocab_is_eog(vocab, t)}
-
-    def encode(self, text: str, bos: bool = True) -> list[int]:
-        raw = text.encode("utf-8")
-        size = len(raw) + 2
-        while True:  # a negative count means "the buffer needs this many"
-            buf = (self._lib.llama_token * size)()
-            n = self._lib.llama_tokenize(self._vocab, raw, len(raw), buf, size, False, False)
-            if n >= 0:
-                break
-            size = -n
-        return ([self.bos_id] if bos and self.bos_id is not None else []) + list(buf[:n])
-
-    def decode(self, ids: Sequence[int]) -> str:
-        out, buf = bytearray(), ctypes.create_string_buffer(256)
-        for t in ids:
-            if int(t) not in self._special:
-                n = self._lib.llama_token_to_piece(self._vocab, int(t), buf, len(buf), 0, False)
-                out += buf.raw[:max(n, 0)]
-        return out.decode("utf-8", errors="replace")
-
-    def __del__(self):
-        if getattr(self, "_model", None):
-            self._lib.llama_model_free(self._model)
-            self._model = None
-
-
-class HFTaskTokenizer(TaskTokenizer):
-    """The Hugging Face tokenizer of a checkpoint folder."""
-
-    def __init__(self, path: str):
-        from harness.tokenizer import load_tokenizer
-
-        self._tok = load_tokenizer(path)
+    def __init__(self, model_path: str | None):
+        self._tok = load_tokenizer(model_path)
         bos = self._tok.bos_token_id
         # Ask the tokenizer itself whether it starts sequences with BOS (Llama/Gemma yes, GPT-2 no).
-        self.bos_id = bos if bos is not None and self._tok("a").input_ids[:1] == [bos] else None
+        self.bos_id = bos if bos is not None and self._tok("a")["input_ids"][:1] == [bos] else None
 
     def encode(self, text: str, bos: bool = True) -> list[int]:
-        ids = self._tok(text, add_special_tokens=False).input_ids
+        ids = self._tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         return ([self.bos_id] if bos and self.bos_id is not None else []) + list(ids)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=True)
-
-
-def load_task_tokenizer(model_path: str | None) -> TaskTokenizer:
-    """llama.cpp's vocabulary for a .gguf file, the HF tokenizer for a checkpoint folder."""
-    path = resolve_model_path(model_path)
-    if os.path.isfile(path) and path.endswith(".gguf"):
-        return LlamaVocabTokenizer(path)
-    return HFTaskTokenizer(path)
+        return self._tok.decode([int(t) for t in ids], skip_special_tokens=True)
 
 
 # -- backends ------------------------------------------------------------------------------------

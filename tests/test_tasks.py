@@ -23,7 +23,7 @@ from tasks import multiple_choice as mc
 from tasks import perplexity as ppl
 from tasks import summarization as summ
 from tasks.__main__ import DEMO, run
-from tasks.common import BackendSpec, load_task_tokenizer, mean_and_stderr
+from tasks.common import BackendSpec, TaskTokenizer, mean_and_stderr
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets" / "tasks"
@@ -52,7 +52,7 @@ class ScriptedBackend(Backend):
 @pytest.fixture(scope="module")
 def tok():
     """llama.cpp's tokenizer of the embedded Gemma 3 270M GGUF (vocabulary only)."""
-    return load_task_tokenizer(None)
+    return TaskTokenizer(None)
 
 
 # -- perplexity ----------------------------------------------------------------------------------
@@ -359,7 +359,7 @@ def test_hf_checkpoint_folder_perplexity_equals_direct_torch_computation(tiny_hf
     import torch
     from transformers import AutoModelForCausalLM
 
-    tok = load_task_tokenizer(str(tiny_hf_checkpoint))
+    tok = TaskTokenizer(str(tiny_hf_checkpoint))
     ids = tok.encode((ASSETS / "prose.txt").read_text())[:200]
     assert tok.bos_id == 1 and ids[0] == 1 and tok.decode(ids[1:40]).startswith("The Lighthouse Keeper's Ledger")
     backend = BackendSpec("hf", model_path=str(tiny_hf_checkpoint)).open(GenerationParams(max_new_tokens=1))
