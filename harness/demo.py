@@ -28,7 +28,10 @@ DEMO_MAX_NEW_TOKENS = 128
 
 def default_dataset_path(model_path: str | None, export_root: str | None = None) -> str:
     """Processed demo pickle for `model_path` (None: the embedded model), built if missing."""
-    key = DEFAULT_MODEL_NAME if model_path is None else f"{os.path.basename(model_path.rstrip('/'))}-{file_fingerprint(model_path)}"
+    # Keyed by model (tokens depend on it) and by the parquet (a changed demo set is rebuilt).
+    model_key = DEFAULT_MODEL_NAME if model_path is None else \
+        f"{os.path.basename(model_path.rstrip('/'))}-{file_fingerprint(model_path)}"
+    key = f"{model_key}-{file_fingerprint(DEMO_PARQUET)[:8]}"
     export_dir = os.path.join(export_root or os.path.join(ROOT, "data"), f"open_orca_demo-{key}")
     path = os.path.join(export_dir, f"open_orca_gpt4_tokenized_llama.sampled_{DEMO_SAMPLES}.pkl")
     if os.path.isfile(path):
