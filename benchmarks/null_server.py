@@ -110,8 +110,8 @@ def main():
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()}")
     print(f"\nServer scenario, null backend, {N_TOKENS} tokens per response, {args.duration_ms} ms per run")
-    print(f"| target QPS | SUT | completed QPS | TTFT p99 (ms) | result |")
-    print(f"|---|---|---|---|---|")
+    print("| target QPS | SUT | completed QPS | TTFT p99 (ms) | result |")
+    print("|---|---|---|---|---|")
     for qps in args.qps:
         settings = settings_for("Server", qps, args.duration_ms, 100)
         text, _ = run_loadgen(bare_issue(), lambda: None, args.samples, settings)

@@ -225,9 +225,9 @@ def write_run_results(out_dir: str | Path, run: dict, records: list[RequestRecor
         "sysmetrics": sysmetrics,
         "files": {"requests": REQUESTS_FILE},
     }
-    _write_new(out_dir / REQUESTS_FILE, _requests_csv(records))
+    write_new(out_dir / REQUESTS_FILE, _requests_csv(records))
     path = out_dir / RESULTS_FILE
-    _write_new(path, json.dumps(_clean(results), indent=1, default=str, allow_nan=False) + "\n")
+    write_new_json(path, results)
     log.info("results written to %s", path)
     return path
 
@@ -250,9 +250,17 @@ def _requests_csv(records: list[RequestRecord]) -> str:
     return buf.getvalue()
 
 
-def _write_new(path: Path, text: str) -> None:
+def write_new_json(path: Path, obj: Any) -> None:
+    """Write `obj` as JSON to a new file (never replacing one); NaN/inf become null."""
+    write_new(path, json.dumps(_clean(obj), indent=1, default=str, allow_nan=False) + "\n")
+
+
+def write_new(path: Path, text: str) -> None:
     """Create `path` with `text` atomically; fail if it exists (a hard link never replaces)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary readable files
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

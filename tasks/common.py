@@ -8,7 +8,6 @@ backend computes the log-probabilities.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 import os
@@ -20,7 +19,7 @@ from backends import GenerationParams, make_backend
 from backends.base import Backend
 from harness.errors import HarnessError
 from harness.models import resolve_model_path
-from harness.results import RESULTS_FILE, _clean, _write_new, environment
+from harness.results import RESULTS_FILE, environment, write_new_json
 from harness.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -143,6 +142,6 @@ def write_task_results(output_dir: str | os.PathLike, *, task: str, backend: Bac
         "samples": samples or [],
     }
     path = out / RESULTS_FILE
-    _write_new(path, json.dumps(_clean(results), indent=1, default=str, allow_nan=False) + "\n")
+    write_new_json(path, results)
     log.info("results written to %s", path)
     return path
