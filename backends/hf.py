@@ -47,6 +47,8 @@ class HFBackend(Backend):
         "prefill_tokens": 8192,    # prompt tokens prefilled in one forward pass
         "stream_interval": 1,      # stream(): tokens per chunk after the first (fewer thread wake-ups)
         "decode_sdpa": "auto",     # SDPA kernel for decode steps: auto | efficient | cudnn | math
+        "compile": "auto",         # slots: torch.compile backend for RMSNorm/RoPE/SiLU*up: auto (inductor
+                                   # on one GPU, else off) | off | inductor | eager
         "attn_implementation": "sdpa",
     }
 
@@ -62,6 +64,8 @@ class HFBackend(Backend):
             raise HarnessError(f"option engine must be auto, slots or generate, got '{self.options['engine']}'")
         if self.options["device_map"] not in ("", "auto"):
             raise HarnessError(f"option device_map must be 'auto' or empty, got '{self.options['device_map']}'")
+        if self.options["compile"] not in ("auto", "off", "inductor", "eager"):
+            raise HarnessError(f"option compile must be auto, off, inductor or eager, got '{self.options['compile']}'")
         if self.options["batch_size"] < 1:
             raise HarnessError("option batch_size must be >= 1")
         self.model = None
@@ -216,7 +220,8 @@ class HFBackend(Backend):
             self.model, n_slots=self.options["batch_size"], cache_len=cache_len, params=self.params,
             eos_ids=self.eos_token_ids, cuda_graphs=self.options["cuda_graphs"],
             kv_bucket=self.options["kv_bucket"], prefill_tokens=self.options["prefill_tokens"],
-            stream_interval=self.options["stream_interval"], decode_sdpa=self.options["decode_sdpa"])
+            stream_interval=self.options["stream_interval"], decode_sdpa=self.options["decode_sdpa"],
+            compile=self.options["compile"])
         return self.engine
 
     def generate(self, prompts: list[list[int]]) -> list[list[int]]:

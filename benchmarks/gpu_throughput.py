@@ -254,6 +254,8 @@ def main():
     ap.add_argument("--stream-interval", type=int, default=16, help="Server: tokens per streamed chunk after the first")
     ap.add_argument("--decode-sdpa", default="", help="extra runs of the last slot count with these decode "
                     "SDPA kernels (comma list of efficient,cudnn,math)")
+    ap.add_argument("--compile", default="auto", help="engine option compile for the --slots runs (comma list: "
+                    "each slot count runs once per value, e.g. off,auto)")
     ap.add_argument("--kv-bucket", type=int, default=32, help="engine option kv_bucket (smaller: less KV "
                     "over-read per decode step, more CUDA graphs)")
     ap.add_argument("--profile", action="store_true", help="only print kernel times of one prefill group "
@@ -308,14 +310,14 @@ def main():
 
     params = GenerationParams(max_new_tokens=n_out, min_new_tokens=n_out, ignore_eos=True)
     best = None
-    variants = [(int(s), "auto") for s in args.slots.split(",") if s]
-    variants += [(variants[-1][0], k) for k in args.decode_sdpa.split(",") if k and variants]
-    for slots, sdpa in variants:
+    variants = [(int(s), "auto", c) for s in args.slots.split(",") if s for c in args.compile.split(",") if c]
+    variants += [(variants[-1][0], k, variants[-1][2]) for k in args.decode_sdpa.split(",") if k and variants]
+    for slots, sdpa, comp in variants:
         b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
                        device=args.device, params=params,
                        options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out),
                                 "device_map": "auto" if args.shape_70b else "", "decode_sdpa": sdpa,
-                                "kv_bucket": str(args.kv_bucket)})
+                                "kv_bucket": str(args.kv_bucket), "compile": comp})
         try:
             b.load()
             todo = prompts[: max(args.n_prompts, slots)]
@@ -334,7 +336,8 @@ def main():
                 if args.check_ties:
                     extra["ties"] = tie_margins(model, prompts, outs, base_out)
             extra["step_ms"] = decode_step_ms(b.engine, slots, n_in + n_out)
-            label = f"hf backend slots engine, {slots} slots" + (f", decode_sdpa={sdpa}" if sdpa != "auto" else "")
+            label = (f"hf backend slots engine, {slots} slots" + (f", decode_sdpa={sdpa}" if sdpa != "auto" else "")
+                     + (f", compile={comp}" if comp != "auto" else ""))
             r = row(label, len(todo) * n_out / dt, slots, extra)
             if best is None or r["tok_s"] > best[1]:
                 best = (slots, r["tok_s"])

@@ -72,6 +72,19 @@ def test_matches_plain_generate_and_batch_size_invariant(tiny, prompts, engine):
         b.close()
 
 
+def test_compiled_elementwise_path_matches_plain_generate(tiny, prompts):
+    # compile=eager runs the fused RMSNorm/RoPE/SiLU*up functions through torch.compile without
+    # code generation, so it checks the rerouting itself (inductor is the GPU default).
+    path, model = tiny
+    refs = [_reference(model, p) for p in prompts]
+    b = _backend(path, engine="slots", batch_size=4, kv_bucket=4, compile="eager")
+    assert b.generate(prompts) == refs
+    layer = b.model.model.layers[0]
+    assert "forward" in vars(layer.input_layernorm) and "forward" in vars(layer.mlp)
+    b.close()
+    assert "forward" not in vars(layer.input_layernorm) and "forward" not in vars(layer.mlp)
+
+
 def test_engine_auto_picks_slots_and_grows_its_cache(tiny, prompts):
     path, model = tiny
     b = _backend(path)
@@ -211,6 +224,7 @@ def test_prompt_longer_than_cache_is_an_error(tiny):
     ({"device": "tpu"}, "unknown device 'tpu'"),
     ({"options": {"engine": "vllm"}}, "option engine"),
     ({"options": {"nope": "1"}}, "unknown option 'nope'"),
+    ({"options": {"compile": "max"}}, "option compile"),
 ])
 def test_bad_settings(kwargs, match):
     with pytest.raises(HarnessError, match=match):
