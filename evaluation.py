@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from harness.accuracy_targets import LEVELS, TARGETS_FILE, get_targets, load_targets, record_targets
 from harness.errors import HarnessError, exit_on_error
+from harness.files import temp_file_beside
 from harness.models import DEFAULT_MODEL_NAME
 from harness.rouge import ROUGE_TYPES, RougeScores, score_pairs
 from harness.parallel import chunked_map
@@ -177,7 +177,7 @@ def write_new(folder: Path, stem: str, suffixes: tuple[str, ...], contents: dict
         written = {}
         try:
             for s, path in paths.items():
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}", suffix=".tmp")
+                fd, tmp = temp_file_beside(path)
                 with os.fdopen(fd, "w") as f:
                     f.write(contents[s])
                 os.link(tmp, path)  # fails if another run took the name meanwhile; never overwrites

@@ -14,13 +14,13 @@ Values are compared as printed (rounded), as the checker reads them back from ac
 import datetime
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from harness.errors import HarnessError
+from harness.files import temp_file_beside
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def record_targets(name: str, result: dict, source: str, path: Path = TARGETS_FI
         "source": source,
         "recorded": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(_HEADER)

@@ -25,7 +25,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -33,6 +32,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.files import temp_file_beside
 from harness.loadgen_logs import loadgen_figures
 from harness.records import RequestRecord
 from harness.sysmetrics import add_energy_per_token, gpu_names
@@ -257,10 +257,7 @@ def write_new_json(path: Path, obj: Any) -> None:
 
 def write_new(path: Path, text: str) -> None:
     """Create `path` with `text` atomically; fail if it exists (a hard link never replaces)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary readable files
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

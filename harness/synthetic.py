@@ -19,7 +19,6 @@ import argparse
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError, exit_on_error
+from harness.files import temp_file_beside
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def write_pickle(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write to a temporary file beside `path`, then rename, so a failed run leaves no half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
         df.to_pickle(tmp)
