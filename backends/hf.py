@@ -26,8 +26,7 @@ from harness.models import cache_dir, file_fingerprint, resolve_model_path
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float16", "bfloat16")
-GGUF_CACHE_VERSION = "v2"  # bump when the conversion changes, so older cached copies are not reused
-END_OF_TURN_TOKENS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>")
+GGUF_CACHE_VERSION = "v3"  # bump when the conversion changes, so older cached copies are not reused
 
 
 def _one_line(e: Exception) -> str:
@@ -143,9 +142,10 @@ class HFBackend(Backend):
                 local_files_only=True)
         except Exception as e:
             raise HarnessError(f"cannot load a model from {gguf_path}: {_one_line(e)}") from e
-        # A GGUF names one EOS; chat models also end a turn with a marker that llama.cpp treats as
-        # end-of-generation (Gemma 3: <eos> and <end_of_turn>). Keep both, as their HF checkpoints do.
-        eos = self._eos_ids(model) | self._end_of_turn_ids(gguf_path)
+        # A GGUF names one EOS, but llama.cpp stops at every end-of-generation token of the
+        # vocabulary (Gemma 3: <eos>, <end_of_turn>, </s>). Use the same set, so that the hf and
+        # llamacpp backends end the same outputs at the same place.
+        eos = self._eos_ids(model) | self._end_of_generation_ids(gguf_path)
         if eos:
             model.generation_config.eos_token_id = sorted(eos)
         # The weights are plain float tensors now; drop the GGUF marker that blocks save_pretrained.
@@ -166,20 +166,15 @@ class HFBackend(Backend):
         return str(folder)
 
     @staticmethod
-    def _end_of_turn_ids(gguf_path: str) -> set[int]:
+    def _end_of_generation_ids(gguf_path: str) -> set[int]:
         from harness.tokenizer import load_tokenizer
 
         try:
             tok = load_tokenizer(gguf_path)
         except HarnessError as e:  # e.g. llama-cpp-python missing: keep the GGUF's own EOS only
-            log.warning("end-of-turn tokens of %s not added to EOS: %s", gguf_path, e)
+            log.warning("end-of-generation tokens of %s not added to EOS: %s", gguf_path, e)
             return set()
-        ids = set()
-        for marker in END_OF_TURN_TOKENS:
-            enc = tok.encode(marker, add_special_tokens=False)
-            if len(enc) == 1:  # a single token: the vocabulary has it (else it splits into pieces)
-                ids.add(int(enc[0]))
-        return ids
+        return tok.eog_token_ids
 
     def prepare_model(self, model):
         """Hook for subclasses: rewrite the loaded model (e.g. fake quantization). Identity here."""

@@ -44,6 +44,14 @@ class GGUFTokenizer:
         self.bos_token = self._piece(self.bos_token_id)
         self.eos_token = self._piece(self.eos_token_id)
 
+    @property
+    def eog_token_ids(self) -> set[int]:
+        """Every id llama.cpp treats as end of generation (Gemma 3: <eos>, <end_of_turn>, </s>)."""
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
+        return {t for t in range(len(self)) if llama_cpp.llama_vocab_is_eog(vocab, t)}
+
     def __len__(self) -> int:
         return self._llama.n_vocab()
 

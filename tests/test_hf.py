@@ -282,8 +282,9 @@ def test_embedded_gemma_gguf_loads_and_caches():
     assert (folder / "config.json").is_file() and any(f.suffix == ".safetensors" for f in folder.iterdir())
     assert b.engine_name == "generate"  # Gemma 3 has sliding-window layers: not a slots-engine model
     tok = load_tokenizer(None)
-    markers = [tok.encode(t, add_special_tokens=False) for t in ("<eos>", "<end_of_turn>")]
-    assert b.eos_token_ids == {m[0] for m in markers}  # Gemma 3 ends a turn with either
+    markers = [tok.encode(t, add_special_tokens=False) for t in ("<eos>", "<end_of_turn>", "</s>")]
+    # The same end-of-generation set as llama.cpp (and so as the llamacpp backend).
+    assert b.eos_token_ids == {m[0] for m in markers} == tok.eog_token_ids
     ids = tok("<start_of_turn>user\nName a colour.<end_of_turn>\n<start_of_turn>model\n")["input_ids"]
     out = b.generate([ids])[0]
     assert 1 <= len(out) <= 8
