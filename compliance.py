@@ -19,32 +19,10 @@ import json
 import os
 import sys
 
-import numpy as np
-
+from harness.accuracy_log import DTYPES, decode_ids, read_entries
 from harness.errors import HarnessError, exit_on_error
 
-DTYPES = {"int32": np.int32, "int64": np.int64}
 LLAMA2_EOS = 2
-
-
-def load_accuracy_log(path: str) -> list[dict]:
-    if not os.path.isfile(path):
-        raise HarnessError(f"accuracy log not found: {path}")
-    try:
-        with open(path) as f:
-            entries = json.load(f)
-    except json.JSONDecodeError as e:
-        raise HarnessError(f"accuracy log {path} is not valid JSON (truncated?): {e}") from e
-    if not isinstance(entries, list):
-        raise HarnessError(f"accuracy log {path} is not a JSON list")
-    return entries
-
-
-def decode(hexdata: str, dtype) -> np.ndarray:
-    raw = bytes.fromhex(hexdata)
-    if len(raw) % np.dtype(dtype).itemsize:
-        raise HarnessError(f"response of {len(raw)} bytes does not fit dtype {np.dtype(dtype).name}")
-    return np.frombuffer(raw, dtype=dtype)
 
 
 def eos_ids_for(log_path: str, given: list[int] | None) -> set[int]:
@@ -59,13 +37,13 @@ def eos_ids_for(log_path: str, given: list[int] | None) -> set[int]:
     return {LLAMA2_EOS}
 
 
-def check(entries: list[dict], scenario: str, eos_ids: set[int], dtype=np.int32) -> dict:
+def check(entries: list[dict], scenario: str, eos_ids: set[int], dtype: str = "int32") -> dict:
     """Return {"first_token": bool|None, "eos": bool, "token_count": bool, "failures": [...]}."""
     failures: list[str] = []
     first_ok, eos_ok, count_ok = True, True, True
     for e in entries:
         try:
-            data = decode(e["data"], dtype)
+            data = decode_ids(e["data"], dtype)
             idx = e.get("qsl_idx")
             trailing = 0
             for t in data[::-1]:
@@ -79,7 +57,7 @@ def check(entries: list[dict], scenario: str, eos_ids: set[int], dtype=np.int32)
                 count_ok = False
                 failures.append(f"qsl_idx {idx}: token_count {e.get('token_count')} != {len(data)} ids")
             if scenario != "Offline":
-                first = decode(e.get("token_data", ""), dtype)
+                first = decode_ids(e.get("token_data", ""), dtype)
                 if len(first) == 0 or len(data) == 0 or first[0] != data[0]:
                     first_ok = False
                     failures.append(f"qsl_idx {idx}: first token {first[:1].tolist()} != data[0] "
@@ -112,11 +90,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     def run() -> int:
-        entries = load_accuracy_log(args.accuracy_log)
-        if not entries:
-            raise HarnessError(f"accuracy log {args.accuracy_log} holds no responses")
-        result = check(entries, args.scenario, eos_ids_for(args.accuracy_log, args.eos_token_id),
-                       DTYPES[args.dtype])
+        entries = read_entries(args.accuracy_log)
+        result = check(entries, args.scenario, eos_ids_for(args.accuracy_log, args.eos_token_id), args.dtype)
         text = report_text(result)
         for line in result["failures"][:10]:
             print("  " + line)

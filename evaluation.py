@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.accuracy_log import DTYPES, decode_ids, read_entries
 from harness.accuracy_targets import LEVELS, TARGETS_FILE, get_targets, load_targets, record_targets
 from harness.errors import HarnessError, exit_on_error
 from harness.files import temp_file_beside
@@ -33,7 +34,6 @@ from harness.sentences import newline_sentences_chunk, splitter_name
 
 log = logging.getLogger("evaluation")
 
-DTYPES = {"int32": np.int32, "int64": np.int64}
 LLAMA2_70B = "llama2-70b"
 
 
@@ -81,35 +81,21 @@ def default_model_name(checkpoint_path: str | None) -> str:
 
 def load_accuracy_log(path: str, dtype: str) -> list[Response]:
     """Responses from LoadGen's accuracy log, de-duplicated by qsl_idx (the first one wins)."""
-    if not os.path.isfile(path):
-        raise HarnessError(f"accuracy log not found: {path} (run main.py with --accuracy first)")
-    try:
-        with open(path) as f:
-            entries = json.load(f)
-    except json.JSONDecodeError as e:
-        raise HarnessError(f"accuracy log {path} is empty, truncated or not JSON ({e})") from e
-    except UnicodeDecodeError as e:
-        raise HarnessError(f"accuracy log {path} is not a text file ({e})") from e
-    if not isinstance(entries, list):
-        raise HarnessError(f"accuracy log {path} holds a JSON {type(entries).__name__}, expected a list of responses")
-    if not entries:
-        raise HarnessError(f"accuracy log {path} has no responses (was the run made with --accuracy?)")
-    np_dtype = np.dtype(DTYPES[dtype])
+    entries = read_entries(path)
     out, seen = [], set()
     for n, entry in enumerate(entries):
         try:
             qsl_idx, data = int(entry["qsl_idx"]), entry["data"]
-            raw = bytes.fromhex(data)
         except (TypeError, KeyError, ValueError) as e:
             raise HarnessError(f"accuracy log {path}: entry {n} lacks an integer qsl_idx and a hex 'data' "
                                f"({type(e).__name__}: {e})") from e
         if qsl_idx in seen:
             continue
         seen.add(qsl_idx)
-        if len(raw) % np_dtype.itemsize:
-            raise HarnessError(f"accuracy log {path}: response for qsl_idx {qsl_idx} has {len(raw)} bytes, "
-                               f"not a whole number of {dtype} ids; wrong --dtype?")
-        out.append(Response(qsl_idx, np.frombuffer(raw, np_dtype)))
+        try:
+            out.append(Response(qsl_idx, decode_ids(data, dtype)))
+        except HarnessError as e:
+            raise HarnessError(f"accuracy log {path}: response for qsl_idx {qsl_idx}: {e}") from None
     if dtype == "int32" and _looks_like_int64(out):
         raise HarnessError(f"accuracy log {path} looks like int64 ids (every second int32 is 0); pass --dtype int64")
     return out

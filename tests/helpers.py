@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import compliance  # noqa: E402
+from harness.accuracy_log import decode_ids as _decode, read_entries  # noqa: E402
 
 TINY_CONF = """\
 *.Offline.min_duration = 200
@@ -68,7 +69,7 @@ def results(log_dir: Path) -> dict:
 def run_test06(log_dir: Path, scenario: str) -> dict:
     """TEST06 checks on the run's accuracy log, with the EOS ids main.py recorded."""
     log = str(Path(log_dir) / "mlperf_log_accuracy.json")
-    entries = compliance.load_accuracy_log(log)
+    entries = read_entries(log)
     return compliance.check(entries, scenario, compliance.eos_ids_for(log, None))
 
 
@@ -78,4 +79,5 @@ def assert_test06(log_dir: Path, scenario: str) -> None:
 
 
 def decode_ids(entry: dict) -> list[int]:
-    return list(compliance.decode(entry["data"], compliance.DTYPES["int32"]).tolist())
+    """The int32 token ids of an accuracy-log entry's `data`."""
+    return _decode(entry["data"]).tolist()

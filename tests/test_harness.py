@@ -115,6 +115,7 @@ def test_eos_is_kept_once_and_never_repeated(tmp_path, data):
 
 def test_test06_detects_violations(tmp_path):
     import compliance
+    from harness.accuracy_log import read_entries
 
     log = tmp_path / "mlperf_log_accuracy.json"
     good = {"qsl_idx": 0, "data": "0500000002000000", "token_data": "05000000", "token_count": 2}
@@ -124,7 +125,7 @@ def test_test06_detects_violations(tmp_path):
     for entry, broken in ((good, None), (double_eos, "eos"), (wrong_first, "first_token"),
                           (wrong_count, "token_count")):
         log.write_text(json.dumps([entry]))
-        r = compliance.check(compliance.load_accuracy_log(str(log)), "Server", {2})
+        r = compliance.check(read_entries(str(log)), "Server", {2})
         assert compliance.passed(r) == (broken is None)
         if broken:
             assert r[broken] is False
