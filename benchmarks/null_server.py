@@ -44,7 +44,11 @@ class TinyDataset:
 def settings_for(scenario, qps, duration_ms, min_queries):
     s = lg.TestSettings()
     s.scenario = getattr(lg.TestScenario, scenario)
-    s.FromConfig(os.devnull, "llama2-70b", scenario)  # the embedded mlperf.conf values for llama2-70b
+    # llama2-70b's token-latency settings, set directly: LoadGen reads its embedded mlperf.conf
+    # only on the first FromConfig call of a process, and this script makes several runs.
+    s.use_token_latencies = True
+    s.ttft_latency = int(2e9)
+    s.tpot_latency = int(2e8)
     s.mode = lg.TestMode.PerformanceOnly
     s.min_duration_ms = duration_ms
     s.min_query_count = min_queries

@@ -17,6 +17,7 @@ completes queries that run too long, so the run ends in bounded time.
 from __future__ import annotations
 
 import array
+import gc
 import logging
 import queue
 import threading
@@ -55,7 +56,7 @@ class SUTCore:
         self.progress = progress          # optional tqdm-like object, .update(n)
         self.records: list[RequestRecord] = []
         self.errors: list[str] = []
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()  # C-implemented: the hot path at 10k+ QPS
         self._lock = threading.Lock()
         self._inflight: dict[int, _InFlight] = {}
         self._threads: list[threading.Thread] = []
@@ -67,12 +68,14 @@ class SUTCore:
     def issue_queries(self, query_samples) -> None:
         now = time.perf_counter()
         items = []
+        watched = self.query_timeout_s > 0  # only the watchdog needs the in-flight table
         with self._lock:
             for qs in query_samples:
                 rec = RequestRecord(sample_index=qs.index, query_id=qs.id,
                                     n_input=len(self.prompts[qs.index]), t_issued=now)
                 item = _InFlight(qs, rec)
-                self._inflight[qs.id] = item
+                if watched:
+                    self._inflight[qs.id] = item
                 self.records.append(rec)
                 items.append(item)
         if self.streaming:
@@ -88,6 +91,13 @@ class SUTCore:
 
     # ---- life cycle --------------------------------------------------------------------
     def start(self) -> None:
+        # Python's cyclic garbage collector pauses every thread while it walks all live objects,
+        # and the per-request records grow by thousands per second: at 20k QPS its collections
+        # alone pushed TTFT p99 from 1 ms to over 100 ms. The hot path makes no reference cycles
+        # (reference counting frees everything), so the collector is off while LoadGen runs.
+        gc.collect()
+        self._gc_was_enabled = gc.isenabled()
+        gc.disable()
         target = self._stream_worker if self.streaming else self._batch_worker
         for i in range(self.num_workers):
             t = threading.Thread(target=target, name=f"sut-worker-{i}", daemon=True)
@@ -102,6 +112,8 @@ class SUTCore:
         """Stop the workers. LoadGen has returned, so every query is complete; a worker stuck in
         a hung backend call is a daemon thread and is left behind after join_timeout_s."""
         self._stopping.set()
+        if getattr(self, "_gc_was_enabled", False):
+            gc.enable()
         for _ in range(self.num_workers):
             self._queue.put(_STOP)
         deadline = time.monotonic() + join_timeout_s
