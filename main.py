@@ -38,7 +38,9 @@ def get_args(argv=None) -> argparse.Namespace:
                    help="LoadGen audit config for compliance runs (used only if the file exists)")
     p.add_argument("--total-sample-count", type=int, default=24576, help="samples to load from the dataset")
     p.add_argument("--batch-size", type=int, default=None, help="Offline batch size (default: backend's)")
-    p.add_argument("--output-log-dir", default="output-logs", help="where LoadGen logs go (must be new or empty)")
+    p.add_argument("--output-log-dir", default=None,
+                   help="where LoadGen logs go; must be new or empty "
+                        "(default: output-logs/<scenario>-<mode>-<date>-<time>)")
     p.add_argument("--enable-log-trace", action="store_true", help="LoadGen trace log (large)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="worker threads (Server: concurrent streams; default: backend's)")
@@ -182,6 +184,9 @@ def run(args) -> int:
         raise HarnessError(f"audit config not found: {args.audit_conf}")
     dataset_path = args.dataset_path or default_dataset_path(args.model_path)
     dataset = Dataset(dataset_path, args.total_sample_count)
+    if args.output_log_dir is None:
+        mode = "accuracy" if args.accuracy else "performance"
+        args.output_log_dir = os.path.join("output-logs", f"{args.scenario.lower()}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}")
     out_tmp = claim_output_dir(args.output_log_dir)
 
     started = time.time()
