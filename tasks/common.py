@@ -8,6 +8,7 @@ backend computes the log-probabilities.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import os
@@ -104,6 +105,17 @@ def read_text(path: str | os.PathLike, what: str) -> str:
     if not text.strip():
         raise HarnessError(f"{what} {p} is empty")
     return text
+
+
+def parse_json_or_lines(text: str, p: Path):
+    """A JSON document, or JSON lines (one object per line)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as e:
+            raise HarnessError(f"{p} is neither JSON nor JSON lines ({e.msg} at line {e.lineno})") from None
 
 
 def check_output_dir(path: str | os.PathLike) -> Path:

@@ -26,7 +26,6 @@ Files read:
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -38,7 +37,7 @@ from tqdm import tqdm
 
 from backends.base import Backend
 from harness.errors import HarnessError
-from tasks.common import TaskTokenizer
+from tasks.common import TaskTokenizer, parse_json_or_lines
 
 log = logging.getLogger(__name__)
 
@@ -187,14 +186,7 @@ def _llamacpp_question(obj, where: str) -> Question:
 
 
 def _read_llamacpp_json(p: Path) -> list[Question]:
-    text = p.read_text(encoding="utf-8", errors="replace")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise HarnessError(f"{p} is neither JSON nor JSON lines ({e.msg} at line {e.lineno})") from None
+    data = parse_json_or_lines(p.read_text(encoding="utf-8", errors="replace"), p)
     if not isinstance(data, list):
         raise HarnessError(f"{p}: expected a JSON list of multiple-choice tasks")
     return [_llamacpp_question(obj, f"{p} task {i}") for i, obj in enumerate(data, start=1)]

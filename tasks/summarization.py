@@ -12,7 +12,6 @@ Files read (JSON list or JSON lines):
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from backends.base import Backend
 from harness.errors import HarnessError
 from harness.rouge import ROUGE_TYPES, score_pairs
-from tasks.common import TaskTokenizer, read_text
+from tasks.common import TaskTokenizer, parse_json_or_lines, read_text
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +41,7 @@ class Document:
 def load_documents(path: str | Path) -> list[Document]:
     """Documents with reference summaries (see the module docstring for the accepted layouts)."""
     p = Path(path)
-    text = read_text(p, "summarization file")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise HarnessError(f"{p} is neither JSON nor JSON lines ({e.msg} at line {e.lineno})") from None
+    data = parse_json_or_lines(read_text(p, "summarization file"), p)
     if isinstance(data, dict):   # WikiLingua's nesting: url -> section -> {document, summary}
         flat = []
         for url, sections in data.items():
