@@ -23,19 +23,10 @@ import llama_cpp  # noqa: E402
 import llama_cpp.llama_cpp as llama_low  # noqa: E402
 
 from backends import GenerationParams, make_backend  # noqa: E402
+from benchmarks.prompts import QUESTIONS  # noqa: E402
 from harness.errors import exit_on_error  # noqa: E402
 from harness.models import resolve_model_path  # noqa: E402
 
-QUESTIONS = [
-    "Write a short story about a robot learning to paint.",
-    "Explain how a refrigerator works.",
-    "What are the main causes of the French Revolution?",
-    "Give me a recipe for a simple tomato soup.",
-    "Describe the water cycle in a few sentences.",
-    "Why is the sky blue?",
-    "Write a poem about autumn leaves.",
-    "Summarise the plot of Romeo and Juliet.",
-]
 
 
 _in_decode = [0.0]

@@ -28,20 +28,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import httpx  # noqa: E402
 
 from backends import GenerationParams, make_backend  # noqa: E402
+from benchmarks.prompts import QUESTIONS  # noqa: E402
 from harness.tokenizer import load_tokenizer  # noqa: E402
 from harness.errors import exit_on_error  # noqa: E402
 
 
-QUESTIONS = [
-    "Write a short story about a robot learning to paint.",
-    "Explain how a refrigerator works.",
-    "What are the main causes of the French Revolution?",
-    "Give me a recipe for a simple tomato soup.",
-    "Describe the water cycle in a few sentences.",
-    "Why is the sky blue?",
-    "Write a poem about autumn leaves.",
-    "Summarise the plot of Romeo and Juliet.",
-]
 
 
 async def plain_loop(url: str, bodies: list[dict], concurrency: int, stream: bool) -> int:
