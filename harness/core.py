@@ -40,8 +40,7 @@ class _InFlight:
     sample: object          # lg.QuerySample (id, index)
     record: RequestRecord
     done: bool = False
-    first_sent: bool = False
-    ids: list = field(default_factory=list)   # ids streamed so far (Server)
+    ids: list = field(default_factory=list)   # ids streamed so far (Server); the first one went to LoadGen
 
 
 class SUTCore:
@@ -61,6 +60,7 @@ class SUTCore:
         self._inflight: dict[int, _InFlight] = {}
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._gc_was_enabled = False
         fallback = min(backend.eos_token_ids) if backend.eos_token_ids else None
         self._failed_ids = [] if fallback is None else [fallback]
 
@@ -112,7 +112,7 @@ class SUTCore:
         """Stop the workers. LoadGen has returned, so every query is complete; a worker stuck in
         a hung backend call is a daemon thread and is left behind after join_timeout_s."""
         self._stopping.set()
-        if getattr(self, "_gc_was_enabled", False):
+        if self._gc_was_enabled:
             gc.enable()
         for _ in range(self.num_workers):
             self._queue.put(_STOP)
@@ -132,7 +132,6 @@ class SUTCore:
         buf = array.array("i", [token])
         ptr, _ = buf.buffer_info()
         lg.FirstTokenComplete([lg.QuerySampleResponse(item.sample.id, ptr, 4, 1)])
-        item.first_sent = True
 
     def _complete(self, item: _InFlight, ids: list[int], error: str | None = None) -> None:
         """Report one query to LoadGen exactly once (later calls for it are ignored)."""
@@ -149,7 +148,7 @@ class SUTCore:
             ids = item.ids or self._failed_ids  # keep a first token already sent to LoadGen
             rec.error = error
             log.error("query for sample %d failed: %s", item.sample.index, error)
-        if self.streaming and not item.first_sent and ids:
+        if self.streaming and not item.ids and ids:  # nothing streamed yet: send the first token now
             self._send_first(item, ids[0])
         if rec.t_first is None and ids:
             rec.t_first = now
