@@ -23,6 +23,7 @@ import collections
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -39,14 +40,24 @@ SUPPORTED_MODEL_TYPES = ("llama",)
 
 ATTN_NAME = "slots_sdpa"
 
+# Set by the engine thread around a prefill forward: each prompt then attends causally within
+# itself (prompts are right-padded, so no real token sees a pad), and SDPA can take its causal
+# kernels (flash / cuDNN), which need no mask. Thread-local: generate()/score() on other threads
+# keep their padding masks.
+_prefill = threading.local()
+
 
 def _slots_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """SDPA, except one-token decode steps of grouped-query models: there the query heads that
-    share a KV head are folded into the query-length axis, so the cache is read once instead of
-    being copied per query head (what SDPA with a mask does otherwise)."""
+    """SDPA, with two shortcuts for the slots engine:
+    - prefill (engine thread, see `_prefill`): causal SDPA without a mask;
+    - one-token decode steps of grouped-query models: the query heads that share a KV head are
+      folded into the query-length axis, so the cache is read once instead of being copied per
+      query head (what SDPA with a mask does otherwise)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     b, h, q_len, d = query.shape
+    if q_len > 1 and getattr(_prefill, "causal", False):
+        return sdpa_attention_forward(module, query, key, value, None, scaling=scaling, is_causal=True, **kwargs)
     n_kv = key.shape[1]
     if q_len != 1 or n_kv == h or attention_mask is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
@@ -287,6 +298,10 @@ class SlotEngine:
         self.slot_req: list[Request | None] = [None] * n_slots
         self.host_pos = [0] * n_slots
         self.pending: collections.deque[Request] = collections.deque()
+        # Where the engine thread's time goes (host wall clock; each prefill and each decode step
+        # ends in a device-to-host copy, so the GPU work is inside these times).
+        self.stats = {"prefill_s": 0.0, "prefill_tokens": 0, "prefill_groups": 0, "decode_s": 0.0,
+                      "decode_steps": 0}
         self.wakeup = threading.Condition()
         self.closing = False
         self.failed: Exception | None = None
@@ -394,6 +409,7 @@ class SlotEngine:
         return logits.argmax(-1)
 
     def _prefill(self, group: list[Request]):
+        t0 = time.perf_counter()
         n, width = len(group), max(len(r.prompt) for r in group)
         ids = torch.zeros((n, width), dtype=torch.long)
         lens = torch.tensor([len(r.prompt) for r in group])
@@ -405,8 +421,12 @@ class SlotEngine:
         pos = torch.arange(width, device=dev).expand(n, width)
         causal = torch.ones((width, width), dtype=torch.bool, device=dev).tril()
         self.cache.rows, self.cache.pos, self.cache.kv_len = rows, pos, 0
-        hidden = self.decoder(input_ids=ids, position_ids=pos, attention_mask=causal.expand(n, 1, width, width),
-                              past_key_values=self.cache, use_cache=True).last_hidden_state
+        _prefill.causal = True
+        try:
+            hidden = self.decoder(input_ids=ids, position_ids=pos, attention_mask=causal.expand(n, 1, width, width),
+                                  past_key_values=self.cache, use_cache=True).last_hidden_state
+        finally:
+            _prefill.causal = False
         last = hidden[torch.arange(n, device=hidden.device), (lens - 1).to(hidden.device)]
         logits = self.model.lm_head(last).float()
         first = self._logits_to_token(logits, torch.zeros(n, dtype=torch.long))
@@ -414,7 +434,11 @@ class SlotEngine:
         self.ids[rows, 0] = first
         self.pos[rows, 0] = lens
         self.count[rows] = 1
-        for r, tok in zip(group, first.tolist()):
+        first = first.tolist()
+        self.stats["prefill_s"] += time.perf_counter() - t0
+        self.stats["prefill_tokens"] += sum(len(r.prompt) for r in group)
+        self.stats["prefill_groups"] += 1
+        for r, tok in zip(group, first):
             self.slot_req[r.slot] = r
             self.host_pos[r.slot] = len(r.prompt)
             self._emit(r, tok)
@@ -451,6 +475,7 @@ class SlotEngine:
         self.count[:nb].add_(1)
 
     def _decode_step(self):
+        t0 = time.perf_counter()
         active = [i for i, r in enumerate(self.slot_req) if r is not None]
         nb = 1
         while nb <= active[-1]:
@@ -467,6 +492,8 @@ class SlotEngine:
         else:
             self._step_body(nb, kv_len)
         toks = self.next[:nb].tolist()  # the one host sync per step
+        self.stats["decode_s"] += time.perf_counter() - t0
+        self.stats["decode_steps"] += 1
         for i in active:
             self.host_pos[i] += 1
             self._emit(self.slot_req[i], toks[i])

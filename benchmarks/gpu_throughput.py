@@ -34,6 +34,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM  # noqa
 
 from backends.base import GenerationParams  # noqa: E402
 from backends.hf import HFBackend  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
 
 log = logging.getLogger("gpu_throughput")
 EOS = 2
@@ -256,6 +257,8 @@ def main():
                     "SDPA kernels (comma list of efficient,cudnn,math)")
     ap.add_argument("--compile", default="auto", help="engine option compile for the --slots runs (comma list: "
                     "each slot count runs once per value, e.g. off,auto)")
+    ap.add_argument("--prefill-tokens", default="8192", help="engine option prefill_tokens (prompt tokens "
+                    "per prefill forward) for the --slots runs (comma list)")
     ap.add_argument("--kv-bucket", type=int, default=32, help="engine option kv_bucket (smaller: less KV "
                     "over-read per decode step, more CUDA graphs)")
     ap.add_argument("--profile", action="store_true", help="only print kernel times of one prefill group "
@@ -310,14 +313,16 @@ def main():
 
     params = GenerationParams(max_new_tokens=n_out, min_new_tokens=n_out, ignore_eos=True)
     best = None
-    variants = [(int(s), "auto", c) for s in args.slots.split(",") if s for c in args.compile.split(",") if c]
-    variants += [(variants[-1][0], k, variants[-1][2]) for k in args.decode_sdpa.split(",") if k and variants]
-    for slots, sdpa, comp in variants:
+    variants = [(int(s), "auto", c, int(p)) for s in args.slots.split(",") if s for c in args.compile.split(",")
+                if c for p in args.prefill_tokens.split(",") if p]
+    variants += [(variants[-1][0], k, variants[-1][2], variants[-1][3]) for k in args.decode_sdpa.split(",")
+                 if k and variants]
+    for slots, sdpa, comp, pf in variants:
         b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
                        device=args.device, params=params,
                        options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out),
                                 "device_map": "auto" if args.shape_70b else "", "decode_sdpa": sdpa,
-                                "kv_bucket": str(args.kv_bucket), "compile": comp})
+                                "kv_bucket": str(args.kv_bucket), "compile": comp, "prefill_tokens": str(pf)})
         try:
             b.load()
             todo = prompts[: max(args.n_prompts, slots)]
@@ -325,11 +330,17 @@ def main():
             b.generate(todo[:slots])  # warm-up: graph capture for every (slots, kv bucket)
             warm = time.perf_counter() - t
             sync()
+            before = dict(b.engine.stats)
             t = time.perf_counter()
             outs = b.generate(todo)
             sync()
             dt = time.perf_counter() - t
-            extra = {"seconds": dt, "n_prompts": len(todo), "warmup_s": warm,
+            split = {k: v - before[k] for k, v in b.engine.stats.items()}
+            log.info("time split: prefill %.2f s (%d groups, %.0f prompt tok/s), decode %.2f s (%d steps, "
+                     "%.2f ms each)", split["prefill_s"], split["prefill_groups"],
+                     split["prefill_tokens"] / max(split["prefill_s"], 1e-9), split["decode_s"],
+                     split["decode_steps"], 1000 * split["decode_s"] / max(split["decode_steps"], 1))
+            extra = {"seconds": dt, "n_prompts": len(todo), "warmup_s": warm, "split": split,
                      "graphs": len(b.engine.graphs), "cuda_graphs": b.engine.use_graphs}
             if base_out is not None:
                 extra["match"] = compare(outs[: len(base_out)], base_out)
@@ -337,11 +348,13 @@ def main():
                     extra["ties"] = tie_margins(model, prompts, outs, base_out)
             extra["step_ms"] = decode_step_ms(b.engine, slots, n_in + n_out)
             label = (f"hf backend slots engine, {slots} slots" + (f", decode_sdpa={sdpa}" if sdpa != "auto" else "")
-                     + (f", compile={comp}" if comp != "auto" else ""))
+                     + (f", compile={comp}" if comp != "auto" else "") + f", prefill {pf} tokens")
+            if torch.cuda.is_available():
+                extra["max_memory_GiB"] = torch.cuda.max_memory_allocated() / 2**30
             r = row(label, len(todo) * n_out / dt, slots, extra)
             if best is None or r["tok_s"] > best[1]:
-                best = (slots, r["tok_s"])
-        except torch.cuda.OutOfMemoryError as e:
+                best = (slots, r["tok_s"], pf)
+        except (torch.cuda.OutOfMemoryError, HarnessError) as e:  # HarnessError: the KV cache does not fit
             log.warning("slots=%d: out of memory (%s)", slots, str(e)[:200])
             rows.append({"mode": f"hf backend slots engine, {slots} slots, decode_sdpa={sdpa}", "error": "OOM"})
         finally:
@@ -350,18 +363,18 @@ def main():
             torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
     if args.loadgen_offline and best:
-        slots = best[0]
+        slots, _, pf = best
         b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
                        device=args.device, params=params,
                        options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out),
-                                "kv_bucket": str(args.kv_bucket)})
+                                "kv_bucket": str(args.kv_bucket), "prefill_tokens": str(pf)})
         b.load()
         b.generate(prompts[:slots])  # warm-up
         # Two workers with batches of `slots`: while one waits for its batch the other's is queued,
         # so the engine's slots stay full.
         lgr = loadgen_run(b, prompts[: args.n_prompts], "Offline", os.path.join(args.log_dir, "offline"),
                           workers=2, batch_size=slots)
-        row(f"LoadGen Offline, hf backend, {slots} slots", lgr["tok_s"], slots, {"loadgen": lgr})
+        row(f"LoadGen Offline, hf backend, {slots} slots, prefill {pf} tokens", lgr["tok_s"], slots, {"loadgen": lgr})
         b.close()
         gc.collect()
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
@@ -405,6 +418,15 @@ def main():
         xb = f"{r['tok_s'] / base_tps:.2f}" if base_tps else ""
         print(f"| {r['mode']} | {r['tok_s']:.0f} | {xb} | {r['pct_decode_roofline']:.0f}% "
               f"(of {r['decode_roofline']:.0f}) | {r['pct_full_roofline']:.0f}% (of {r['full_roofline']:.0f}) | {ms} |")
+    split_rows = [r for r in rows if r.get("split")]
+    if split_rows:
+        print("\n| mode | seconds | prefill s (groups) | prompt tok/s in prefill | decode s (steps) | ms per decode step |")
+        print("|---|---|---|---|---|---|")
+        for r in split_rows:
+            sp = r["split"]
+            print(f"| {r['mode']} | {r['seconds']:.2f} | {sp['prefill_s']:.2f} ({sp['prefill_groups']}) | "
+                  f"{sp['prefill_tokens'] / max(sp['prefill_s'], 1e-9):.0f} | {sp['decode_s']:.2f} "
+                  f"({sp['decode_steps']}) | {1000 * sp['decode_s'] / max(sp['decode_steps'], 1):.2f} |")
     for s in res.get("server", []):
         print(f"| LoadGen Server target {s['target_qps']:g} QPS | {s['tok_s']:.0f} | result {s['result']} | "
               f"TTFT p99 {s['ttft_p99_ms']} ms | TPOT p99 {s['tpot_p99_ms']} ms | errors {s['errors']} |")

@@ -200,6 +200,46 @@ def test_grouped_query_decode_attention_equals_sdpa():
     torch.testing.assert_close(got, want)
 
 
+def test_prefill_uses_causal_sdpa_without_mask_on_engine_thread_only(tiny, prompts, monkeypatch):
+    """Slots-engine prefill runs SDPA with is_causal and no mask (the flash/cuDNN kernels need
+    that); generate() on the caller's thread keeps its padding masks. Outputs stay equal to plain
+    generate (test_matches_plain_generate_and_batch_size_invariant)."""
+    from transformers.integrations import sdpa_attention
+
+    calls = []
+    real = sdpa_attention.sdpa_attention_forward
+
+    def spy(module, query, key, value, attention_mask, **kw):
+        calls.append((threading.current_thread().name, query.shape[2], attention_mask is None, kw.get("is_causal")))
+        return real(module, query, key, value, attention_mask, **kw)
+
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", spy)
+    path, model = tiny
+    b = _backend(path, engine="slots", batch_size=4)
+    try:
+        b.generate(prompts[:4])
+    finally:
+        b.close()
+    prefill = [c for c in calls if c[1] > 1]
+    assert prefill and all(c == ("hf-slot-engine", c[1], True, True) for c in prefill)
+    # Any other thread (generate()/score() of the backend) keeps its mask, e.g. left padding.
+    from backends.hf_engine import _slots_attention
+
+    class Module:
+        num_key_value_groups = 1
+        is_causal = True
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 6, 8, generator=g) for _ in range(3))
+    mask = torch.ones(2, 1, 6, 6, dtype=torch.bool).tril()
+    mask[0, :, :, :2] = False  # row 0: two left pads
+    mask[0, :, :2, :2] = torch.eye(2, dtype=torch.bool)  # (pads attend to themselves: no NaN)
+    got, _ = _slots_attention(Module(), q, k, v, mask, scaling=0.5)
+    want, _ = real(Module(), q, k, v, mask, scaling=0.5)
+    torch.testing.assert_close(got, want)
+    assert calls[-1][2:] == (False, None)
+
+
 def test_score_matches_direct_forward(tiny, prompts):
     path, model = tiny
     b = _backend(path)
