@@ -263,6 +263,8 @@ def main():
                     "over-read per decode step, more CUDA graphs)")
     ap.add_argument("--profile", action="store_true", help="only print kernel times of one prefill group "
                     "and one eager decode step (last --slots value)")
+    ap.add_argument("--overlap-probe", action="store_true", help="only time decode steps and a prefill group "
+                    "one after the other vs at once on two CUDA streams (last --slots value)")
     ap.add_argument("--shape-70b", action="store_true", help="Llama-2-70B shape split over cuda:0 and cuda:1")
     ap.add_argument("--check-ties", action="store_true", help="explain output mismatches (logit gaps)")
     ap.add_argument("--out", default="", help="write all results as JSON here")
@@ -295,6 +297,10 @@ def main():
 
     if args.profile:
         profile_engine(model, prompts, n_in, n_out, args)
+        return
+    if args.overlap_probe:
+        res["overlap"] = overlap_probe(model, prompts, n_in, n_out, args)
+        print(json.dumps(res["overlap"], indent=1))
         return
 
     base_out = None
@@ -463,6 +469,77 @@ def profile_engine(model, prompts, n_in, n_out, args):
             key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
             print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=60))
     b.close()
+
+
+def overlap_probe(model, prompts, n_in, n_out, args) -> dict:
+    """Can a compute-bound prefill group run during memory-bound decode steps on one GPU?
+    Times k captured decode steps (all slots, full window) and one prefill forward of a group
+    (prefill_tokens prompt tokens), first one after the other, then launched together on two
+    CUDA streams (with either one at high priority). The cache contents are garbage here: only
+    the timing counts. Concurrent time near max(decode, prefill) would mean prefill can hide under
+    decode; near their sum, that it cannot."""
+    slots = int(args.slots.split(",")[-1])
+    params = GenerationParams(max_new_tokens=n_out, min_new_tokens=n_out, ignore_eos=True)
+    b = InMemoryHF(model_path="in-memory", dtype="float16", device=args.device, params=params,
+                   options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out),
+                            "kv_bucket": str(n_in + n_out), "compile": "auto"})
+    b.load()
+    b.generate(prompts[:slots])  # captures the (slots, full window) graph
+    eng = b.engine
+    graph = eng.graphs[(slots, n_in + n_out)]
+    n = max(1, eng.prefill_tokens // n_in)
+    ids = torch.tensor(prompts[:n], device=eng.device)
+    pos = torch.arange(n_in, device=eng.device).expand(n, n_in)
+    causal = torch.ones((n_in, n_in), dtype=torch.bool, device=eng.device).tril().expand(n, 1, n_in, n_in)
+    rows = torch.arange(n, device=eng.device)
+    from backends import hf_engine
+
+    def prefill():
+        eng.cache.rows, eng.cache.pos, eng.cache.kv_len = rows, pos, 0
+        hf_engine._prefill.causal = True
+        try:
+            eng.decoder(input_ids=ids, position_ids=pos, attention_mask=causal, past_key_values=eng.cache,
+                        use_cache=True)
+        finally:
+            hf_engine._prefill.causal = False
+
+    def timed(fn, reps=3):
+        fn()
+        sync()
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        sync()
+        return 1000 * (time.perf_counter() - t) / reps
+
+    with torch.inference_mode():
+        t_pre = timed(prefill)
+        t_step = timed(lambda: graph.replay())
+        k = max(1, round(t_pre / t_step))
+
+        def decode():
+            for _ in range(k):
+                graph.replay()
+
+        out = {"slots": slots, "prefill_group_tokens": n * n_in, "prefill_ms": t_pre, "decode_step_ms": t_step,
+               "decode_steps": k, "serial_ms": timed(lambda: (decode(), prefill()))}
+        for label, prio in (("equal", (0, 0)), ("decode_high", (-1, 0)), ("prefill_high", (0, -1))):
+            sd, sp = torch.cuda.Stream(priority=prio[0]), torch.cuda.Stream(priority=prio[1])
+
+            def both():
+                sd.wait_stream(torch.cuda.current_stream())
+                sp.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(sd):
+                    decode()
+                with torch.cuda.stream(sp):
+                    prefill()
+                torch.cuda.current_stream().wait_stream(sd)
+                torch.cuda.current_stream().wait_stream(sp)
+
+            out[f"concurrent_ms_{label}"] = timed(both)
+    out["ideal_overlap_ms"] = max(k * t_step, t_pre)
+    b.close()
+    return out
 
 
 def decode_step_ms(engine, nb: int, kv_len: int) -> float | None:
