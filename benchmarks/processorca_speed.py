@@ -114,8 +114,6 @@ def row_texts(df: pd.DataFrame) -> list[str]:
 
 def train_llama2_like_model(path: Path, parquet: Path, train_chars: int = 4_000_000) -> None:
     """A SentencePiece BPE model with Llama-2's trainer settings, trained on the parquet's first rows."""
-    import sentencepiece as spm
-
     lines: list[str] = []
     size = 0
     for batch in pq.ParquetFile(parquet).iter_batches(batch_size=2_000):
@@ -124,11 +122,19 @@ def train_llama2_like_model(path: Path, parquet: Path, train_chars: int = 4_000_
             size += len(text)
         if size >= train_chars:
             break
+    train_sentencepiece(path, lines)
+
+
+def train_sentencepiece(path: Path, lines: list[str], vocab_size: int = 32000) -> None:
+    """SentencePiece BPE with Llama-2's trainer settings (byte_fallback, split_digits, identity
+    normalization, <unk>/<s>/</s> = 0/1/2) on these lines, written to path (a .model file)."""
+    import sentencepiece as spm
+
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_prefix=str(path.with_suffix("")), model_type="bpe", vocab_size=32000,
-        byte_fallback=True, split_digits=True, add_dummy_prefix=True, remove_extra_whitespaces=False,
-        normalization_rule_name="identity", character_coverage=0.99995, allow_whitespace_only_pieces=True,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, max_sentence_length=4192,
+        sentence_iterator=iter(lines), model_prefix=str(path.with_suffix("")), model_type="bpe",
+        vocab_size=vocab_size, byte_fallback=True, split_digits=True, add_dummy_prefix=True,
+        remove_extra_whitespaces=False, normalization_rule_name="identity", character_coverage=0.99995,
+        allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, max_sentence_length=4192,
         shuffle_input_sentence=False, num_threads=os.cpu_count() or 1, minloglevel=2)
 
 

@@ -347,3 +347,129 @@ def test_demo_parquet_with_the_embedded_gemma_tokenizer():
     texts = ds.full.input.tolist() + ds.full.output.tolist()
     in_workers = po.tokenize(texts, tok, processes=2, chunk_size=64, append=7)
     assert in_workers == [tok(x)["input_ids"] + [7] for x in texts]
+
+
+# ------------------------------------------------------------------ word-by-word encoding of Llama-2-style tokenizers
+def _load_speed_benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("processorca_speed", ROOT / "benchmarks" / "processorca_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def llama_like(tmp_path_factory):
+    """(slow, fast) Llama-2-like pair as the speed benchmark builds it, from a small SentencePiece BPE
+    model trained here (a second or two): byte fallback for characters it never saw, "▁▁" pieces."""
+    bench = _load_speed_benchmark()
+    rng = random.Random(0)
+    words_ = ("the of and to answer question step first total number people water city because however "
+              "calculate explain sentence passage summary premise hypothesis").split()
+    lines = []
+    for _ in range(3000):
+        ws = [rng.choice(words_) for _ in range(rng.randint(3, 20))]
+        ws[rng.randrange(len(ws))] = str(rng.randrange(10000))
+        sep = rng.choice([" "] * 8 + ["  ", " \n", "\n\n", "\t"])
+        lines.append(sep.join(ws).capitalize() + rng.choice([".", "?", "!", ", said the café."]))
+    model = tmp_path_factory.mktemp("spm") / "llama_like.model"
+    bench.train_sentencepiece(model, lines, vocab_size=600)
+    return bench.llama2_like_tokenizers(model)
+
+
+TRICKY_TEXTS = [
+    "", " ", "  ", "\n", "a", " a", "a ", "a  b", "a   b ", "  leading and trailing  ", "tab\there", "new\nline",
+    "\n\nparagraph\n\n", "line \n next", "digits 0123456789 3.14 1,000", "café 中文 🙂 ’–“”—", "naïve  résumé",
+    "x" * 300, "the" * 50 + " the", "a\u2581b", "a\u2581 b", "\u2581 \u2581\u2581 a", " \u2581", "a \u2581",
+    "<s>", "</s>", "<unk>", "<s>[INST] <<SYS>>\nsystem\n<</SYS>>\n\nquestion [/INST]", "<s>[INST] q [/INST]",
+    "a<s>b", "a <s> b", "a  <s>  b", "<s> a", "a </s>", "a</s> b", "a <unk>b", "</s></s> <s><s>", "<s >", "< s>",
+    "<<s>>", "s> <s", "x\x00y \x7f z", "Calculate the total number of people, said the café.",
+]
+
+
+def _rust_ids(fast, texts, add_special_tokens=True):
+    return [e.ids for e in fast.backend_tokenizer.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
+
+
+def _random_texts(n, seed):
+    """Texts made of the pieces most likely to break word cutting: spaces, "▁", special-token names and
+    their halves, newlines, digits, characters outside the vocabulary."""
+    rng = random.Random(seed)
+    pieces = [" ", " ", "  ", "a", "the", "answer", "\u2581", "<s>", "</s>", "<unk>", "<", ">", "s", "/", "\n",
+              "\t", "7", "é", "中", "🙂", "x" * 40, "."]
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(n)]
+
+
+def test_wordwise_encoder_applies_only_where_its_proof_holds(llama_like, tok):
+    import json
+    from types import SimpleNamespace
+
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    _, fast = llama_like
+    assert po.WordwiseEncoder.for_tokenizer(fast) is not None
+    assert po.WordwiseEncoder.for_tokenizer(tok) is None  # word-level model with a pre-tokenizer
+
+    def variant(change):
+        spec = json.loads(fast.backend_tokenizer.to_str())
+        change(spec)
+        return SimpleNamespace(backend_tokenizer=Tokenizer.from_str(json.dumps(spec)))
+
+    assert po.WordwiseEncoder.for_tokenizer(variant(lambda s: None)) is not None
+    # A piece with "▁" after another character lets a merge cross a cut.
+    assert po.WordwiseEncoder.for_tokenizer(variant(lambda s: s["model"]["vocab"].update({"s\u2581": 600}))) is None
+    assert po.WordwiseEncoder.for_tokenizer(variant(lambda s: s.update(normalizer=None))) is None
+    split = json.loads(pre_tokenizers.Metaspace().__getstate__())
+    assert po.WordwiseEncoder.for_tokenizer(variant(lambda s: s.update(pre_tokenizer=split))) is None
+    assert po.WordwiseEncoder.for_tokenizer(variant(lambda s: s["model"].update(dropout=0.1))) is None
+    assert po.WordwiseEncoder.for_tokenizer(variant(lambda s: s["added_tokens"][1].update(lstrip=True))) is None
+
+
+@pytest.mark.parametrize("add_special_tokens", [True, False])
+def test_wordwise_ids_equal_the_rust_encoder(llama_like, add_special_tokens):
+    _, fast = llama_like
+    enc = po.WordwiseEncoder.for_tokenizer(fast)
+    texts = TRICKY_TEXTS + _random_texts(3000, seed=1)
+    # In two calls, so that the second one uses words kept from the first.
+    ours = enc.encode(texts[:1000], add_special_tokens) + enc.encode(texts[1000:], add_special_tokens)
+    expected = _rust_ids(fast, texts, add_special_tokens)
+    assert [t for t, a, b in zip(texts, ours, expected) if a != b] == []
+    assert enc.encode([], add_special_tokens) == []
+    # The same ids row by row through the tokenizer's own call, as the reference calls it.
+    assert ours[:len(TRICKY_TEXTS)] == [fast(t, add_special_tokens=add_special_tokens)["input_ids"]
+                                        for t in TRICKY_TEXTS]
+
+
+def test_wordwise_ids_equal_the_slow_sentencepiece_tokenizer(llama_like):
+    slow, fast = llama_like
+    texts = ["", "  two  spaces ", "tab\there\n\nnew line", "<s>[INST] <<SYS>>\nsystem\n<</SYS>>\n\nq [/INST]",
+             "café 中文 🙂 ’–“”—", "digits 0123456789 3.14", "a</s>b<s>c"] + _random_texts(200, seed=2)
+    texts = [t for t in texts if "\u2581" not in t]  # the slow tokenizer reads a literal "▁" differently
+    assert po.WordwiseEncoder.for_tokenizer(fast).encode(texts) == [slow(t)["input_ids"] for t in texts]
+
+
+def test_wordwise_ids_with_normalized_added_tokens(llama_like):
+    """Added tokens matched after normalization (some converted Llama files say so) cut the same way."""
+    import json
+    from types import SimpleNamespace
+
+    from tokenizers import Tokenizer
+
+    _, fast = llama_like
+    spec = json.loads(fast.backend_tokenizer.to_str())
+    for token in spec["added_tokens"]:
+        token["normalized"] = True
+    backend = Tokenizer.from_str(json.dumps(spec))
+    enc = po.WordwiseEncoder.for_tokenizer(SimpleNamespace(backend_tokenizer=backend))
+    texts = TRICKY_TEXTS + _random_texts(1000, seed=3)
+    assert enc.encode(texts) == [e.ids for e in backend.encode_batch_fast(texts)]
+
+
+def test_tokenize_uses_words_and_matches_row_by_row(llama_like, monkeypatch):
+    _, fast = llama_like
+    texts = TRICKY_TEXTS + _random_texts(500, seed=4)
+    monkeypatch.setattr(po.WordwiseEncoder, "MAX_WORDS", 50)  # the word cache is emptied between chunks
+    ids = po.tokenize(texts, fast, append=29871, chunk_size=100)
+    assert ids == [fast(t)["input_ids"] + [29871] for t in texts]
+    assert po._cached_wordwise_encoder(fast) is po._cached_wordwise_encoder(fast)
