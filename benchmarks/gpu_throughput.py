@@ -230,6 +230,13 @@ def loadgen_run(backend, prompts, scenario: str, log_dir: str, target_qps: float
                               or "per second" in k.lower() or "satisfied" in k.lower()}}
 
 
+def write_json(res: dict, path: str):
+    if path:
+        with open(path + ".tmp", "w") as f:
+            json.dump(res, f, indent=1, default=str)
+        os.replace(path + ".tmp", path)
+
+
 def _pct(values, p):
     if not values:
         return None
@@ -301,6 +308,7 @@ def main():
     if args.overlap_probe:
         res["overlap"] = overlap_probe(model, prompts, n_in, n_out, args)
         print(json.dumps(res["overlap"], indent=1))
+        write_json(res, args.out)
         return
 
     base_out = None
@@ -405,11 +413,7 @@ def main():
 
     res["rows"] = rows
     res["loadavg_end"] = os.getloadavg()
-    if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(res, f, indent=1, default=str)
-        os.replace(tmp, args.out)
+    write_json(res, args.out)
     print(f"\ndevice: {dev['name']}, copy {dev['bandwidth_GBps']:.0f} GB/s, fp16 matmul {dev['matmul_TFLOPs']:.0f} "
           f"TFLOP/s; input {n_in} / output {n_out} tokens; loadavg {os.getloadavg()}")
     base_tps = rows[0]["tok_s"] if rows and not args.skip_baseline else None
