@@ -18,7 +18,8 @@ Semantics, in the reference's order:
    subset from that sample (seed 12345).
 
 Differences from the reference, all for robustness or speed, none changing the rows:
-- the string filters run before tokenizing, and tokenizing is batched (multi-threaded Rust);
+- the string filters run before tokenizing, and tokenizing is batched: a Llama-2-style tokenizer
+  encodes each distinct word once (WordwiseEncoder, same ids), others use multi-threaded Rust;
 - a full pickle left in the export folder is never silently reused: every run rebuilds;
 - bad input gives one error line and no half-written files (outputs go to a temporary folder
   first and are moved into place only when all of them are written).
@@ -216,11 +217,16 @@ def tokenize(texts: list[str], tokenizer, add_special_tokens: bool = True, appen
     return out
 
 
-# The normalizer of a Llama / SentencePiece BPE tokenizer converted to tokenizers (LlamaConverter,
-# legacy=True): "▁" in front of every text piece, spaces to "▁", and no pre-tokenizer after it.
-LEGACY_LLAMA_NORMALIZER = {"type": "Sequence", "normalizers": [
-    {"type": "Prepend", "prepend": "\u2581"},
-    {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+# How a Llama / SentencePiece BPE fast tokenizer turns spaces into "▁" and puts a "▁" before each text
+# piece, as (normalizer, pre-tokenizer) settings: the tokenizer.json of LlamaConverter (legacy), and
+# what transformers 5 builds for a Llama folder (Metaspace without splitting; "always" for legacy=True).
+LLAMA_SPACE_SETTINGS = [
+    ({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                          {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+     None),
+    *[(None, {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": False})
+      for scheme in ("always", "first")],
+]
 _PIECE_CROSSES_WORDS = re.compile("[^\u2581]\u2581")  # a vocabulary piece such as "a▁b" or "a▁"
 _SPACE = ord(" ")
 
@@ -229,20 +235,25 @@ class WordwiseEncoder:
     """Token ids of many texts, equal to the Rust encoder's, with each distinct word encoded once.
 
     For a Llama-2-style fast tokenizer (see `for_tokenizer`): the Rust BPE runs over each whole
-    text as one "word" (there is no pre-tokenizer), so nothing is cached and its merge loop costs
-    far more than the rest; a tokenizers Split pre-tokenizer would restore caching, but its
+    text as one "word" (nothing splits it), so nothing is cached and its merge loop costs far more
+    than the rest; a tokenizers Split pre-tokenizer would restore caching, but its
     per-piece bookkeeping costs more than the merges it saves. Here texts are cut into words at
     spaces in C (numpy, pyarrow), every distinct word is encoded once by the tokenizer itself and
     kept, and each text's ids are its words' ids in order.
 
-    Why that is exact: cut T = L + " " + R at a space whose left neighbour is neither a space nor
-    "▁" nor the end of an added token (such as "<s>"), and whose right side is not empty and does
-    not start with an added token. Added tokens contain neither a space nor "▁", so they are found
-    in L and R exactly where they are found in T, before and after normalization. The text piece
-    holding the space, X + " " + Y (X and Y not empty), normalizes to "▁X'▁Y'" (X' is X with its
-    spaces made "▁"), the two pieces to "▁X'" and "▁Y'". BPE merges only two adjacent symbols whose
-    concatenation is a vocabulary piece, and no piece has a character other than "▁" followed by
-    "▁" (checked on the vocabulary), so no merge ever joins the last symbol of X' with the "▁"
+    Why that is exact: cut T = L + " " + R at a space that is neither the first nor the last
+    character of T, whose neighbours are neither a space nor "▁", that does not follow the end of
+    an added token (such as "<s>") and does not come before the start of one. Added tokens contain
+    neither a space nor "▁", so they are found in L and R exactly where they are found in T (before
+    and after normalization), and the text pieces between them are the same, except the one holding
+    the space: X + " " + Y, X the end of L and Y the start of R, neither empty. A piece has its
+    spaces turned into "▁" and gets a "▁" in front (legacy normalizer: always; Metaspace "always":
+    unless it starts with "▁"; "first": only at the start of the text). X has the same start in T
+    and in L, so in T the piece becomes P + "▁Y'", where P is what X becomes in L and Y' is Y with
+    its spaces made "▁"; Y starts R and starts with neither a space nor "▁", so in R it becomes
+    "▁Y'". P ends with X's last character, which is not "▁". BPE merges only two adjacent symbols
+    whose concatenation is a vocabulary piece, and no piece has a character other than "▁" followed
+    by "▁" (checked on the vocabulary), so no merge ever joins the last symbol of P with the "▁"
     after it. Merges are applied lowest rank first, but a merge on one side never changes which
     merges the other side can make, so each side ends exactly as it would alone. Byte-fallback
     tokens ("<0xE2>") and <unk> are vocabulary pieces too, so the check covers them, and "▁" is in
@@ -272,8 +283,9 @@ class WordwiseEncoder:
             return None
         model = backend.model
         if (not isinstance(model, BPE) or model.dropout or model.ignore_merges or model.continuing_subword_prefix
-                or model.end_of_word_suffix or backend.pre_tokenizer is not None or backend.truncation
-                or backend.padding or _state(backend.normalizer) != LEGACY_LLAMA_NORMALIZER):
+                or model.end_of_word_suffix or backend.truncation
+                or backend.padding
+                or (_state(backend.normalizer), _state(backend.pre_tokenizer)) not in LLAMA_SPACE_SETTINGS):
             return None
         vocab = backend.get_vocab(with_added_tokens=True)
         if "\u2581" not in vocab or any(_PIECE_CROSSES_WORDS.search(piece) for piece in vocab):
@@ -340,11 +352,11 @@ class WordwiseEncoder:
         edge[offsets[full + 1] - 1] = True
         spaces = np.flatnonzero((data == _SPACE) & ~edge)
         before, after = data[spaces - 1], data[spaces + 1]
-        ok = before != _SPACE
+        ok = (before != _SPACE) & (after != _SPACE)
         for end in ["\u2581".encode(), *self._added]:  # the space must not follow one of these
             maybe = np.flatnonzero(before == end[-1])
             ok[maybe[_bytes_at(data, spaces[maybe] - len(end), end)]] = False
-        for start in self._added:                        # nor come before one of these
+        for start in ["\u2581".encode(), *self._added]:  # nor come before one of these
             maybe = np.flatnonzero(after == start[0])
             ok[maybe[_bytes_at(data, spaces[maybe] + 1, start)]] = False
         cuts = spaces[ok]

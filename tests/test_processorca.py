@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -401,44 +402,73 @@ def _random_texts(n, seed):
     return ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(n)]
 
 
-def test_wordwise_encoder_applies_only_where_its_proof_holds(llama_like, tok):
+def _variant(fast, change):
+    """A tokenizer object holding a copy of fast's Rust tokenizer with its settings changed."""
     import json
     from types import SimpleNamespace
 
-    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers import Tokenizer
 
+    spec = json.loads(fast.backend_tokenizer.to_str())
+    change(spec)
+    return SimpleNamespace(backend_tokenizer=Tokenizer.from_str(json.dumps(spec)))
+
+
+def _metaspace(scheme, split=False):
+    """What transformers 5 builds for a Llama folder: no normalizer, a Metaspace pre-tokenizer."""
+    def change(spec):
+        spec.update(normalizer=None, pre_tokenizer={"type": "Metaspace", "replacement": "\u2581",
+                                                    "prepend_scheme": scheme, "split": split})
+    return change
+
+
+SPACE_FORMS = {"legacy normalizer": lambda spec: None, "metaspace always": _metaspace("always"),
+               "metaspace first": _metaspace("first")}
+
+
+def test_wordwise_encoder_applies_only_where_its_proof_holds(llama_like, tok):
     _, fast = llama_like
     assert po.WordwiseEncoder.for_tokenizer(fast) is not None
     assert po.WordwiseEncoder.for_tokenizer(tok) is None  # word-level model with a pre-tokenizer
-
-    def variant(change):
-        spec = json.loads(fast.backend_tokenizer.to_str())
-        change(spec)
-        return SimpleNamespace(backend_tokenizer=Tokenizer.from_str(json.dumps(spec)))
-
-    assert po.WordwiseEncoder.for_tokenizer(variant(lambda s: None)) is not None
-    # A piece with "▁" after another character lets a merge cross a cut.
-    assert po.WordwiseEncoder.for_tokenizer(variant(lambda s: s["model"]["vocab"].update({"s\u2581": 600}))) is None
-    assert po.WordwiseEncoder.for_tokenizer(variant(lambda s: s.update(normalizer=None))) is None
-    split = json.loads(pre_tokenizers.Metaspace().__getstate__())
-    assert po.WordwiseEncoder.for_tokenizer(variant(lambda s: s.update(pre_tokenizer=split))) is None
-    assert po.WordwiseEncoder.for_tokenizer(variant(lambda s: s["model"].update(dropout=0.1))) is None
-    assert po.WordwiseEncoder.for_tokenizer(variant(lambda s: s["added_tokens"][1].update(lstrip=True))) is None
+    for form in SPACE_FORMS.values():
+        assert po.WordwiseEncoder.for_tokenizer(_variant(fast, form)) is not None
+    # A piece with "▁" after another character lets a merge cross a cut: refused, and rightly so.
+    def crossing(spec):
+        spec["model"]["vocab"]["s\u2581"] = len(spec["model"]["vocab"])
+        spec["model"]["merges"].insert(0, ["s", "\u2581"])
+    crossing_tok = _variant(fast, crossing)
+    assert po.WordwiseEncoder.for_tokenizer(crossing_tok) is None
+    unchecked = po.WordwiseEncoder(crossing_tok.backend_tokenizer, ["<unk>", "<s>", "</s>"], [1], [])
+    assert unchecked.encode(["is a"]) != [crossing_tok.backend_tokenizer.encode("is a").ids]
+    assert po.WordwiseEncoder.for_tokenizer(_variant(fast, lambda s: s.update(normalizer=None))) is None
+    assert po.WordwiseEncoder.for_tokenizer(_variant(fast, _metaspace("always", split=True))) is None
+    assert po.WordwiseEncoder.for_tokenizer(_variant(fast, _metaspace("never"))) is None
+    assert po.WordwiseEncoder.for_tokenizer(_variant(fast, lambda s: s["model"].update(dropout=0.1))) is None
+    assert po.WordwiseEncoder.for_tokenizer(_variant(fast, lambda s: s["added_tokens"][1].update(lstrip=True))) is None
 
 
 @pytest.mark.parametrize("add_special_tokens", [True, False])
-def test_wordwise_ids_equal_the_rust_encoder(llama_like, add_special_tokens):
+@pytest.mark.parametrize("form", SPACE_FORMS)
+def test_wordwise_ids_equal_the_rust_encoder(llama_like, form, add_special_tokens):
     _, fast = llama_like
-    enc = po.WordwiseEncoder.for_tokenizer(fast)
+    backend = _variant(fast, SPACE_FORMS[form]).backend_tokenizer
+    enc = po.WordwiseEncoder.for_tokenizer(SimpleNamespace(backend_tokenizer=backend))
     texts = TRICKY_TEXTS + _random_texts(3000, seed=1)
     # In two calls, so that the second one uses words kept from the first.
     ours = enc.encode(texts[:1000], add_special_tokens) + enc.encode(texts[1000:], add_special_tokens)
-    expected = _rust_ids(fast, texts, add_special_tokens)
+    expected = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
     assert [t for t, a, b in zip(texts, ours, expected) if a != b] == []
     assert enc.encode([], add_special_tokens) == []
-    # The same ids row by row through the tokenizer's own call, as the reference calls it.
-    assert ours[:len(TRICKY_TEXTS)] == [fast(t, add_special_tokens=add_special_tokens)["input_ids"]
-                                        for t in TRICKY_TEXTS]
+
+
+def test_wordwise_ids_equal_the_tokenizer_row_by_row(llama_like):
+    """The reference's own call, one text at a time, on the Llama-2-like fast tokenizer as loaded."""
+    slow, fast = llama_like
+    enc = po.WordwiseEncoder.for_tokenizer(fast)
+    texts = TRICKY_TEXTS + _random_texts(300, seed=2)
+    assert enc.encode(texts) == [fast(t)["input_ids"] for t in texts]
+    assert enc.encode(texts, add_special_tokens=False) == [fast(t, add_special_tokens=False)["input_ids"]
+                                                          for t in texts]
 
 
 def test_wordwise_ids_equal_the_slow_sentencepiece_tokenizer(llama_like):
@@ -451,19 +481,26 @@ def test_wordwise_ids_equal_the_slow_sentencepiece_tokenizer(llama_like):
 
 def test_wordwise_ids_with_normalized_added_tokens(llama_like):
     """Added tokens matched after normalization (some converted Llama files say so) cut the same way."""
-    import json
-    from types import SimpleNamespace
-
-    from tokenizers import Tokenizer
-
     _, fast = llama_like
-    spec = json.loads(fast.backend_tokenizer.to_str())
-    for token in spec["added_tokens"]:
-        token["normalized"] = True
-    backend = Tokenizer.from_str(json.dumps(spec))
+
+    def normalized(spec):
+        for token in spec["added_tokens"]:
+            token["normalized"] = True
+    backend = _variant(fast, normalized).backend_tokenizer
     enc = po.WordwiseEncoder.for_tokenizer(SimpleNamespace(backend_tokenizer=backend))
     texts = TRICKY_TEXTS + _random_texts(1000, seed=3)
     assert enc.encode(texts) == [e.ids for e in backend.encode_batch_fast(texts)]
+
+
+def test_wordwise_applies_to_a_llama_folder_loaded_by_transformers(llama_like, tmp_path):
+    from harness.tokenizer import load_tokenizer
+
+    _, fast = llama_like
+    fast.save_pretrained(tmp_path)
+    loaded = load_tokenizer(str(tmp_path))  # transformers 5 rebuilds it with a Metaspace pre-tokenizer
+    texts = TRICKY_TEXTS + _random_texts(300, seed=5)
+    assert po.WordwiseEncoder.for_tokenizer(loaded) is not None
+    assert po.tokenize(texts, loaded) == [loaded(t)["input_ids"] for t in texts]
 
 
 def test_tokenize_uses_words_and_matches_row_by_row(llama_like, monkeypatch):
