@@ -9,7 +9,8 @@ Same command line, files and row-for-row result as the reference processorca.py
 Semantics, in the reference's order:
 1. `input` is the Llama-2 chat prompt built from system_prompt and question; `output` is the
    parquet's `response`. Both are tokenized with the tokenizer's defaults (special tokens added,
-   so a Llama-2 input starts with two BOS ids: the literal "<s>" plus the added one), and a
+   so a Llama-2 input starts with two BOS ids: the literal "<s>" plus the added one, then "▁[",
+   518: a Llama tokenizer keeps the reference's legacy spacing, see reference_llama_spacing), and a
    Llama-2 input gets token 29871 appended (see --response_init_token).
 2. Keep rows whose input and output are ASCII apart from ’ – “ ” —, whose token lengths are
    both strictly below --seqlen_limit, whose output has at least 3 tokens, and, for origins
@@ -120,6 +121,59 @@ def resolve_response_init_token(choice: str, tokenizer) -> int | None:
         raise HarnessError(f"--response_init_token {token} is outside the tokenizer's vocabulary "
                            f"(0..{len(tokenizer) - 1})")
     return token
+
+
+def load_tokenizer(model_path: str | None):
+    """harness.tokenizer.load_tokenizer, with a Llama SentencePiece tokenizer given the reference's spacing
+    (reference_llama_spacing). Every tokenizer processorca uses is loaded here."""
+    from harness.tokenizer import load_tokenizer as load
+
+    return reference_llama_spacing(load(model_path))
+
+
+def reference_llama_spacing(tokenizer):
+    """A Llama SentencePiece tokenizer made to tokenize as the reference does: SentencePiece's legacy spacing.
+
+    The reference loads Llama-2's tokenizer with use_fast=False under transformers 4.x: legacy
+    SentencePiece, which cuts the text at special tokens (on the raw text) and encodes each piece
+    between them on its own, spaces made "▁" and a "▁" put in front. Its inputs therefore start
+    [1, 1, 518, ...]: the literal "<s>", the added BOS, then "▁[" (518); and a piece starting with a
+    space starts "▁", "▁word". For a Llama folder, transformers 5 builds LlamaTokenizer from the
+    vocabulary and merges alone (the normalizer in the folder's tokenizer.json is dropped) with a
+    Metaspace pre-tokenizer: prepend_scheme "first" unless legacy=True is passed, which gives "["
+    instead of "▁[" after "<s>"; and even "always" (legacy=True) puts no "▁" before a piece that starts
+    with a space. So the backend gets LlamaConverter's legacy form back, whatever the folder's legacy
+    flag says: normalizer Prepend("▁") then spaces to "▁", no pre-tokenizer (as in Llama-2's own
+    tokenizer.json), and added tokens matched before normalization, as the slow tokenizer matches them.
+    Only a LlamaTokenizer in exactly the form transformers builds (byte-fallback BPE over a vocabulary
+    with "▁" and byte pieces, no normalizer, Metaspace that puts a "▁" in front) is changed; any other
+    tokenizer (GGUF, other model types, a Llama tokenizer in another form) is returned as it is.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # GGUF or a slow Python tokenizer
+        return tokenizer
+    from tokenizers import AddedToken, normalizers
+    from tokenizers.models import BPE
+    from transformers import LlamaTokenizer
+
+    if not isinstance(tokenizer, LlamaTokenizer):
+        return tokenizer
+    pre = _state(backend.pre_tokenizer) or {}
+    if (not isinstance(backend.model, BPE) or not backend.model.byte_fallback or backend.normalizer is not None
+            or pre.get("type") != "Metaspace" or pre.get("replacement") != "\u2581" or pre.get("split")
+            or pre.get("prepend_scheme") not in ("first", "always")
+            or backend.token_to_id("\u2581") is None or backend.token_to_id("<0x0A>") is None):
+        return tokenizer
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    backend.pre_tokenizer = None
+    for token in backend.get_added_tokens_decoder().values():
+        if token.normalized:  # re-adding the same content updates the token in place (same id)
+            raw = AddedToken(token.content, single_word=token.single_word, lstrip=token.lstrip, rstrip=token.rstrip,
+                             normalized=False, special=token.special)
+            (backend.add_special_tokens if token.special else backend.add_tokens)([raw])
+    tokenizer.legacy = True
+    log.info("Llama SentencePiece tokenizer: legacy spacing, as the reference's (a \"\u2581\" before every text piece)")
+    return tokenizer
 
 
 def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
@@ -456,8 +510,6 @@ def _worker_pool(processes: int, tokenizer_path: str):
 
 def _load_worker_tokenizer(path: str) -> None:
     global _worker_tokenizer
-    from harness.tokenizer import load_tokenizer
-
     _worker_tokenizer = load_tokenizer(path)
 
 
@@ -583,8 +635,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    from harness.tokenizer import load_tokenizer
-
     df = read_parquet(args.dataset_pq_path)  # before the slow tokenizer load: fail fast on a bad file
     tokenizer = load_tokenizer(args.model_dir)
     settings = OrcaSettings(seqlen_limit=args.seqlen_limit, num_total_samples=args.num_total_samples,

@@ -3,6 +3,7 @@ sampling, file outputs and bad input. A small word-level tokenizer built here ke
 one slow test runs the demo parquet through the embedded Gemma tokenizer."""
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -323,9 +324,7 @@ def test_real_cli_exit_code_and_stderr(tmp_path):
 # ------------------------------------------------------------------ the shipped demo, real tokenizer
 @pytest.mark.slow
 def test_demo_parquet_with_the_embedded_gemma_tokenizer():
-    from harness.tokenizer import load_tokenizer
-
-    tok = load_tokenizer(None)  # what --model_dir defaults to
+    tok = po.load_tokenizer(None)  # what --model_dir defaults to (a GGUF file: no Llama spacing change)
     settings = po.OrcaSettings(num_total_samples=64, calibration_size=16,
                                response_init_token=po.resolve_response_init_token("auto", tok))
     assert settings.response_init_token is None  # 29871 is Llama-2's, not Gemma's
@@ -510,3 +509,122 @@ def test_tokenize_uses_words_and_matches_row_by_row(llama_like, monkeypatch):
     ids = po.tokenize(texts, fast, append=29871, chunk_size=100)
     assert ids == [fast(t)["input_ids"] + [29871] for t in texts]
     assert po._cached_wordwise_encoder(fast) is po._cached_wordwise_encoder(fast)
+
+
+# ------------------------------------------------------------------ a Llama folder tokenizes as the reference does
+LLAMA_FOLDER_WORDS = ("the of and to answer question step first total number people water city because however "
+                      "calculate explain sentence passage summary premise hypothesis assistant helpful").split()
+
+
+@pytest.fixture(scope="module")
+def llama_folder_model(tmp_path_factory):
+    """(SentencePiece model file, processor, fast LlamaTokenizer): a small model trained with Llama-2's trainer
+    settings on Llama-2 chat prompts, so that "▁[" (Llama-2's 518) is one of its pieces."""
+    import sentencepiece as spm
+
+    bench = _load_speed_benchmark()
+    rng = random.Random(1)
+    lines = []
+    for _ in range(3000):
+        text = " ".join(rng.choice(LLAMA_FOLDER_WORDS) for _ in range(rng.randint(3, 15))).capitalize() + "."
+        system = " ".join(rng.choice(LLAMA_FOLDER_WORDS) for _ in range(rng.randint(0, 6)))
+        lines.append(po.LLAMA_PROMPT_SYSTEM.format(system, text) if system else po.LLAMA_PROMPT_NO_SYSTEM.format(text))
+    model = tmp_path_factory.mktemp("spm_prompts") / "llama_prompts.model"
+    bench.train_sentencepiece(model, lines, vocab_size=600)
+    _, fast = bench.llama2_like_tokenizers(model)
+    return model, spm.SentencePieceProcessor(model_file=str(model)), fast
+
+
+def reference_slow_ids(sp, text):
+    """What the reference's tokenizer (transformers 4.x, use_fast=False, legacy) gives: BOS, then the raw text cut
+    at the special tokens, each piece between them encoded by SentencePiece on its own (dummy prefix "▁")."""
+    ids = [sp.bos_id()]
+    for piece in re.split("(<unk>|<s>|</s>)", text):
+        ids += [sp.piece_to_id(piece)] if piece in ("<unk>", "<s>", "</s>") else sp.encode(piece) if piece else []
+    return ids
+
+
+def llama_folder(path, fast, model_file, legacy, normalized):
+    """A Llama-2-style folder: tokenizer.model, tokenizer.json (LlamaConverter's legacy normalizer, as Llama-2's
+    own), tokenizer_config.json of class LlamaTokenizer with the special tokens as AddedToken entries and the
+    legacy flag given (None: absent)."""
+    import json
+    import shutil
+
+    path.mkdir()
+    fast.backend_tokenizer.save(str(path / "tokenizer.json"))
+    shutil.copy(model_file, path / "tokenizer.model")
+
+    def added(content):
+        return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": normalized,
+                "rstrip": False, "single_word": False}
+    config = {"add_bos_token": True, "add_eos_token": False, "bos_token": added("<s>"), "eos_token": added("</s>"),
+              "unk_token": added("<unk>"), "clean_up_tokenization_spaces": False, "pad_token": None,
+              "padding_side": "right", "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer"}
+    if legacy is not None:
+        config["legacy"] = legacy
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    return str(path)
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+@pytest.mark.parametrize("legacy", [None, False, True])
+def test_llama_folder_tokenizes_like_the_reference(llama_folder_model, tmp_path, legacy, normalized):
+    """transformers 5 builds a Llama folder's tokenizer with a Metaspace pre-tokenizer ("first" unless legacy=True),
+    which drops the "▁" after "<s>": [1, 1, "[", ...] instead of the reference's [1, 1, "▁[", ...] (Llama-2: 518).
+    processorca.load_tokenizer gives it the reference's legacy spacing back, whatever the folder's legacy flag."""
+    model_file, sp, fast = llama_folder_model
+    tok = po.load_tokenizer(llama_folder(tmp_path / "llama", fast, model_file, legacy, normalized))
+    df = frame([("cot.1", "helpful assistant", "Calculate the total number.", "First step answer."),
+                ("flan.2", "", "explain  the passage", " the summary </s> hypothesis")])
+    full = po.filter_and_tokenize(df, tok, po.OrcaSettings(response_init_token=7))
+    assert full.tok_input[0][:3] == [1, 1, sp.piece_to_id("\u2581[")]
+    assert sp.piece_to_id("\u2581[") != sp.unk_id()
+    assert full.tok_input.tolist() == [reference_slow_ids(sp, t) + [7] for t in full.input]
+    assert full.tok_output.tolist() == [reference_slow_ids(sp, t) for t in full.output]
+    # Every text, including those that start with a space or have one after a special token.
+    texts = TRICKY_TEXTS + _random_texts(500, seed=6)
+    assert po.WordwiseEncoder.for_tokenizer(tok) is not None  # the word cache still serves it
+    assert po.tokenize(texts, tok) == [reference_slow_ids(sp, t) for t in texts]
+    assert [tok(t)["input_ids"] for t in texts[:100]] == [reference_slow_ids(sp, t) for t in texts[:100]]
+
+
+def test_llama_spacing_leaves_other_tokenizers_alone(llama_folder_model, tok_dir, tmp_path):
+    from transformers import LlamaTokenizer
+
+    from harness.tokenizer import load_tokenizer
+
+    # A word-level tokenizer folder (not Llama): loaded exactly as the harness loads it.
+    assert po.load_tokenizer(tok_dir).backend_tokenizer.to_str() == load_tokenizer(tok_dir).backend_tokenizer.to_str()
+    # No Hugging Face backend (the GGUF tokenizer, a slow tokenizer): returned as it is.
+    gguf_like = SimpleNamespace(name_or_path="model.gguf")
+    assert po.reference_llama_spacing(gguf_like) is gguf_like
+    # A Llama tokenizer told not to put a "▁" in front (Metaspace "never"), or already in the legacy form.
+    _, _, fast = llama_folder_model
+    vocab = fast.backend_tokenizer.get_vocab()
+    no_prefix = LlamaTokenizer(vocab=vocab, merges=[], add_prefix_space=False)
+    before = no_prefix.backend_tokenizer.to_str()
+    assert po.reference_llama_spacing(no_prefix).backend_tokenizer.to_str() == before
+    before = fast.backend_tokenizer.to_str()
+    assert po.reference_llama_spacing(fast).backend_tokenizer.to_str() == before
+
+
+def test_cli_with_a_llama_folder_writes_the_reference_ids(llama_folder_model, tmp_path, capsys):
+    model_file, sp, fast = llama_folder_model
+    folder = llama_folder(tmp_path / "llama", fast, model_file, legacy=False, normalized=False)
+    rng = random.Random(2)
+
+    def text(n):
+        return " ".join(rng.choice(LLAMA_FOLDER_WORDS) for _ in range(n))
+    rows = [(f"{ORIGINS[i % 4]}.{i}", rng.choice(["", "helpful assistant"]), text(rng.randint(1, 12)),
+             rng.choice(["", " "]) + text(rng.randint(3, 12))) for i in range(40)]
+    pq_path = tmp_path / "orca.parquet"
+    frame(rows).rename(columns={"output": "response"}).to_parquet(pq_path)
+    out = tmp_path / "export"
+    code, _ = run_main(["--dataset_pq_path", str(pq_path), "--model_dir", folder, "--export_dir", str(out),
+                        "--num_total_samples", "8", "--calibration_size", "2"], capsys)
+    assert code == 0
+    full = pd.read_pickle(out / "open_orca_gpt4_tokenized_llama.full.pkl")
+    assert len(full) > 20 and all(ids[:3] == [1, 1, sp.piece_to_id("\u2581[")] for ids in full.tok_input)
+    assert full.tok_input.tolist() == [reference_slow_ids(sp, t) for t in full.input]  # no 29871: not Llama-2's vocab
+    assert full.tok_output.tolist() == [reference_slow_ids(sp, t) for t in full.output]
