@@ -80,6 +80,11 @@ class Backend(abc.ABC):
     # What main.py uses when --batch-size / --num-workers are not given.
     default_batch_size: ClassVar[int] = 1
     default_num_workers: ClassVar[int] = 1
+    # Server: how many queued queries one worker may serve together (harness/core.py): the first
+    # chunk of each stream, then each stream to its end. 1 serves them one by one. More suits a
+    # backend whose stream() hardly ever waits: a stream that waits, or hangs, holds up the
+    # others in its worker.
+    interleaved_streams: ClassVar[int] = 1
 
     def __init__(self, model_path: str | None = None, dtype: str = "float32", device: str = "cpu",
                  params: GenerationParams = GenerationParams(), options: dict[str, str] | None = None):

@@ -15,6 +15,7 @@ from backends.base import Backend
 class NullBackend(Backend):
     name = "null"
     default_batch_size = 64
+    interleaved_streams = 64   # its streams never wait (unless delay_ms or stall_on say so)
     defaults = {
         "tokens": 32,        # ids returned per request (capped by max_new_tokens)
         "delay_ms": 0.0,     # wait before answering (per stream / per generate call)
@@ -31,29 +32,32 @@ class NullBackend(Backend):
         self._fail = {int(v) for v in self.options["fail_on"]}
         self._fail_mid = {int(v) for v in self.options["fail_mid_on"]}
         self._stall = {int(v) for v in self.options["stall_on"]}
+        self._delay_s = self.options["delay_ms"] / 1000
+        n = max(self.params.min_new_tokens, min(self.options["tokens"], self.params.max_new_tokens))
+        self._output = self.trim([self.options["token_id"]] * n)  # the same for every prompt
 
     def _answer(self, prompt: list[int]) -> list[int]:
+        """The output for one prompt; shared, so callers copy it."""
         if prompt and prompt[0] in self._stall:
             time.sleep(self.options["stall_s"])
         if prompt and prompt[0] in self._fail:
             raise RuntimeError(f"null backend: injected failure for prompt starting with {prompt[0]}")
-        n = max(self.params.min_new_tokens, min(self.options["tokens"], self.params.max_new_tokens))
-        return self.trim([self.options["token_id"]] * n)
+        return self._output
 
     def generate(self, prompts: list[list[int]]) -> list[list[int]]:
-        if self.options["delay_ms"]:
-            time.sleep(self.options["delay_ms"] / 1000)
+        if self._delay_s:
+            time.sleep(self._delay_s)
         outs: list = []
         for p in prompts:
             try:
-                outs.append(self._answer(p))
+                outs.append(list(self._answer(p)))
             except RuntimeError as e:  # only this prompt fails; the SUT completes it empty
                 outs.append(e)
         return outs
 
     def stream(self, prompt: list[int]) -> Iterator[list[int]]:
-        if self.options["delay_ms"]:
-            time.sleep(self.options["delay_ms"] / 1000)
+        if self._delay_s:
+            time.sleep(self._delay_s)
         out = self._answer(prompt)
         yield out[:1]
         if prompt and prompt[0] in self._fail_mid:

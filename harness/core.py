@@ -5,14 +5,22 @@ run them on the backend, then report back:
 
 - Offline (streaming=False): workers take batches of up to `batch_size` samples (sorted by prompt
   length, so a batching backend pads little) and call backend.generate().
-- Server (streaming=True): each worker takes one sample and iterates backend.stream(); the first
+- Server (streaming=True): each worker iterates backend.stream() of its queries; the first
   generated id goes to lg.FirstTokenComplete as soon as it exists, and the whole response
-  (first token included) to lg.QuerySamplesComplete with n_tokens = number of ids.
+  (first token included) to lg.QuerySamplesComplete with n_tokens = number of ids. A worker
+  serves one query at a time, or, when queries queue up, up to the backend's
+  `interleaved_streams` together: it takes the first chunk of each stream, sends those first
+  tokens, then runs each stream to its end and completes them all.
+
+LoadGen hears about several queries in one call where they are ready together (an Offline
+batch, the queries a Server worker serves together): at tens of thousands of queries per
+second the GIL hand-overs around each call cost more than the Python work between them.
 
 Every query LoadGen issues is completed exactly once, also when the backend raises or hangs:
 a failed query is answered with the ids streamed before the failure, or else a one-token EOS
-response (empty when the backend has no EOS); its error is recorded and the run is marked failed. With `query_timeout_s` a watchdog
-completes queries that run too long, so the run ends in bounded time.
+response (empty when the backend has no EOS); its error is recorded and the run is marked
+failed. With `query_timeout_s` a watchdog completes queries that run too long, so the run ends
+in bounded time.
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import mlperf_loadgen as lg
 
@@ -34,13 +43,29 @@ log = logging.getLogger(__name__)
 _STOP = object()
 
 
-@dataclass
+@dataclass(slots=True)
 class _InFlight:
     """One issued query; `done` guards against completing it twice (worker vs watchdog)."""
-    sample: object          # lg.QuerySample (id, index)
     record: RequestRecord
     done: bool = False
     ids: list = field(default_factory=list)   # ids streamed so far (Server); the first one went to LoadGen
+
+
+def _report(complete: Callable, answers: list[tuple[_InFlight, list[int]]]) -> None:
+    """One LoadGen call (FirstTokenComplete or QuerySamplesComplete) for all `answers`; their ids
+    share one int32 buffer, which LoadGen copies before the call returns."""
+    if not answers:
+        return
+    buf = array.array("i")
+    for _, ids in answers:
+        buf.fromlist(ids)
+    addr = buf.buffer_info()[0]
+    responses = []
+    for item, ids in answers:
+        n = len(ids)
+        responses.append(lg.QuerySampleResponse(item.record.query_id, addr, n * 4, n))
+        addr += n * 4
+    complete(responses)
 
 
 class SUTCore:
@@ -51,6 +76,7 @@ class SUTCore:
         self.streaming = streaming
         self.num_workers = max(1, num_workers)
         self.batch_size = max(1, batch_size)
+        self.interleaved_streams = max(1, backend.interleaved_streams)
         self.query_timeout_s = query_timeout_s
         self.progress = progress          # optional tqdm-like object, .update(n)
         self.records: list[RequestRecord] = []
@@ -66,18 +92,18 @@ class SUTCore:
 
     # ---- LoadGen callbacks -------------------------------------------------------------
     def issue_queries(self, query_samples) -> None:
+        # No lock on LoadGen's issuing thread, so it never waits for a worker: a list append and
+        # a dict insert are atomic under the GIL, and the watchdog reads a copy of the table.
         now = time.perf_counter()
         items = []
         watched = self.query_timeout_s > 0  # only the watchdog needs the in-flight table
-        with self._lock:
-            for qs in query_samples:
-                rec = RequestRecord(sample_index=qs.index, query_id=qs.id,
-                                    n_input=len(self.prompts[qs.index]), t_issued=now)
-                item = _InFlight(qs, rec)
-                if watched:
-                    self._inflight[qs.id] = item
-                self.records.append(rec)
-                items.append(item)
+        for qs in query_samples:
+            rec = RequestRecord(qs.index, qs.id, len(self.prompts[qs.index]), now)
+            item = _InFlight(rec)
+            if watched:
+                self._inflight[qs.id] = item
+            self.records.append(rec)
+            items.append(item)
         if self.streaming:
             for item in items:
                 self._queue.put(item)
@@ -128,87 +154,123 @@ class SUTCore:
         return bool(self.errors)
 
     # ---- completion --------------------------------------------------------------------
-    def _send_first(self, item: _InFlight, token: int) -> None:
-        buf = array.array("i", [token])
-        ptr, _ = buf.buffer_info()
-        lg.FirstTokenComplete([lg.QuerySampleResponse(item.sample.id, ptr, 4, 1)])
-
-    def _complete(self, item: _InFlight, ids: list[int], error: str | None = None) -> None:
-        """Report one query to LoadGen exactly once (later calls for it are ignored)."""
-        with self._lock:
-            if item.done:
-                return
-            item.done = True
-            self._inflight.pop(item.sample.id, None)
-            if error is not None:
-                self.errors.append(f"sample {item.sample.index}: {error}")
+    def _complete(self, finished: list[tuple[_InFlight, list[int], str | None]]) -> None:
+        """Report finished queries (item, ids, error or None) to LoadGen, each exactly once:
+        items already completed (by the watchdog, or by a worker before it) are skipped."""
         now = time.perf_counter()
-        rec = item.record
-        if error is not None:
-            ids = item.ids or self._failed_ids  # keep a first token already sent to LoadGen
-            rec.error = error
-            log.error("query for sample %d failed: %s", item.sample.index, error)
-        if self.streaming and not item.ids and ids:  # nothing streamed yet: send the first token now
-            self._send_first(item, ids[0])
-        if rec.t_first is None and ids:
-            rec.t_first = now
-            rec.chunk_times.append(now)
-            rec.chunk_sizes.append(len(ids))
-        rec.t_done = now
-        rec.n_output = len(ids)
-        buf = array.array("i", ids)
-        ptr, n = buf.buffer_info()
-        lg.QuerySamplesComplete([lg.QuerySampleResponse(item.sample.id, ptr, n * buf.itemsize, n)])
-        if self.progress is not None:
-            self.progress.update(1)
+        firsts, finals = [], []
+        with self._lock:
+            for item, ids, error in finished:
+                if item.done:
+                    continue
+                item.done = True
+                self._inflight.pop(item.record.query_id, None)
+                rec = item.record
+                if error is not None:
+                    ids = item.ids or self._failed_ids  # keep a first token already sent to LoadGen
+                    rec.error = error
+                    self.errors.append(f"sample {rec.sample_index}: {error}")
+                    log.error("query for sample %d failed: %s", rec.sample_index, error)
+                if rec.t_first is None and ids:  # nothing streamed: the whole answer arrives now
+                    rec.t_first = now
+                    rec.chunk_times.append(now)
+                    rec.chunk_sizes.append(len(ids))
+                    if self.streaming:
+                        firsts.append((item, ids[:1]))
+                rec.t_done = now
+                rec.n_output = len(ids)
+                finals.append((item, ids))
+        _report(lg.FirstTokenComplete, firsts)  # LoadGen needs a query's first token before its end
+        _report(lg.QuerySamplesComplete, finals)
+        if self.progress is not None and finals:
+            self.progress.update(len(finals))
 
     # ---- workers -----------------------------------------------------------------------
-    def _batch_worker(self) -> None:
-        while True:
-            batch = self._queue.get()
-            if batch is _STOP:
-                return
+    def _take(self, limit: int) -> list | None:
+        """Wait for a queued item, then take up to limit - 1 more of those already queued, but
+        no more than this worker's share of them. None: stop."""
+        item = self._queue.get()
+        if item is _STOP:
+            return None
+        items = [item]
+        for _ in range(min(limit - 1, self._queue.qsize() // self.num_workers)):
             try:
-                outs = self.backend.generate([self.prompts[it.sample.index] for it in batch])
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:  # another worker's: leave it for that one
+                self._queue.put(item)
+                break
+            items.append(item)
+        return items
+
+    def _batch_worker(self) -> None:
+        while (batch := self._queue.get()) is not _STOP:
+            try:
+                outs = self.backend.generate([self.prompts[it.record.sample_index] for it in batch])
                 if len(outs) != len(batch):
                     raise RuntimeError(f"backend returned {len(outs)} outputs for {len(batch)} prompts")
             except Exception as e:  # noqa: BLE001 - any backend failure must still complete the queries
                 outs = [e] * len(batch)
-            for item, out in zip(batch, outs):
-                if isinstance(out, BaseException):
-                    self._complete(item, [], error=f"{type(out).__name__}: {out}")
-                else:
-                    self._complete(item, list(out))
+            self._complete([(item, [], f"{type(out).__name__}: {out}") if isinstance(out, BaseException)
+                            else (item, list(out), None) for item, out in zip(batch, outs)])
 
     def _stream_worker(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            rec = item.record
+        while (items := self._take(self.interleaved_streams)) is not None:
+            streams, ended = self._first_chunks(items)
+            ended += [self._rest(item, stream) for item, stream in streams]
+            self._complete(ended)
+
+    def _first_chunks(self, items: list[_InFlight]) -> tuple[list, list]:
+        """Start each query's stream and wait for its first ids; the first tokens go to LoadGen in
+        one call. Returns the streams that go on and the queries that ended (item, ids, error)."""
+        going, ended = [], []
+        for item in items:
             try:
-                for chunk in self.backend.stream(self.prompts[item.sample.index]):
-                    if not chunk:
-                        continue
-                    now = time.perf_counter()
-                    with self._lock:  # the watchdog may complete the query meanwhile
-                        if item.done:
-                            break
-                        if not item.ids:
-                            rec.t_first = now
-                            self._send_first(item, chunk[0])
-                        item.ids.extend(chunk)
-                    rec.chunk_times.append(now)
-                    rec.chunk_sizes.append(len(chunk))
-                self._complete(item, item.ids)
-            except Exception as e:  # noqa: BLE001
-                self._complete(item, [], error=f"{type(e).__name__}: {e}")
+                stream = iter(self.backend.stream(self.prompts[item.record.sample_index]))
+                chunk = next(stream, None)
+                while chunk is not None and not chunk:  # empty chunks carry nothing
+                    chunk = next(stream, None)
+            except Exception as e:  # noqa: BLE001 - any backend failure must still complete the query
+                ended.append((item, [], f"{type(e).__name__}: {e}"))
+                continue
+            if chunk is None:
+                ended.append((item, [], None))
+            else:
+                going.append((item, stream, chunk, time.perf_counter()))
+        firsts = []
+        with self._lock:  # the watchdog may complete a query meanwhile; it then sees the first token
+            for item, _, chunk, now in going:
+                if not item.done:
+                    item.record.t_first = now
+                    firsts.append((item, chunk[:1]))
+                    self._add_chunk(item, chunk, now)
+            _report(lg.FirstTokenComplete, firsts)
+        return [(item, stream) for item, stream, _, _ in going], ended
+
+    def _rest(self, item: _InFlight, stream: Iterator[list[int]]) -> tuple[_InFlight, list[int], str | None]:
+        """The rest of a query's stream: (item, ids, error) for _complete."""
+        try:
+            for chunk in stream:
+                now = time.perf_counter()
+                with self._lock:
+                    if item.done:  # completed by the watchdog
+                        break
+                    self._add_chunk(item, chunk, now)
+        except Exception as e:  # noqa: BLE001
+            return item, [], f"{type(e).__name__}: {e}"
+        return item, item.ids, None
+
+    @staticmethod
+    def _add_chunk(item: _InFlight, chunk: list[int], now: float) -> None:
+        if chunk:
+            item.ids.extend(chunk)
+            item.record.chunk_times.append(now)
+            item.record.chunk_sizes.append(len(chunk))
 
     def _watchdog(self) -> None:
         while not self._stopping.wait(0.2):
             now = time.perf_counter()
-            with self._lock:
-                late = [it for it in self._inflight.values()
-                        if now - it.record.t_issued > self.query_timeout_s]
-            for it in late:
-                self._complete(it, [], error=f"timed out after {self.query_timeout_s:g} s")
+            late = [it for it in self._inflight.copy().values()
+                    if now - it.record.t_issued > self.query_timeout_s]
+            self._complete([(it, [], f"timed out after {self.query_timeout_s:g} s") for it in late])
