@@ -84,7 +84,7 @@ class Backend(abc.ABC):
     # chunk of each stream, then each stream to its end. 1 serves them one by one. More suits a
     # backend whose stream() hardly ever waits: a stream that waits, or hangs, holds up the
     # others in its worker.
-    interleaved_streams: ClassVar[int] = 1
+    streams_per_worker: ClassVar[int] = 1
 
     def __init__(self, model_path: str | None = None, dtype: str = "float32", device: str = "cpu",
                  params: GenerationParams = GenerationParams(), options: dict[str, str] | None = None):

@@ -15,7 +15,7 @@ from backends.base import Backend
 class NullBackend(Backend):
     name = "null"
     default_batch_size = 64
-    interleaved_streams = 64   # its streams never wait (unless delay_ms or stall_on say so)
+    streams_per_worker = 64    # its streams never wait (unless delay_ms or stall_on say so)
     defaults = {
         "tokens": 32,        # ids returned per request (capped by max_new_tokens)
         "delay_ms": 0.0,     # wait before answering (per stream / per generate call)

@@ -1,10 +1,11 @@
 """Harness overhead: our SUTs with the null backend vs a bare LoadGen SUT that answers inline.
 
 Server: for each target QPS, a run of each SUT; prints completed QPS, TTFT p99 and LoadGen's
-verdict. Goal: ours sustains >= 50% of the bare QPS with TTFT p99 < 5 ms.
+verdict. Goal: ours sustains >= 50% of the bare QPS with TTFT p99 < 5 ms. --bare-qps adds runs
+of the bare SUT alone, to find its maximum without waiting for ours to drain a saturated run.
 Offline: 24,576 samples through our Offline SUT; prints the wall time.
 
-    python benchmarks/null_server.py --qps 5000 10000 20000 --duration-ms 10000
+    python benchmarks/null_server.py --qps 5000 10000 20000 --bare-qps 80000 160000 --duration-ms 10000
 """
 from __future__ import annotations
 
@@ -105,9 +106,16 @@ def ours(scenario, n_samples, workers, batch_size=64):
     return sut
 
 
+def print_row(qps, name, text):
+    verdict = "VALID" if "Result is : VALID" in text else "INVALID"
+    print(f"| {qps:g} | {name} | {figure(text, 'Completed samples per second'):.0f} | "
+          f"{figure(text, TTFT_P99) / 1e6:.2f} | {verdict} |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--qps", type=float, nargs="+", default=[5000, 10000, 20000])
+    ap.add_argument("--bare-qps", type=float, nargs="*", default=[], help="target QPS for the bare SUT only")
     ap.add_argument("--duration-ms", type=int, default=10000)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--samples", type=int, default=1024)
@@ -116,21 +124,17 @@ def main():
     print(f"\nServer scenario, null backend, {N_TOKENS} tokens per response, {args.duration_ms} ms per run")
     print("| target QPS | SUT | completed QPS | TTFT p99 (ms) | result |")
     print("|---|---|---|---|---|")
-    for qps in args.qps:
+    for qps, with_ours in [(q, True) for q in args.qps] + [(q, False) for q in args.bare_qps]:
         settings = settings_for("Server", qps, args.duration_ms, 100)
         text, _ = run_loadgen(bare_issue(), lambda: None, args.samples, settings)
-        rows = [("bare LoadGen", text)]
+        print_row(qps, "bare LoadGen", text)
+        if not with_ours:
+            continue
         sut = ours("Server", args.samples, args.workers)
         sut.start()
         text, _ = run_loadgen(sut.issue_queries, sut.flush_queries, args.samples, settings, sut.qsl)
         sut.stop()
-        rows.append((f"ours ({args.workers} worker)", text))
-        for name, text in rows:
-            ttft_p99_ms = figure(text, TTFT_P99) / 1e6
-            verdict = "VALID" if "Result is : VALID" in text else "INVALID"
-            print(f"| {qps:g} | {name} | {figure(text, 'Completed samples per second'):.0f} | "
-                  f"{ttft_p99_ms:.2f} | {verdict} |",
-                  flush=True)
+        print_row(qps, f"ours ({args.workers} worker)", text)
 
     n = 24576
     sut = ours("Offline", n, workers=1, batch_size=1024)

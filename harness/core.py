@@ -9,7 +9,7 @@ run them on the backend, then report back:
   generated id goes to lg.FirstTokenComplete as soon as it exists, and the whole response
   (first token included) to lg.QuerySamplesComplete with n_tokens = number of ids. A worker
   serves one query at a time, or, when queries queue up, up to the backend's
-  `interleaved_streams` together: it takes the first chunk of each stream, sends those first
+  `streams_per_worker` together: it takes the first chunk of each stream, sends those first
   tokens, then runs each stream to its end and completes them all.
 
 LoadGen hears about several queries in one call where they are ready together (an Offline
@@ -76,7 +76,7 @@ class SUTCore:
         self.streaming = streaming
         self.num_workers = max(1, num_workers)
         self.batch_size = max(1, batch_size)
-        self.interleaved_streams = max(1, backend.interleaved_streams)
+        self.streams_per_worker = max(1, backend.streams_per_worker)
         self.query_timeout_s = query_timeout_s
         self.progress = progress          # optional tqdm-like object, .update(n)
         self.records: list[RequestRecord] = []
@@ -216,7 +216,7 @@ class SUTCore:
                             else (item, list(out), None) for item, out in zip(batch, outs)])
 
     def _stream_worker(self) -> None:
-        while (items := self._take(self.interleaved_streams)) is not None:
+        while (items := self._take(self.streams_per_worker)) is not None:
             streams, ended = self._first_chunks(items)
             ended += [self._rest(item, stream) for item, stream in streams]
             self._complete(ended)
@@ -246,7 +246,7 @@ class SUTCore:
                     firsts.append((item, chunk[:1]))
                     self._add_chunk(item, chunk, now)
             _report(lg.FirstTokenComplete, firsts)
-        return [(item, stream) for item, stream, _, _ in going], ended
+        return [(item, stream) for item, stream, _, _ in going if not item.done], ended
 
     def _rest(self, item: _InFlight, stream: Iterator[list[int]]) -> tuple[_InFlight, list[int], str | None]:
         """The rest of a query's stream: (item, ids, error) for _complete."""

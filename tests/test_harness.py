@@ -190,3 +190,78 @@ def test_dataset_pickle_of_wrong_type(tmp_path):
     path = tmp_path / "list.pkl"
     path.write_bytes(pickle.dumps([1, 2, 3]))
     _one_error_line(_null(tmp_path, path), "expected a pandas DataFrame")
+
+
+# ---- queries a Server worker serves together (in-process LoadGen) ------------------------------
+def _server_accuracy_run(out_dir, backend, n=64, target_qps=4000):
+    """Server accuracy run of our SUT on real LoadGen in this process; the core and the log entries."""
+    import mlperf_loadgen as lg
+
+    from SUT_server import SUTServer
+
+    class Data:
+        input_ids = [[100 + i, 5, 6] for i in range(n)]
+        total_sample_count = perf_count = n
+
+        def LoadSamplesToRam(self, s):  # noqa: N802
+            pass
+
+        def UnloadSamplesFromRam(self, s):  # noqa: N802
+            pass
+
+    sut = SUTServer(backend, Data())
+    s = lg.TestSettings()
+    s.scenario = lg.TestScenario.Server
+    s.mode = lg.TestMode.AccuracyOnly
+    s.server_target_qps = target_qps
+    s.use_token_latencies = True
+    s.ttft_latency = int(2e9)
+    s.tpot_latency = int(2e8)
+    log_out = lg.LogOutputSettings()
+    log_out.outdir = str(out_dir)
+    log_settings = lg.LogSettings()
+    log_settings.log_output = log_out
+    lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
+    sut.start()
+    try:
+        lg.StartTestWithLogSettings(lg_sut, sut.qsl, s, log_settings)
+    finally:
+        sut.stop()
+        lg.DestroySUT(lg_sut)
+        lg.DestroyQSL(sut.qsl)
+    return sut.core, accuracy_entries(out_dir)
+
+
+@pytest.mark.parametrize("together", [1, 64])
+def test_server_worker_serves_queued_queries_together_only_as_the_backend_allows(tmp_path, together):
+    import compliance
+    from backends.base import GenerationParams
+    from backends.null import NullBackend
+
+    class CountingNull(NullBackend):
+        streams_per_worker = together
+        open = most_open = 0
+
+        def stream(self, prompt):
+            self.open += 1
+            self.most_open = max(self.most_open, self.open)
+            try:
+                yield from super().stream(prompt)
+            finally:
+                self.open -= 1
+
+    # 1 ms per stream at 4000 QPS: queries queue up behind the one worker.
+    backend = CountingNull(params=GenerationParams(max_new_tokens=8),
+                           options={"tokens": "5", "delay_ms": "1", "fail_mid_on": "103", "fail_on": "105"})
+    backend.load()
+    core, entries = _server_accuracy_run(tmp_path, backend)
+    assert backend.most_open == 1 if together == 1 else backend.most_open > 1
+    assert sorted(e["qsl_idx"] for e in entries) == list(range(64))  # every query completed once
+    for e in entries:
+        expected = {3: [7], 5: [1]}.get(e["qsl_idx"], [7] * 5)  # failed after / before its first token
+        assert decode_ids(e) == expected and e["token_count"] == len(expected)
+    assert compliance.passed(compliance.check(entries, "Server", {1}))  # first token == data[0]
+    assert sorted(r.sample_index for r in core.records if r.error) == [3, 5]
+    for r in core.records:
+        assert r.t_issued <= r.t_first <= r.t_done and len(r.chunk_times) == len(r.chunk_sizes) >= 1
+        assert sum(r.chunk_sizes) == r.n_output
