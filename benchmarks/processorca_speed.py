@@ -23,7 +23,7 @@ rows. On the same rows the script times
 - for comparison, on the same baseline rows: the fast tokenizer called one text at a time, and its
   Rust batch encoder (encode_batch_fast over all cores, what processorca used before its word cache);
 - processorca.tokenize with the fast tokenizer (each distinct word encoded once:
-  processorca.WordwiseEncoder), on the first --batched-rows rows (default all), scaled if fewer;
+  harness.fast_tokenize.WordwiseEncoder), on the first --batched-rows rows (default all), scaled if fewer;
 - the character filter: the reference's per-character loop vs processorca.is_english.
 Token lists are dropped chunk by chunk so memory stays bounded.
 
@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import processorca as po  # noqa: E402
+from harness import fast_tokenize  # noqa: E402
 from harness.models import cache_dir  # noqa: E402
 
 WORDS = ("the of and to in is that for it as was with be by on not this are or from at which an have "
@@ -202,7 +203,7 @@ def main() -> None:
     slow, fast = llama2_like_tokenizers(model_file)
     print(f"slow tokenizer (reference, use_fast=False): {type(slow).__name__}, vocab {len(slow)}")
     print(f"fast tokenizer (processorca): {type(fast).__name__}, vocab {len(fast)}, from the same {model_file.name}; "
-          f"word cache {'used' if po.WordwiseEncoder.for_tokenizer(fast) else 'NOT used'}")
+          f"word cache {'used' if fast_tokenize.WordwiseEncoder.for_tokenizer(fast) else 'NOT used'}")
     first = next(pq.ParquetFile(path).iter_batches(batch_size=300)).to_pandas().rename(columns={"response": "output"})
     print(f"slow and fast ids identical on {check_same_ids(slow, fast, row_texts(first))} texts", flush=True)
 

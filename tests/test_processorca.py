@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import processorca as po
+from harness import fast_tokenize
 from harness.errors import HarnessError, exit_on_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -427,23 +428,23 @@ SPACE_FORMS = {"legacy normalizer": lambda spec: None, "metaspace always": _meta
 
 def test_wordwise_encoder_applies_only_where_its_proof_holds(llama_like, tok):
     _, fast = llama_like
-    assert po.WordwiseEncoder.for_tokenizer(fast) is not None
-    assert po.WordwiseEncoder.for_tokenizer(tok) is None  # word-level model with a pre-tokenizer
+    assert fast_tokenize.WordwiseEncoder.for_tokenizer(fast) is not None
+    assert fast_tokenize.WordwiseEncoder.for_tokenizer(tok) is None  # word-level model with a pre-tokenizer
     for form in SPACE_FORMS.values():
-        assert po.WordwiseEncoder.for_tokenizer(_variant(fast, form)) is not None
+        assert fast_tokenize.WordwiseEncoder.for_tokenizer(_variant(fast, form)) is not None
     # A piece with "▁" after another character lets a merge cross a cut: refused, and rightly so.
     def crossing(spec):
         spec["model"]["vocab"]["s\u2581"] = len(spec["model"]["vocab"])
         spec["model"]["merges"].insert(0, ["s", "\u2581"])
     crossing_tok = _variant(fast, crossing)
-    assert po.WordwiseEncoder.for_tokenizer(crossing_tok) is None
-    unchecked = po.WordwiseEncoder(crossing_tok.backend_tokenizer, ["<unk>", "<s>", "</s>"], [1], [])
+    assert fast_tokenize.WordwiseEncoder.for_tokenizer(crossing_tok) is None
+    unchecked = fast_tokenize.WordwiseEncoder(crossing_tok.backend_tokenizer, ["<unk>", "<s>", "</s>"], [1], [])
     assert unchecked.encode(["is a"]) != [crossing_tok.backend_tokenizer.encode("is a").ids]
-    assert po.WordwiseEncoder.for_tokenizer(_variant(fast, lambda s: s.update(normalizer=None))) is None
-    assert po.WordwiseEncoder.for_tokenizer(_variant(fast, _metaspace("always", split=True))) is None
-    assert po.WordwiseEncoder.for_tokenizer(_variant(fast, _metaspace("never"))) is None
-    assert po.WordwiseEncoder.for_tokenizer(_variant(fast, lambda s: s["model"].update(dropout=0.1))) is None
-    assert po.WordwiseEncoder.for_tokenizer(_variant(fast, lambda s: s["added_tokens"][1].update(lstrip=True))) is None
+    assert fast_tokenize.WordwiseEncoder.for_tokenizer(_variant(fast, lambda s: s.update(normalizer=None))) is None
+    assert fast_tokenize.WordwiseEncoder.for_tokenizer(_variant(fast, _metaspace("always", split=True))) is None
+    assert fast_tokenize.WordwiseEncoder.for_tokenizer(_variant(fast, _metaspace("never"))) is None
+    assert fast_tokenize.WordwiseEncoder.for_tokenizer(_variant(fast, lambda s: s["model"].update(dropout=0.1))) is None
+    assert fast_tokenize.WordwiseEncoder.for_tokenizer(_variant(fast, lambda s: s["added_tokens"][1].update(lstrip=True))) is None
 
 
 @pytest.mark.parametrize("add_special_tokens", [True, False])
@@ -451,7 +452,7 @@ def test_wordwise_encoder_applies_only_where_its_proof_holds(llama_like, tok):
 def test_wordwise_ids_equal_the_rust_encoder(llama_like, form, add_special_tokens):
     _, fast = llama_like
     backend = _variant(fast, SPACE_FORMS[form]).backend_tokenizer
-    enc = po.WordwiseEncoder.for_tokenizer(SimpleNamespace(backend_tokenizer=backend))
+    enc = fast_tokenize.WordwiseEncoder.for_tokenizer(SimpleNamespace(backend_tokenizer=backend))
     texts = TRICKY_TEXTS + _random_texts(3000, seed=1)
     # In two calls, so that the second one uses words kept from the first.
     ours = enc.encode(texts[:1000], add_special_tokens) + enc.encode(texts[1000:], add_special_tokens)
@@ -463,7 +464,7 @@ def test_wordwise_ids_equal_the_rust_encoder(llama_like, form, add_special_token
 def test_wordwise_ids_equal_the_tokenizer_row_by_row(llama_like):
     """The reference's own call, one text at a time, on the Llama-2-like fast tokenizer as loaded."""
     slow, fast = llama_like
-    enc = po.WordwiseEncoder.for_tokenizer(fast)
+    enc = fast_tokenize.WordwiseEncoder.for_tokenizer(fast)
     texts = TRICKY_TEXTS + _random_texts(300, seed=2)
     assert enc.encode(texts) == [fast(t)["input_ids"] for t in texts]
     assert enc.encode(texts, add_special_tokens=False) == [fast(t, add_special_tokens=False)["input_ids"]
@@ -475,7 +476,7 @@ def test_wordwise_ids_equal_the_slow_sentencepiece_tokenizer(llama_like):
     texts = ["", "  two  spaces ", "tab\there\n\nnew line", "<s>[INST] <<SYS>>\nsystem\n<</SYS>>\n\nq [/INST]",
              "café 中文 🙂 ’–“”—", "digits 0123456789 3.14", "a</s>b<s>c"] + _random_texts(200, seed=2)
     texts = [t for t in texts if "\u2581" not in t]  # the slow tokenizer reads a literal "▁" differently
-    assert po.WordwiseEncoder.for_tokenizer(fast).encode(texts) == [slow(t)["input_ids"] for t in texts]
+    assert fast_tokenize.WordwiseEncoder.for_tokenizer(fast).encode(texts) == [slow(t)["input_ids"] for t in texts]
 
 
 def test_wordwise_ids_with_normalized_added_tokens(llama_like):
@@ -486,7 +487,7 @@ def test_wordwise_ids_with_normalized_added_tokens(llama_like):
         for token in spec["added_tokens"]:
             token["normalized"] = True
     backend = _variant(fast, normalized).backend_tokenizer
-    enc = po.WordwiseEncoder.for_tokenizer(SimpleNamespace(backend_tokenizer=backend))
+    enc = fast_tokenize.WordwiseEncoder.for_tokenizer(SimpleNamespace(backend_tokenizer=backend))
     texts = TRICKY_TEXTS + _random_texts(1000, seed=3)
     assert enc.encode(texts) == [e.ids for e in backend.encode_batch_fast(texts)]
 
@@ -498,17 +499,17 @@ def test_wordwise_applies_to_a_llama_folder_loaded_by_transformers(llama_like, t
     fast.save_pretrained(tmp_path)
     loaded = load_tokenizer(str(tmp_path))  # transformers 5 rebuilds it with a Metaspace pre-tokenizer
     texts = TRICKY_TEXTS + _random_texts(300, seed=5)
-    assert po.WordwiseEncoder.for_tokenizer(loaded) is not None
+    assert fast_tokenize.WordwiseEncoder.for_tokenizer(loaded) is not None
     assert po.tokenize(texts, loaded) == [loaded(t)["input_ids"] for t in texts]
 
 
 def test_tokenize_uses_words_and_matches_row_by_row(llama_like, monkeypatch):
     _, fast = llama_like
     texts = TRICKY_TEXTS + _random_texts(500, seed=4)
-    monkeypatch.setattr(po.WordwiseEncoder, "MAX_WORDS", 50)  # the word cache is emptied between chunks
+    monkeypatch.setattr(fast_tokenize.WordwiseEncoder, "MAX_WORDS", 50)  # the word cache is emptied between chunks
     ids = po.tokenize(texts, fast, append=29871, chunk_size=100)
     assert ids == [fast(t)["input_ids"] + [29871] for t in texts]
-    assert po._cached_wordwise_encoder(fast) is po._cached_wordwise_encoder(fast)
+    assert fast_tokenize._cached_wordwise_encoder(fast) is fast_tokenize._cached_wordwise_encoder(fast)
 
 
 # ------------------------------------------------------------------ a Llama folder tokenizes as the reference does
@@ -584,7 +585,7 @@ def test_llama_folder_tokenizes_like_the_reference(llama_folder_model, tmp_path,
     assert full.tok_output.tolist() == [reference_slow_ids(sp, t) for t in full.output]
     # Every text, including those that start with a space or have one after a special token.
     texts = TRICKY_TEXTS + _random_texts(500, seed=6)
-    assert po.WordwiseEncoder.for_tokenizer(tok) is not None  # the word cache still serves it
+    assert fast_tokenize.WordwiseEncoder.for_tokenizer(tok) is not None  # the word cache still serves it
     assert po.tokenize(texts, tok) == [reference_slow_ids(sp, t) for t in texts]
     assert [tok(t)["input_ids"] for t in texts[:100]] == [reference_slow_ids(sp, t) for t in texts[:100]]
 
@@ -598,15 +599,15 @@ def test_llama_spacing_leaves_other_tokenizers_alone(llama_folder_model, tok_dir
     assert po.load_tokenizer(tok_dir).backend_tokenizer.to_str() == load_tokenizer(tok_dir).backend_tokenizer.to_str()
     # No Hugging Face backend (the GGUF tokenizer, a slow tokenizer): returned as it is.
     gguf_like = SimpleNamespace(name_or_path="model.gguf")
-    assert po.reference_llama_spacing(gguf_like) is gguf_like
+    assert fast_tokenize.reference_llama_spacing(gguf_like) is gguf_like
     # A Llama tokenizer told not to put a "▁" in front (Metaspace "never"), or already in the legacy form.
     _, _, fast = llama_folder_model
     vocab = fast.backend_tokenizer.get_vocab()
     no_prefix = LlamaTokenizer(vocab=vocab, merges=[], add_prefix_space=False)
     before = no_prefix.backend_tokenizer.to_str()
-    assert po.reference_llama_spacing(no_prefix).backend_tokenizer.to_str() == before
+    assert fast_tokenize.reference_llama_spacing(no_prefix).backend_tokenizer.to_str() == before
     before = fast.backend_tokenizer.to_str()
-    assert po.reference_llama_spacing(fast).backend_tokenizer.to_str() == before
+    assert fast_tokenize.reference_llama_spacing(fast).backend_tokenizer.to_str() == before
 
 
 def test_cli_with_a_llama_folder_writes_the_reference_ids(llama_folder_model, tmp_path, capsys):
