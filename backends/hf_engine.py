@@ -408,6 +408,20 @@ class SlotEngine:
             logits = logits.masked_fill(block[:, None] & self.eos_mask[None, :], float("-inf"))
         return logits.argmax(-1)
 
+    def prefill_forward(self, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The decoder over right-padded prompts `ids` (n, width), writing their keys/values into
+        cache rows `rows`; each prompt attends causally within itself. Returns the hidden states."""
+        n, width = ids.shape
+        pos = torch.arange(width, device=ids.device).expand(n, width)
+        causal = torch.ones((width, width), dtype=torch.bool, device=ids.device).tril()
+        self.cache.rows, self.cache.pos, self.cache.kv_len = rows, pos, 0
+        _prefill.causal = True
+        try:
+            return self.decoder(input_ids=ids, position_ids=pos, attention_mask=causal.expand(n, 1, width, width),
+                                past_key_values=self.cache, use_cache=True).last_hidden_state
+        finally:
+            _prefill.causal = False
+
     def _prefill(self, group: list[Request]):
         t0 = time.perf_counter()
         n, width = len(group), max(len(r.prompt) for r in group)
@@ -418,15 +432,7 @@ class SlotEngine:
         dev = self.device
         ids, lens = ids.to(dev), lens.to(dev)
         rows = torch.tensor([r.slot for r in group], device=dev)
-        pos = torch.arange(width, device=dev).expand(n, width)
-        causal = torch.ones((width, width), dtype=torch.bool, device=dev).tril()
-        self.cache.rows, self.cache.pos, self.cache.kv_len = rows, pos, 0
-        _prefill.causal = True
-        try:
-            hidden = self.decoder(input_ids=ids, position_ids=pos, attention_mask=causal.expand(n, 1, width, width),
-                                  past_key_values=self.cache, use_cache=True).last_hidden_state
-        finally:
-            _prefill.causal = False
+        hidden = self.prefill_forward(ids, rows)
         last = hidden[torch.arange(n, device=hidden.device), (lens - 1).to(hidden.device)]
         logits = self.model.lm_head(last).float()
         first = self._logits_to_token(logits, torch.zeros(n, dtype=torch.long))

@@ -96,6 +96,21 @@ class InMemoryHF(HFBackend):
         return self.model_in_memory
 
 
+def load_backend(args, slots: int, **options) -> InMemoryHF:
+    """The hf backend over the in-memory model with `slots` slots, forced output length, loaded;
+    `options` override the engine options given by the command line."""
+    opts = {"batch_size": slots, "max_seq_len": args.input_len + args.output_len, "kv_bucket": args.kv_bucket,
+            "device_map": "auto" if args.shape_70b else ""}
+    opts.update(options)
+    n_out = args.output_len
+    b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
+                   device=args.device, params=GenerationParams(max_new_tokens=n_out, min_new_tokens=n_out,
+                                                                ignore_eos=True),
+                   options={k: str(v) for k, v in opts.items()})
+    b.load()
+    return b
+
+
 def sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -325,20 +340,14 @@ def main():
         gc.collect()
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
-    params = GenerationParams(max_new_tokens=n_out, min_new_tokens=n_out, ignore_eos=True)
     best = None
     variants = [(int(s), "auto", c, int(p)) for s in args.slots.split(",") if s for c in args.compile.split(",")
                 if c for p in args.prefill_tokens.split(",") if p]
     variants += [(variants[-1][0], k, variants[-1][2], variants[-1][3]) for k in args.decode_sdpa.split(",")
                  if k and variants]
     for slots, sdpa, comp, pf in variants:
-        b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
-                       device=args.device, params=params,
-                       options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out),
-                                "device_map": "auto" if args.shape_70b else "", "decode_sdpa": sdpa,
-                                "kv_bucket": str(args.kv_bucket), "compile": comp, "prefill_tokens": str(pf)})
+        b = load_backend(args, slots, decode_sdpa=sdpa, compile=comp, prefill_tokens=pf)
         try:
-            b.load()
             todo = prompts[: max(args.n_prompts, slots)]
             t = time.perf_counter()
             b.generate(todo[:slots])  # warm-up: graph capture for every (slots, kv bucket)
@@ -378,11 +387,7 @@ def main():
 
     if args.loadgen_offline and best:
         slots, _, pf = best
-        b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
-                       device=args.device, params=params,
-                       options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out),
-                                "kv_bucket": str(args.kv_bucket), "prefill_tokens": str(pf)})
-        b.load()
+        b = load_backend(args, slots, prefill_tokens=pf)
         b.generate(prompts[:slots])  # warm-up
         # Two workers with batches of `slots`: while one waits for its batch the other's is queued,
         # so the engine's slots stay full.
@@ -395,11 +400,7 @@ def main():
 
     if args.server_qps:
         slots = args.server_slots
-        b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
-                       device=args.device, params=params,
-                       options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out),
-                                "stream_interval": str(args.stream_interval), "kv_bucket": str(args.kv_bucket)})
-        b.load()
+        b = load_backend(args, slots, stream_interval=args.stream_interval)
         warm_all_graphs(b, prompts)
         server = []
         for qps in [float(q) for q in args.server_qps.split(",")]:
@@ -447,11 +448,7 @@ def profile_engine(model, prompts, n_in, n_out, args):
     from torch.profiler import ProfilerActivity, profile
 
     slots = int(args.slots.split(",")[-1])
-    params = GenerationParams(max_new_tokens=n_out, min_new_tokens=n_out, ignore_eos=True)
-    b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
-                   device=args.device, params=params,
-                   options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out), "cuda_graphs": "false"})
-    b.load()
+    b = load_backend(args, slots, cuda_graphs="false")
     b.generate(prompts[:2])  # warm-up
     eng = b.engine
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
@@ -483,29 +480,16 @@ def overlap_probe(model, prompts, n_in, n_out, args) -> dict:
     the timing counts. Concurrent time near max(decode, prefill) would mean prefill can hide under
     decode; near their sum, that it cannot."""
     slots = int(args.slots.split(",")[-1])
-    params = GenerationParams(max_new_tokens=n_out, min_new_tokens=n_out, ignore_eos=True)
-    b = InMemoryHF(model_path="in-memory", dtype="float16", device=args.device, params=params,
-                   options={"batch_size": str(slots), "max_seq_len": str(n_in + n_out),
-                            "kv_bucket": str(n_in + n_out), "compile": "auto"})
-    b.load()
+    b = load_backend(args, slots, kv_bucket=n_in + n_out, compile="auto")
     b.generate(prompts[:slots])  # captures the (slots, full window) graph
     eng = b.engine
     graph = eng.graphs[(slots, n_in + n_out)]
     n = max(1, eng.prefill_tokens // n_in)
     ids = torch.tensor(prompts[:n], device=eng.device)
-    pos = torch.arange(n_in, device=eng.device).expand(n, n_in)
-    causal = torch.ones((n_in, n_in), dtype=torch.bool, device=eng.device).tril().expand(n, 1, n_in, n_in)
     rows = torch.arange(n, device=eng.device)
-    from backends import hf_engine
 
     def prefill():
-        eng.cache.rows, eng.cache.pos, eng.cache.kv_len = rows, pos, 0
-        hf_engine._prefill.causal = True
-        try:
-            eng.decoder(input_ids=ids, position_ids=pos, attention_mask=causal, past_key_values=eng.cache,
-                        use_cache=True)
-        finally:
-            hf_engine._prefill.causal = False
+        eng.prefill_forward(ids, rows)
 
     def timed(fn, reps=3):
         fn()
