@@ -78,6 +78,34 @@ def assert_test06(log_dir: Path, scenario: str) -> None:
     assert compliance.passed(result), result["failures"][:5]
 
 
+def start_loadgen_test(issue, flush, qsl, out_dir: Path, scenario: str, accuracy: bool = False,
+                       target_qps: float = 100, **settings) -> None:
+    """One test on real LoadGen in this process, with llama2-70b's token-latency limits; logs go to
+    out_dir. `settings` sets further TestSettings fields (e.g. min_duration_ms)."""
+    import mlperf_loadgen as lg
+
+    s = lg.TestSettings()
+    s.scenario = getattr(lg.TestScenario, scenario)
+    s.mode = lg.TestMode.AccuracyOnly if accuracy else lg.TestMode.PerformanceOnly
+    s.server_target_qps = target_qps
+    s.offline_expected_qps = target_qps
+    s.use_token_latencies = True
+    s.ttft_latency = int(2e9)
+    s.tpot_latency = int(2e8)
+    for name, value in settings.items():
+        setattr(s, name, value)
+    out = lg.LogOutputSettings()
+    out.outdir = str(out_dir)
+    log_settings = lg.LogSettings()
+    log_settings.log_output = out
+    log_settings.enable_trace = False
+    sut = lg.ConstructSUT(issue, flush)
+    try:
+        lg.StartTestWithLogSettings(sut, qsl, s, log_settings)
+    finally:
+        lg.DestroySUT(sut)
+
+
 def decode_ids(entry: dict) -> list[int]:
     """The int32 token ids of an accuracy-log entry's `data`."""
     return _decode(entry["data"]).tolist()

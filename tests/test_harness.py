@@ -7,8 +7,8 @@ import pickle
 
 import pytest
 
-from helpers import (accuracy_entries, assert_test06, decode_ids, results, run_main, summary, run_test06,
-                     tiny_conf, tiny_dataset)
+from helpers import (accuracy_entries, assert_test06, decode_ids, results, run_main, run_test06,
+                     start_loadgen_test, summary, tiny_conf, tiny_dataset)
 
 
 @pytest.fixture
@@ -210,24 +210,12 @@ def _server_accuracy_run(out_dir, backend, n=64, target_qps=4000):
             pass
 
     sut = SUTServer(backend, Data())
-    s = lg.TestSettings()
-    s.scenario = lg.TestScenario.Server
-    s.mode = lg.TestMode.AccuracyOnly
-    s.server_target_qps = target_qps
-    s.use_token_latencies = True
-    s.ttft_latency = int(2e9)
-    s.tpot_latency = int(2e8)
-    log_out = lg.LogOutputSettings()
-    log_out.outdir = str(out_dir)
-    log_settings = lg.LogSettings()
-    log_settings.log_output = log_out
-    lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
     sut.start()
     try:
-        lg.StartTestWithLogSettings(lg_sut, sut.qsl, s, log_settings)
+        start_loadgen_test(sut.issue_queries, sut.flush_queries, sut.qsl, out_dir, "Server", accuracy=True,
+                           target_qps=target_qps)
     finally:
         sut.stop()
-        lg.DestroySUT(lg_sut)
         lg.DestroyQSL(sut.qsl)
     return sut.core, accuracy_entries(out_dir)
 

@@ -21,6 +21,7 @@ from harness.records import RequestRecord
 from harness.results import (distribution_ms, goodput_stats, load_requests, load_results, parse_goodput,
                              print_run_summary, request_stats, write_run_results)
 from harness.sysmetrics import SystemMonitor
+from helpers import start_loadgen_test
 
 N_TOKENS = 16
 
@@ -47,27 +48,11 @@ def run_loadgen(scenario: str, out_dir: Path, target_qps: float = 100, min_durat
             rec.chunk_times, rec.chunk_sizes = [rec.t_first, rec.t_done], [1, N_TOKENS - 1]
             records.append(rec)
 
-    s = lg.TestSettings()
-    s.scenario = getattr(lg.TestScenario, scenario)
-    s.mode = lg.TestMode.AccuracyOnly if accuracy else lg.TestMode.PerformanceOnly
-    s.server_target_qps = target_qps
-    s.offline_expected_qps = target_qps
-    s.min_duration_ms = min_duration_ms
-    s.min_query_count = min_query_count
-    s.use_token_latencies = True
-    s.ttft_latency = int(2e9)
-    s.tpot_latency = int(2e8)
-    out = lg.LogOutputSettings()
-    out.outdir = str(out_dir)
-    ls = lg.LogSettings()
-    ls.log_output = out
-    ls.enable_trace = False
-    sut = lg.ConstructSUT(issue, lambda: None)
     qsl = lg.ConstructQSL(64, 64, lambda x: None, lambda x: None)
     try:
-        lg.StartTestWithLogSettings(sut, qsl, s, ls)
+        start_loadgen_test(issue, lambda: None, qsl, out_dir, scenario, accuracy, target_qps,
+                           min_duration_ms=min_duration_ms, min_query_count=min_query_count)
     finally:
-        lg.DestroySUT(sut)
         lg.DestroyQSL(qsl)
     return records
 
