@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import logging
 import os
 import re
@@ -339,8 +340,6 @@ def _bytes_at(data: np.ndarray, at: np.ndarray, pattern: bytes) -> np.ndarray:
 
 def _state(component):
     """The JSON settings of a tokenizers component (normalizer, post-processor), None for none."""
-    import json
-
     return None if component is None else json.loads(component.__getstate__())
 
 
