@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import time
 
 import pytest
 
@@ -193,8 +194,9 @@ def test_dataset_pickle_of_wrong_type(tmp_path):
 
 
 # ---- queries a Server worker serves together (in-process LoadGen) ------------------------------
-def _server_accuracy_run(out_dir, backend, n=64, target_qps=4000):
-    """Server accuracy run of our SUT on real LoadGen in this process; the core and the log entries."""
+def _server_accuracy_run(out_dir, backend, n=64, target_qps=4000, wrap_issue=None, **settings):
+    """Server accuracy run of our SUT on real LoadGen in this process; the core and the log entries.
+    `wrap_issue(issue_queries)` may wrap the SUT's callback; `settings` go to LoadGen."""
     import mlperf_loadgen as lg
 
     from SUT_server import SUTServer
@@ -212,8 +214,9 @@ def _server_accuracy_run(out_dir, backend, n=64, target_qps=4000):
     sut = SUTServer(backend, Data())
     sut.start()
     try:
-        start_loadgen_test(sut.issue_queries, sut.flush_queries, sut.qsl, out_dir, "Server", accuracy=True,
-                           target_qps=target_qps)
+        issue = wrap_issue(sut.issue_queries) if wrap_issue else sut.issue_queries
+        start_loadgen_test(issue, sut.flush_queries, sut.qsl, out_dir, "Server", accuracy=True,
+                           target_qps=target_qps, **settings)
     finally:
         sut.stop()
         lg.DestroyQSL(sut.qsl)
@@ -253,3 +256,31 @@ def test_server_worker_serves_queued_queries_together_only_as_the_backend_allows
     for r in core.records:
         assert r.t_issued <= r.t_first <= r.t_done and len(r.chunk_times) == len(r.chunk_sizes) >= 1
         assert sum(r.chunk_sizes) == r.n_output
+
+
+def test_server_takes_queries_loadgen_coalesced(tmp_path):
+    """With server_coalesce_queries (user.conf: *.Server.coalesce_queries = 1) LoadGen issues
+    every query already due in one call when its issuing thread is late; each is still answered
+    once, first token included."""
+    import compliance
+    from backends.base import GenerationParams
+    from backends.null import NullBackend
+
+    sizes = []
+
+    def late(issue):  # the first calls take 20 ms, so the queries behind them fall due together
+        def wrapped(query_samples):
+            sizes.append(len(query_samples))
+            if len(sizes) <= 3:
+                time.sleep(0.02)
+            issue(query_samples)
+        return wrapped
+
+    backend = NullBackend(params=GenerationParams(max_new_tokens=8), options={"tokens": "4"})
+    backend.load()
+    core, entries = _server_accuracy_run(tmp_path, backend, wrap_issue=late, server_coalesce_queries=True)
+    assert max(sizes) > 1 and sum(sizes) == 64
+    assert sorted(e["qsl_idx"] for e in entries) == list(range(64))
+    assert all(decode_ids(e) == [7] * 4 and e["token_count"] == 4 for e in entries)
+    assert compliance.passed(compliance.check(entries, "Server", {1}))
+    assert len(core.records) == 64 and not core.failed
