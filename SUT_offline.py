@@ -17,12 +17,13 @@ class SUT:
     streaming = False
 
     def __init__(self, backend: Backend, dataset: Dataset, batch_size: int = 1, workers: int = 1,
-                 query_timeout_s: float = 0.0, progress=None):
+                 query_timeout_s: float = 0.0, progress=None, pin_cpu: int | None = None):
         self.data_object = dataset
         self.qsl = lg.ConstructQSL(dataset.total_sample_count, dataset.perf_count,
                                    dataset.LoadSamplesToRam, dataset.UnloadSamplesFromRam)
         self.core = SUTCore(backend, dataset.input_ids, streaming=self.streaming, num_workers=workers,
-                            batch_size=batch_size, query_timeout_s=query_timeout_s, progress=progress)
+                            batch_size=batch_size, query_timeout_s=query_timeout_s, progress=progress,
+                            pin_cpu=pin_cpu)
 
     def start(self) -> None:
         self.core.start()

@@ -60,6 +60,9 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ignore-eos", action="store_true", help="force max-new-tokens outputs (synthetic perf runs)")
     p.add_argument("--query-timeout", type=float, default=0.0,
                    help="complete a query as failed after this many seconds (0: no limit)")
+    p.add_argument("--pin-cpu", type=int, default=None, metavar="N",
+                   help="run LoadGen's issuing thread and the SUT workers on CPU N (null and openai "
+                        "backends; for tens of thousands of queries per second, see docs/performance.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-sysmetrics", action="store_true", help="do not sample CPU/RAM/GPU during the run")
     p.add_argument("--goodput", nargs="+", default=None, metavar="METRIC:MS",
@@ -162,6 +165,7 @@ def run(args) -> int:
     from backends import get_backend_class
     from backends.base import GenerationParams
     from dataset import Dataset
+    from harness.core import check_pin_cpu
     from harness.demo import DEMO_MAX_NEW_TOKENS, default_dataset_path
     from harness.results import load_results, parse_goodput, print_run_summary, write_run_results
     from harness.sysmetrics import SystemMonitor
@@ -170,6 +174,8 @@ def run(args) -> int:
 
     # Validate everything cheap before loading a model.
     backend_cls = get_backend_class(args.backend)
+    if args.pin_cpu is not None:
+        check_pin_cpu(backend_cls, args.pin_cpu)
     demo = args.model_path is None and args.dataset_path is None
     if args.max_new_tokens is None:
         args.max_new_tokens = DEMO_MAX_NEW_TOKENS if demo else 1024
@@ -203,7 +209,7 @@ def run(args) -> int:
 
     sut_cls = SUTServer if args.scenario == "Server" else SUT
     sut = sut_cls(backend, dataset, batch_size=batch_size, workers=workers,
-                  query_timeout_s=args.query_timeout, progress=progress)
+                  query_timeout_s=args.query_timeout, progress=progress, pin_cpu=args.pin_cpu)
 
     log_output = lg.LogOutputSettings()
     log_output.outdir = out_tmp

@@ -85,6 +85,10 @@ class Backend(abc.ABC):
     # backend whose stream() hardly ever waits: a stream that waits, or hangs, holds up the
     # others in its worker.
     streams_per_worker: ClassVar[int] = 1
+    # Whether the SUT's threads may be pinned to one CPU (main.py --pin-cpu): only for a backend
+    # whose work runs in another process or in threads it started before the run, since threads
+    # started from a pinned worker (llama.cpp's, a generation thread) would be confined with it.
+    pinnable: ClassVar[bool] = False
 
     def __init__(self, model_path: str | None = None, dtype: str = "float32", device: str = "cpu",
                  params: GenerationParams = GenerationParams(), options: dict[str, str] | None = None):

@@ -16,6 +16,7 @@ class NullBackend(Backend):
     name = "null"
     default_batch_size = 64
     streams_per_worker = 64    # its streams never wait (unless delay_ms or stall_on say so)
+    pinnable = True            # it starts no threads
     defaults = {
         "tokens": 32,        # ids returned per request (capped by max_new_tokens)
         "delay_ms": 0.0,     # wait before answering (per stream / per generate call)

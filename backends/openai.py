@@ -51,6 +51,7 @@ def _ids_in(choice: dict[str, Any]) -> list[int] | None:
 
 class OpenAIBackend(Backend):
     name = "openai"
+    pinnable = True        # its requests run on a loop thread started in load()
     defaults = {
         "api_server": [],              # base URLs, e.g. http://127.0.0.1:8000 (with or without /v1)
         "api_model_name": "",          # model id the servers serve; empty: the one they all serve

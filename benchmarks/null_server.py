@@ -5,7 +5,9 @@ verdict. Goal: ours sustains >= 50% of the bare QPS with TTFT p99 < 5 ms. --bare
 of the bare SUT alone, to find its maximum without waiting for ours to drain a saturated run.
 --coalesce turns on LoadGen's server_coalesce_queries (user.conf: *.Server.coalesce_queries = 1)
 for both SUTs: when LoadGen's issuing thread is late it issues every query already due in one
-call, each still timed from its own scheduled time.
+call, each still timed from its own scheduled time. --pin-cpu N runs our SUT with pin_cpu=N
+(LoadGen's issuing thread and our worker on CPU N, main.py --pin-cpu); the bare SUT, whose one
+thread hands the GIL to no other, is left unpinned.
 Offline: 24,576 samples through our Offline SUT; prints the wall time.
 
     python benchmarks/null_server.py --qps 5000 10000 20000 --bare-qps 80000 160000 --duration-ms 10000
@@ -103,11 +105,11 @@ def bare_issue():
     return issue
 
 
-def ours(scenario, n_samples, workers, batch_size=64):
+def ours(scenario, n_samples, workers, batch_size=64, pin_cpu=None):
     backend = NullBackend(params=GenerationParams(max_new_tokens=N_TOKENS), options={"tokens": str(N_TOKENS)})
     backend.load()
     cls = SUTServer if scenario == "Server" else SUT
-    sut = cls(backend, TinyDataset(n_samples), batch_size=batch_size, workers=workers)
+    sut = cls(backend, TinyDataset(n_samples), batch_size=batch_size, workers=workers, pin_cpu=pin_cpu)
     return sut
 
 
@@ -117,7 +119,7 @@ def run_server(qps, with_ours, args):
     if not with_ours:
         text, _ = run_loadgen(bare_issue(), lambda: None, args.samples, settings)
     else:
-        sut = ours("Server", args.samples, args.workers)
+        sut = ours("Server", args.samples, args.workers, pin_cpu=args.pin_cpu)
         sut.start()
         text, _ = run_loadgen(sut.issue_queries, sut.flush_queries, args.samples, settings, sut.qsl)
         sut.stop()
@@ -145,18 +147,21 @@ def main():
     ap.add_argument("--bound-ms", type=float, default=5.0, help="TTFT p99 bound for the summary")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--samples", type=int, default=1024)
+    ap.add_argument("--pin-cpu", type=int, default=None, help="our SUT's pin_cpu (the bare SUT is not pinned)")
     ap.add_argument("--coalesce", action="store_true", help="LoadGen's server_coalesce_queries, for both SUTs")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()}")
     print(f"\nServer scenario, null backend, {N_TOKENS} tokens per response, {args.duration_ms} ms per run, "
-          f"server_coalesce_queries {'on' if args.coalesce else 'off'}, {args.repeats} run(s) each")
+          f"server_coalesce_queries {'on' if args.coalesce else 'off'}, our SUT pinned to CPU "
+          f"{args.pin_cpu if args.pin_cpu is not None else '(none)'}, {args.repeats} run(s) each")
     print("| repeat | target QPS | SUT | completed QPS | TTFT p99 (ms) | result |")
     print("|---|---|---|---|---|---|")
     plan = [(q, True) for q in args.qps] + [(q, False) for q in args.bare_qps]
-    p99s = {"bare LoadGen": {}, f"ours ({args.workers} worker)": {}}
+    our_name = f"ours ({args.workers} worker{', pinned' if args.pin_cpu is not None else ''})"
+    p99s = {"bare LoadGen": {}, our_name: {}}
     for rep in range(1, args.repeats + 1):
         for qps, with_ours in plan:
-            for name, is_ours in [("bare LoadGen", False)] + ([(f"ours ({args.workers} worker)", True)] if with_ours else []):
+            for name, is_ours in [("bare LoadGen", False)] + ([(our_name, True)] if with_ours else []):
                 done, p99, valid = run_server(qps, is_ours, args)
                 p99s[name].setdefault(qps, []).append(p99)
                 print(f"| {rep} | {qps:g} | {name} | {done:.0f} | {p99:.2f} | {'VALID' if valid else 'INVALID'} |",

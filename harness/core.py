@@ -21,12 +21,19 @@ a failed query is answered with the ids streamed before the failure, or else a o
 response (empty when the backend has no EOS); its error is recorded and the run is marked
 failed. With `query_timeout_s` a watchdog completes queries that run too long, so the run ends
 in bounded time.
+
+With `pin_cpu` LoadGen's issuing thread (from its first issue_queries call until stop()) and the
+workers run on that one CPU. At tens of thousands of queries per second they hand the GIL to each
+other for every query; on two CPUs each hand-over wakes a sleeping thread on the other CPU,
+which is slow enough for the releasing thread to take the GIL back first, and TTFT p99 grows
+(docs/performance.md). Only for backends whose work runs elsewhere (`Backend.pinnable`).
 """
 from __future__ import annotations
 
 import array
 import gc
 import logging
+import os
 import queue
 import threading
 import time
@@ -36,6 +43,7 @@ from typing import Callable, Iterator
 import mlperf_loadgen as lg
 
 from backends.base import Backend
+from harness.errors import HarnessError
 from harness.records import RequestRecord
 
 log = logging.getLogger(__name__)
@@ -68,9 +76,19 @@ def _report(complete: Callable, answers: list[tuple[_InFlight, list[int]]]) -> N
     complete(responses)
 
 
+def check_pin_cpu(backend_cls: type[Backend], cpu: int) -> None:
+    """Refuse a pin that would confine the backend's work, or a CPU this process may not use."""
+    if not backend_cls.pinnable:
+        raise HarnessError(f"backend '{backend_cls.name}' runs its work on the SUT's worker threads; "
+                           "pinning them to one CPU would confine it there")
+    if cpu not in os.sched_getaffinity(0):
+        raise HarnessError(f"CPU {cpu} is not available to this process "
+                           f"(available: {sorted(os.sched_getaffinity(0))})")
+
+
 class SUTCore:
     def __init__(self, backend: Backend, prompts: list[list[int]], streaming: bool, num_workers: int = 1,
-                 batch_size: int = 1, query_timeout_s: float = 0.0, progress=None):
+                 batch_size: int = 1, query_timeout_s: float = 0.0, progress=None, pin_cpu: int | None = None):
         self.backend = backend
         self.prompts = prompts
         self.streaming = streaming
@@ -79,6 +97,10 @@ class SUTCore:
         self.streams_per_worker = max(1, backend.streams_per_worker)
         self.query_timeout_s = query_timeout_s
         self.progress = progress          # optional tqdm-like object, .update(n)
+        if pin_cpu is not None:
+            check_pin_cpu(type(backend), pin_cpu)
+        self.pin_cpu = pin_cpu
+        self._unpin: tuple[int, set[int]] | None = None   # (issuing thread, its CPUs before the pin)
         self.records: list[RequestRecord] = []
         self.errors: list[str] = []
         self._queue: queue.SimpleQueue = queue.SimpleQueue()  # C-implemented: the hot path at 10k+ QPS
@@ -92,6 +114,9 @@ class SUTCore:
 
     # ---- LoadGen callbacks -------------------------------------------------------------
     def issue_queries(self, query_samples) -> None:
+        if self.pin_cpu is not None and self._unpin is None:  # LoadGen's issuing thread, first call
+            self._unpin = (threading.get_ident(), os.sched_getaffinity(0))
+            os.sched_setaffinity(0, {self.pin_cpu})          # 0: the calling thread only
         # No lock on LoadGen's issuing thread, so it never waits for a worker: a list append and
         # a dict insert are atomic under the GIL, and the watchdog reads a copy of the table.
         now = time.perf_counter()
@@ -124,7 +149,13 @@ class SUTCore:
         gc.collect()
         self._gc_was_enabled = gc.isenabled()
         gc.disable()
-        target = self._stream_worker if self.streaming else self._batch_worker
+        work = self._stream_worker if self.streaming else self._batch_worker
+
+        def target():
+            if self.pin_cpu is not None:
+                os.sched_setaffinity(0, {self.pin_cpu})
+            work()
+
         for i in range(self.num_workers):
             t = threading.Thread(target=target, name=f"sut-worker-{i}", daemon=True)
             t.start()
@@ -138,6 +169,8 @@ class SUTCore:
         """Stop the workers. LoadGen has returned, so every query is complete; a worker stuck in
         a hung backend call is a daemon thread and is left behind after join_timeout_s."""
         self._stopping.set()
+        if self._unpin is not None and self._unpin[0] == threading.get_ident():
+            os.sched_setaffinity(0, self._unpin[1])   # LoadGen issued from this thread (its own thread ends)
         if self._gc_was_enabled:
             gc.enable()
         for _ in range(self.num_workers):

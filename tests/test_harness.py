@@ -194,7 +194,7 @@ def test_dataset_pickle_of_wrong_type(tmp_path):
 
 
 # ---- queries a Server worker serves together (in-process LoadGen) ------------------------------
-def _server_accuracy_run(out_dir, backend, n=64, target_qps=4000, wrap_issue=None, **settings):
+def _server_accuracy_run(out_dir, backend, n=64, target_qps=4000, wrap_issue=None, pin_cpu=None, **settings):
     """Server accuracy run of our SUT on real LoadGen in this process; the core and the log entries.
     `wrap_issue(issue_queries)` may wrap the SUT's callback; `settings` go to LoadGen."""
     import mlperf_loadgen as lg
@@ -211,7 +211,7 @@ def _server_accuracy_run(out_dir, backend, n=64, target_qps=4000, wrap_issue=Non
         def UnloadSamplesFromRam(self, s):  # noqa: N802
             pass
 
-    sut = SUTServer(backend, Data())
+    sut = SUTServer(backend, Data(), pin_cpu=pin_cpu)
     sut.start()
     try:
         issue = wrap_issue(sut.issue_queries) if wrap_issue else sut.issue_queries
@@ -284,3 +284,55 @@ def test_server_takes_queries_loadgen_coalesced(tmp_path):
     assert all(decode_ids(e) == [7] * 4 and e["token_count"] == 4 for e in entries)
     assert compliance.passed(compliance.check(entries, "Server", {1}))
     assert len(core.records) == 64 and not core.failed
+
+
+def test_pinned_sut_runs_issuing_thread_and_worker_on_one_cpu_and_unpins(tmp_path):
+    from backends.base import GenerationParams
+    from backends.null import NullBackend
+
+    cpu = max(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    seen = {"issuer": set(), "worker": set()}
+
+    class Watching(NullBackend):
+        def stream(self, prompt):
+            seen["worker"].add(frozenset(os.sched_getaffinity(0)))
+            yield from super().stream(prompt)
+
+    def watch(issue):
+        def wrapped(query_samples):
+            issue(query_samples)
+            seen["issuer"].add(frozenset(os.sched_getaffinity(0)))
+        return wrapped
+
+    backend = Watching(params=GenerationParams(max_new_tokens=8), options={"tokens": "4"})
+    backend.load()
+    core, entries = _server_accuracy_run(tmp_path, backend, wrap_issue=watch, pin_cpu=cpu)
+    assert seen == {"issuer": {frozenset({cpu})}, "worker": {frozenset({cpu})}}
+    assert os.sched_getaffinity(0) == before          # the issuing thread is unpinned by stop()
+    assert sorted(e["qsl_idx"] for e in entries) == list(range(64)) and not core.failed
+
+
+def test_pin_is_refused_for_a_backend_working_on_the_worker_thread_or_a_cpu_not_ours(tmp_path, data):
+    from backends.null import NullBackend
+    from harness.core import SUTCore
+    from harness.errors import HarnessError
+
+    class OnWorker(NullBackend):
+        pinnable = False
+
+    with pytest.raises(HarnessError, match="pinning them to one CPU would confine it"):
+        SUTCore(OnWorker(), [[1]], streaming=True, pin_cpu=min(os.sched_getaffinity(0)))
+    _one_error_line(_null(tmp_path, data, "--scenario", "Server", "--pin-cpu", "4096"),
+                    "CPU 4096 is not available to this process")
+    p = run_main("--backend", "llamacpp", "--pin-cpu", "0", "--scenario", "Server",
+                 "--output-log-dir", str(tmp_path / "llamacpp"))
+    _one_error_line(p, "backend 'llamacpp' runs its work on the SUT's worker threads")
+    assert not (tmp_path / "llamacpp").exists()
+
+
+def test_main_pin_cpu_server_run(tmp_path, data):
+    p = _null(tmp_path, data, "--scenario", "Server", "--accuracy", "--pin-cpu", str(min(os.sched_getaffinity(0))))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert_test06(tmp_path / "out", "Server")
+    assert results(tmp_path / "out")["requests"]["completed"] == 32
