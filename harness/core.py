@@ -78,6 +78,8 @@ def _report(complete: Callable, answers: list[tuple[_InFlight, list[int]]]) -> N
 
 def check_pin_cpu(backend_cls: type[Backend], cpu: int) -> None:
     """Refuse a pin that would confine the backend's work, or a CPU this process may not use."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise HarnessError("pinning threads to a CPU needs Linux (os.sched_setaffinity)")
     if not backend_cls.pinnable:
         raise HarnessError(f"backend '{backend_cls.name}' runs its work on the SUT's worker threads; "
                            "pinning them to one CPU would confine it there")
