@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import os
+
 import threading
 import time
 
@@ -329,15 +331,16 @@ def test_killed_server_fails_over_then_all_dead_fails_fast(text_prompts, expecte
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", ["Offline", "Server"])
-def test_main_against_llama_server_passes_test06(tmp_path, llama_url, text_prompts, scenario):
+@pytest.mark.parametrize("scenario,pin", [("Offline", False), ("Server", False), ("Server", True)])
+def test_main_against_llama_server_passes_test06(tmp_path, llama_url, text_prompts, scenario, pin):
     from tests.helpers import assert_test06, decode_ids, accuracy_entries, run_main, tiny_conf, tiny_dataset
     data = tiny_dataset(tmp_path / "data.pkl", prompts=text_prompts)
     conf = tiny_conf(tmp_path / "user.conf", n=len(text_prompts), qps=2.0)
     out = tmp_path / "logs"
     p = run_main("--backend", "openai", "--api-server", llama_url, "--scenario", scenario, "--accuracy",
                  "--dataset-path", str(data), "--user-conf", str(conf), "--output-log-dir", str(out),
-                 "--max-new-tokens", "8", "--total-sample-count", str(len(text_prompts)), timeout=170)
+                 "--max-new-tokens", "8", "--total-sample-count", str(len(text_prompts)),
+                 *(["--pin-cpu", str(min(os.sched_getaffinity(0)))] if pin else []), timeout=170)
     assert p.returncode == 0, p.stderr[-2000:]
     assert_test06(out, scenario)
     entries = accuracy_entries(out)
