@@ -19,8 +19,8 @@ import json
 import os
 import sys
 
-from harness.accuracy_log import DTYPES, decode_ids, read_entries
-from harness.errors import HarnessError, exit_on_error
+from accuracy.mlperf_log import DTYPES, decode_ids, read_entries
+from common.errors import HarnessError, exit_on_error
 
 LLAMA2_EOS = 2
 

@@ -1,6 +1,6 @@
 """Query Sample Library over the processed OpenOrca pickle (as the MLPerf llama2-70b reference).
 
-The pickle is the DataFrame written by processorca.py (or by `python -m harness.synthetic`):
+The pickle is the DataFrame written by processorca.py (or by `python -m inputs.synthetic`):
 columns id, system_prompt, question, output, input, tok_input, tok_output, origin,
 tok_input_length, tok_output_length. Only `tok_input` is needed to run; `output`/`tok_output`
 are the references used by evaluation.py. Prompts are kept as plain lists of token ids: every
@@ -12,7 +12,7 @@ import logging
 import os
 import pickle
 
-from harness.errors import HarnessError
+from common.errors import HarnessError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def read_processed_pickle(path: str):
     import pandas as pd
 
     if not path or not os.path.isfile(path):
-        raise HarnessError(f"dataset not found: {path} (build it with processorca.py or python -m harness.synthetic)")
+        raise HarnessError(f"dataset not found: {path} (build it with processorca.py or python -m inputs.synthetic)")
     try:
         df = pd.read_pickle(path)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, OSError) as e:

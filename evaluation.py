@@ -2,7 +2,7 @@
 
 Same flags, numbers and printed dict as the MLPerf llama2-70b reference evaluate-accuracy.py, but
 fully offline (rouge_score and an installed Punkt model instead of downloads at run time), several
-times faster (harness/rouge.py), and with a pass/fail verdict against accuracy_targets.yaml:
+times faster (accuracy/rouge.py), and with a pass/fail verdict against accuracy_targets.yaml:
 
     python evaluation.py --mlperf-accuracy-file build/logs/mlperf_log_accuracy.json \
         --dataset-file open_orca.pkl [--checkpoint-path MODEL] [--model-name llama2-70b]
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.accuracy_log import DTYPES, decode_ids, read_entries
-from harness.accuracy_targets import LEVELS, TARGETS_FILE, get_targets, load_targets, record_targets
-from harness.errors import HarnessError, exit_on_error
-from harness.files import temp_file_beside
-from harness.models import DEFAULT_MODEL_NAME
-from harness.rouge import ROUGE_TYPES, RougeScores, score_pairs
-from harness.parallel import chunked_map
-from harness.sentences import newline_sentences_chunk, splitter_name
+from accuracy.mlperf_log import DTYPES, decode_ids, read_entries
+from accuracy.rouge import ROUGE_TYPES, RougeScores, score_pairs
+from accuracy.sentences import newline_sentences_chunk, splitter_name
+from accuracy.targets import LEVELS, TARGETS_FILE, get_targets, load_targets, record_targets
+from common.errors import HarnessError, exit_on_error
+from common.files import temp_file_beside
+from common.parallel import chunked_map
+from inputs.models import DEFAULT_MODEL_NAME
 
 log = logging.getLogger("evaluation")
 
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
 
     responses = load_accuracy_log(args.mlperf_accuracy_file, args.dtype)
     refs_raw = load_references(args.dataset_file, responses)
-    from harness.tokenizer import load_tokenizer
+    from inputs.tokenizer import load_tokenizer
     preds_raw = decode(load_tokenizer(args.checkpoint_path), responses, args.dtype)
     gen_tok_len = sum(len(r.token_ids) for r in responses)
 

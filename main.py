@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from harness.errors import HarnessError, exit_on_error
+from common.errors import HarnessError, exit_on_error
 
 log = logging.getLogger("main")
 
@@ -166,9 +166,9 @@ def run(args) -> int:
     from backends.base import GenerationParams
     from dataset import Dataset
     from harness.core import check_pin_cpu
-    from harness.demo import DEMO_MAX_NEW_TOKENS, default_dataset_path
     from harness.results import load_results, parse_goodput, print_run_summary, write_run_results
     from harness.sysmetrics import SystemMonitor
+    from inputs.demo import DEMO_MAX_NEW_TOKENS, default_dataset_path
     from SUT_offline import SUT
     from SUT_server import SUTServer
 

@@ -10,7 +10,7 @@ Semantics, in the reference's order:
 1. `input` is the Llama-2 chat prompt built from system_prompt and question; `output` is the
    parquet's `response`. Both are tokenized with the tokenizer's defaults (special tokens added,
    so a Llama-2 input starts with two BOS ids: the literal "<s>" plus the added one, then "▁[",
-   518: a Llama tokenizer keeps the reference's legacy spacing, see harness/fast_tokenize.py), and a
+   518: a Llama tokenizer keeps the reference's legacy spacing, see inputs/fast_tokenize.py), and a
    Llama-2 input gets token 29871 appended (see --response_init_token).
 2. Keep rows whose input and output are ASCII apart from ’ – “ ” —, whose token lengths are
    both strictly below --seqlen_limit, whose output has at least 3 tokens, and, for origins
@@ -21,7 +21,7 @@ Semantics, in the reference's order:
 Differences from the reference, all for robustness or speed, none changing the rows:
 - the string filters run before tokenizing, and tokenizing is batched: a Llama-2-style tokenizer
   encodes each distinct word once (same ids), others use multi-threaded Rust
-  (harness/fast_tokenize.py);
+  (inputs/fast_tokenize.py);
 - a full pickle left in the export folder is never silently reused: every run rebuilds;
 - bad input gives one error line and no half-written files (outputs go to a temporary folder
   first and are moved into place only when all of them are written).
@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.errors import HarnessError, exit_on_error
-from harness.fast_tokenize import load_tokenizer, tokenize
+from common.errors import HarnessError, exit_on_error
+from inputs.fast_tokenize import load_tokenizer, tokenize
 
 log = logging.getLogger("processorca")
 

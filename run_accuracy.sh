@@ -45,9 +45,9 @@ model_args=()
 run_args=(--scenario Offline --accuracy --backend "$BACKEND" --dtype "$DTYPE" --device "$DEVICE"
           --total-sample-count "$SAMPLES" --output-log-dir "$OUTPUT_DIR")
 if [ -z "${DATASET_PATH:-}" ]; then
-    # main.py finds the same demo pickle itself (and applies the demo's settings, see harness/demo.py).
+    # main.py finds the same demo pickle itself (and applies the demo's settings, see inputs/demo.py).
     echo "== 2/4 demo data set (processorca.py on assets/openorca_demo)"
-    DATASET_PATH=$($PY -m harness.demo "${model_args[@]}")
+    DATASET_PATH=$($PY -m inputs.demo "${model_args[@]}")
 else
     echo "== 2/4 data set: $DATASET_PATH"
     run_args+=(--dataset-path "$DATASET_PATH")

@@ -2,13 +2,16 @@
 
 A missing optional dependency (llama_cpp, torch, httpx) therefore breaks only the backend
 that needs it, with a message naming the extra to install.
+
+May import: common, inputs, quantization (never harness: the SUT core calls backends, not the
+other way round).
 """
 from __future__ import annotations
 
 import importlib
 
 from backends.base import Backend, GenerationParams, trim_at_eos  # noqa: F401
-from harness.errors import HarnessError
+from common.errors import HarnessError
 
 REGISTRY: dict[str, tuple[str, str]] = {
     # name: ("module:Class", pip extra that provides its dependencies)

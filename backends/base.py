@@ -15,7 +15,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
-from harness.errors import HarnessError
+from common.errors import HarnessError
 
 
 @dataclass(frozen=True)

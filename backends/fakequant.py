@@ -1,8 +1,8 @@
 """Fake-quantized Hugging Face backend (`--backend fakequant --quant-config cfg.yaml`).
 
 The hf backend with one extra step: after the weights are loaded in the target dtype on the
-target device, the YAML config (harness/quant_config.py, docs/quantization.md) is applied by
-harness.quant: weights are quantize-dequantized in place, nn.Linear inputs are quantized by
+target device, the YAML config (quantization/config.py, docs/quantization.md) is applied by
+quantization.fake: weights are quantize-dequantized in place, nn.Linear inputs are quantized by
 forward pre-hooks, and static activation ranges are calibrated on the calibration prompts.
 Generation, streaming and scoring are the hf backend's, unchanged.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from backends.hf import HFBackend
-from harness.errors import HarnessError
-from harness.quant_config import QuantConfig, load_config
+from common.errors import HarnessError
+from quantization.config import QuantConfig, load_config
 
 
 class FakeQuantBackend(HFBackend):
@@ -41,7 +41,7 @@ class FakeQuantBackend(HFBackend):
         self.quant_report = None
 
     def prepare_model(self, model):
-        from harness.quant import load_calibration_prompts, quantize_model
+        from quantization.fake import load_calibration_prompts, quantize_model
 
         cfg = self.quant_config
         prompts = None

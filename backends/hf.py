@@ -1,7 +1,7 @@
 """Hugging Face transformers backend (`--backend hf`): FP32/FP16/BF16 on CPU or CUDA.
 
 Two generation engines share the loaded model:
-- "slots" (backends/hf_engine.py): a continuous-batching loop over a static KV cache with a
+- "slots" (backends/hf_engine/): a continuous-batching loop over a static KV cache with a
   fixed number of slots, CUDA graphs for the decode step on a GPU. Used for Llama-family models.
 - "generate": plain `model.generate` on left-padded batches; any causal LM (e.g. Gemma 3).
 `engine=auto` picks "slots" where the model supports it.
@@ -20,8 +20,8 @@ import threading
 from typing import Any, Iterator
 
 from backends.base import Backend
-from harness.errors import HarnessError
-from harness.models import cache_dir, file_fingerprint, resolve_model_path
+from common.errors import HarnessError
+from inputs.models import cache_dir, file_fingerprint, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class HFBackend(Backend):
 
     @staticmethod
     def _end_of_generation_ids(gguf_path: str) -> set[int]:
-        from harness.tokenizer import load_tokenizer
+        from inputs.tokenizer import load_tokenizer
 
         try:
             tok = load_tokenizer(gguf_path)

@@ -30,8 +30,8 @@ import llama_cpp
 import numpy as np
 
 from backends.base import Backend
-from harness.errors import HarnessError
-from harness.models import resolve_model_path
+from common.errors import HarnessError
+from inputs.models import resolve_model_path
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,9 @@ from typing import Any, Iterator
 from tqdm import tqdm
 
 from backends.base import Backend
-from backends.openai_client import (Endpoint, EndpointPool, LoopThread, Reply, RequestError,
-                                    _snippet, normalize_url)
-from harness.errors import HarnessError
-from harness.tokenizer import load_tokenizer
+from backends.openai_client import Endpoint, EndpointPool, LoopThread, Reply, RequestError, _snippet, normalize_url
+from common.errors import HarnessError
+from inputs.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""ROUGE scoring speed: harness.rouge (fast path) against single-process rouge_score.
+"""ROUGE scoring speed: accuracy.rouge (fast path) against single-process rouge_score.
 
 Generates seeded OpenOrca-length (target, prediction) pairs: English words with a Zipf-like
 frequency, sentences of 5-30 words, answers of ~20-800 words (median ~170, like the reference
@@ -8,7 +8,7 @@ Both texts are sentence-split as evaluation.py does (not timed). Then it times
 - rouge_score's RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True).score,
   one process, as the reference's evaluate.load("rouge") runs it, on --baseline-samples pairs
   (all of them with --baseline-samples 0; otherwise the full time is extrapolated and says so);
-- harness.rouge.score_pairs on all pairs, in one process and on all cores;
+- accuracy.rouge.score_pairs on all pairs, in one process and on all cores;
 
 and prints the speed-ups and the largest absolute difference between the two on the baseline pairs.
 
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from rouge_score import rouge_scorer  # noqa: E402
 
-from harness.rouge import ROUGE_TYPES, score_pairs  # noqa: E402
-from harness.sentences import newline_sentences  # noqa: E402
+from accuracy.rouge import ROUGE_TYPES, score_pairs  # noqa: E402
+from accuracy.sentences import newline_sentences  # noqa: E402
 
 
 def vocabulary() -> list[str]:
@@ -104,12 +104,12 @@ def main():
     t0 = time.perf_counter()
     one = score_pairs(targets, preds, num_workers=1)
     t_one = time.perf_counter() - t0
-    print(f"harness.rouge, 1 process: {t_one:.1f} s for {len(pairs)} pairs ({1e3 * t_one / len(pairs):.2f} ms/pair), "
+    print(f"accuracy.rouge, 1 process: {t_one:.1f} s for {len(pairs)} pairs ({1e3 * t_one / len(pairs):.2f} ms/pair), "
           f"speed-up x{t_base_full / t_one:.1f}")
     t0 = time.perf_counter()
     allc = score_pairs(targets, preds, num_workers=None)
     t_all = time.perf_counter() - t0
-    print(f"harness.rouge, {os.cpu_count()} processes: {t_all:.1f} s for {len(pairs)} pairs, "
+    print(f"accuracy.rouge, {os.cpu_count()} processes: {t_all:.1f} s for {len(pairs)} pairs, "
           f"speed-up x{t_base_full / t_all:.1f}")
 
     assert one == allc, "multi-process scores differ from in-process scores"
@@ -118,7 +118,7 @@ def main():
     agg_fast = {k: float(round(np.mean([getattr(f, k) for f in one[:nb]]) * 100, 4)) for k in ROUGE_TYPES}
     print(f"max abs difference per sample on {nb} pairs: {diffs}")
     print(f"aggregate (x100, 4 d.p.) rouge_score: {agg_base}")
-    print(f"aggregate (x100, 4 d.p.) harness.rouge: {agg_fast}  identical={agg_base == agg_fast}")
+    print(f"aggregate (x100, 4 d.p.) accuracy.rouge: {agg_fast}  identical={agg_base == agg_fast}")
     print(f"loadavg at end={tuple(round(x, 2) for x in os.getloadavg())}")
 
 

@@ -34,7 +34,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM  # noqa
 
 from backends.base import GenerationParams  # noqa: E402
 from backends.hf import HFBackend  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
+from common.errors import HarnessError  # noqa: E402
 
 log = logging.getLogger("gpu_throughput")
 EOS = 2
@@ -192,6 +192,7 @@ def loadgen_run(backend, prompts, scenario: str, log_dir: str, target_qps: float
                 duration_s: float = 0.0, workers: int = 1, batch_size: int = 128) -> dict:
     """One LoadGen run over an in-memory QSL through harness/core.py's SUTCore."""
     import mlperf_loadgen as lg
+
     from harness.core import SUTCore
 
     n = len(prompts)

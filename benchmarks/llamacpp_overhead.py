@@ -24,10 +24,8 @@ import llama_cpp.llama_cpp as llama_low  # noqa: E402
 
 from backends import GenerationParams, make_backend  # noqa: E402
 from benchmarks.prompts import QUESTIONS  # noqa: E402
-from harness.errors import exit_on_error  # noqa: E402
-from harness.models import resolve_model_path  # noqa: E402
-
-
+from common.errors import exit_on_error  # noqa: E402
+from inputs.models import resolve_model_path  # noqa: E402
 
 _in_decode = [0.0]
 

@@ -29,10 +29,8 @@ import httpx  # noqa: E402
 
 from backends import GenerationParams, make_backend  # noqa: E402
 from benchmarks.prompts import QUESTIONS  # noqa: E402
-from harness.tokenizer import load_tokenizer  # noqa: E402
-from harness.errors import exit_on_error  # noqa: E402
-
-
+from common.errors import exit_on_error  # noqa: E402
+from inputs.tokenizer import load_tokenizer  # noqa: E402
 
 
 async def plain_loop(url: str, bodies: list[dict], concurrency: int, stream: bool) -> int:

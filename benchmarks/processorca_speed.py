@@ -23,7 +23,7 @@ rows. On the same rows the script times
 - for comparison, on the same baseline rows: the fast tokenizer called one text at a time, and its
   Rust batch encoder (encode_batch_fast over all cores, what processorca used before its word cache);
 - processorca.tokenize with the fast tokenizer (each distinct word encoded once:
-  harness.fast_tokenize.WordwiseEncoder), on the first --batched-rows rows (default all), scaled if fewer;
+  inputs.fast_tokenize.WordwiseEncoder), on the first --batched-rows rows (default all), scaled if fewer;
 - the character filter: the reference's per-character loop vs processorca.is_english.
 Token lists are dropped chunk by chunk so memory stays bounded.
 
@@ -43,8 +43,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import processorca as po  # noqa: E402
-from harness import fast_tokenize  # noqa: E402
-from harness.models import cache_dir  # noqa: E402
+from inputs import fast_tokenize  # noqa: E402
+from inputs.models import cache_dir  # noqa: E402
 
 WORDS = ("the of and to in is that for it as was with be by on not this are or from at which an have "
          "answer question step first then total number each more than time people water year city first "

@@ -1,1 +1,6 @@
-"""Shared pieces of the harness: errors, model and tokenizer resolution, the SUT core."""
+"""The LoadGen-facing core of a run: the SUT core shared by both scenarios (core), per-request
+records and their latency metrics (records), LoadGen's own logs (loadgen_logs), system metrics
+sampled during the run (sysmetrics), and results.json / requests.csv (results).
+
+May import: common, inputs, backends (the interface in backends.base).
+"""

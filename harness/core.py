@@ -43,7 +43,7 @@ from typing import Callable, Iterator
 import mlperf_loadgen as lg
 
 from backends.base import Backend
-from harness.errors import HarnessError
+from common.errors import HarnessError
 from harness.records import RequestRecord
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from common.errors import HarnessError
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from harness.errors import HarnessError
-from harness.files import temp_file_beside
+from common.errors import HarnessError
+from common.files import temp_file_beside
 from harness.loadgen_logs import loadgen_figures
 from harness.records import RequestRecord
 from harness.sysmetrics import add_energy_per_token, gpu_names

@@ -7,4 +7,6 @@
 
 Every task works through the Backend interface (score() for the first two, generate() for the
 third), runs from one command (`python -m tasks TASK ...`) and writes a results.json.
+
+May import: common, inputs, accuracy, backends, harness (results files).
 """

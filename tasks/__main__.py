@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from backends import GenerationParams
-from harness.errors import HarnessError, exit_on_error
+from common.errors import HarnessError, exit_on_error
 from tasks import common
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "tasks"

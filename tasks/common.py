@@ -1,7 +1,7 @@
 """What the tasks share: text <-> token ids, opening a backend, statistics, results.json.
 
 Tokenizers: a task turns text into the ids that Backend.score()/generate() take, with the
-project's tokenizer loader (harness/tokenizer.py). For a GGUF file that is llama.cpp's own
+project's tokenizer loader (inputs/tokenizer.py). For a GGUF file that is llama.cpp's own
 vocabulary, so the numbers match llama.cpp's `llama-perplexity` tool token for token whichever
 backend computes the log-probabilities.
 """
@@ -18,17 +18,17 @@ from typing import Any, Sequence
 
 from backends import GenerationParams, make_backend
 from backends.base import Backend
-from harness.errors import HarnessError
-from harness.models import resolve_model_path
+from common.errors import HarnessError
 from harness.results import RESULTS_FILE, environment, write_new_json
-from harness.tokenizer import load_tokenizer
+from inputs.models import resolve_model_path
+from inputs.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
 
 # -- tokenizers ----------------------------------------------------------------------------------
 class TaskTokenizer:
-    """Text <-> ids for the tasks, over harness.tokenizer.load_tokenizer (llama.cpp's vocabulary
+    """Text <-> ids for the tasks, over inputs.tokenizer.load_tokenizer (llama.cpp's vocabulary
     for a .gguf file, the Hugging Face tokenizer of a folder).
 
     Text is tokenized as plain text (a "<eos>" in a document is not the EOS token), as

@@ -36,7 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from backends.base import Backend
-from harness.errors import HarnessError
+from common.errors import HarnessError
 from tasks.common import TaskTokenizer, parse_json_or_lines
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from tqdm import tqdm
 
 from backends.base import Backend
-from harness.errors import HarnessError
+from common.errors import HarnessError
 from tasks.common import mean_and_stderr
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Summarization: greedy summaries (at most 300 new tokens) through Backend.generate(), documents
-per second, and ROUGE-1/2/L/Lsum against reference summaries (harness/rouge.py: the same numbers
+per second, and ROUGE-1/2/L/Lsum against reference summaries (accuracy/rouge.py: the same numbers
 as `rouge_score` with the stemmer, the MLPerf reference's settings; reported x100 as there).
 
 Documents per second is the number of documents over the wall time of the generate() calls
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from accuracy.rouge import ROUGE_TYPES, score_pairs
 from backends.base import Backend
-from harness.errors import HarnessError
-from harness.rouge import ROUGE_TYPES, score_pairs
+from common.errors import HarnessError
 from tasks.common import TaskTokenizer, parse_json_or_lines, read_text
 
 log = logging.getLogger(__name__)

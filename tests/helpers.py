@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import compliance  # noqa: E402
-from harness.accuracy_log import decode_ids as _decode, read_entries  # noqa: E402
+from accuracy.mlperf_log import decode_ids as _decode  # noqa: E402
+from accuracy.mlperf_log import read_entries
 
 TINY_CONF = """\
 *.Offline.min_duration = 200

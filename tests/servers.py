@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-from harness.models import resolve_model_path
+from inputs.models import resolve_model_path
 
 LOOPBACK = "127.0.0.1"
 

@@ -12,10 +12,10 @@ import pytest
 from rouge_score import rouge_scorer
 
 import evaluation
-from harness.accuracy_targets import ModelTargets, get_targets, load_targets
-from harness.errors import HarnessError
-from harness.rouge import ROUGE_TYPES, FastRougeScorer, lcs_length, lcs_ref_indices, score_pairs
-from harness.sentences import newline_sentences, sent_tokenize
+from accuracy.rouge import ROUGE_TYPES, FastRougeScorer, lcs_length, lcs_ref_indices, score_pairs
+from accuracy.sentences import newline_sentences, sent_tokenize
+from accuracy.targets import ModelTargets, get_targets, load_targets
+from common.errors import HarnessError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -285,7 +285,7 @@ def test_end_to_end_record_check_and_outputs(run_dir, tiny_tokenizer_dir, capsys
 def test_end_to_end_with_the_embedded_gguf_tokenizer(run_dir, capsys):
     """Default --checkpoint-path: ids of the embedded Gemma GGUF, decoded by llama.cpp's vocabulary."""
     pytest.importorskip("llama_cpp")
-    from harness.tokenizer import load_tokenizer
+    from inputs.tokenizer import load_tokenizer
     tok = load_tokenizer(None)
     entries = []
     for qsl, text in enumerate(ANSWERS[:3]):

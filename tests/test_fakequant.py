@@ -9,10 +9,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from backends import GenerationParams, make_backend  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
-from harness.quant import (ActivationQuantizer, load_calibration_prompts, quantize_model,  # noqa: E402
-                           quantize_weight)
-from harness.quant_config import WeightSpec, load_config, parse_config  # noqa: E402
+from common.errors import HarnessError  # noqa: E402
+from quantization.config import WeightSpec, load_config, parse_config  # noqa: E402
+from quantization.fake import ActivationQuantizer, load_calibration_prompts, quantize_model, quantize_weight  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 VOCAB = 512
@@ -356,7 +355,7 @@ def test_main_offline_accuracy_run_with_quant_config(checkpoint, tmp_path):
 
 @pytest.mark.slow
 def test_embedded_gemma_gguf_with_w8a8_produces_text():
-    from harness.tokenizer import load_tokenizer
+    from inputs.tokenizer import load_tokenizer
 
     # Gemma chat-format prompts, ids from llama.cpp's tokenizer of the same GGUF file:
     # "What is the capital of France?" and "Name three colors of the rainbow."

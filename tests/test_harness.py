@@ -7,9 +7,18 @@ import pickle
 import time
 
 import pytest
-
-from helpers import (accuracy_entries, assert_test06, decode_ids, results, run_main, run_test06,
-                     start_loadgen_test, summary, tiny_conf, tiny_dataset)
+from helpers import (
+    accuracy_entries,
+    assert_test06,
+    decode_ids,
+    results,
+    run_main,
+    run_test06,
+    start_loadgen_test,
+    summary,
+    tiny_conf,
+    tiny_dataset,
+)
 
 
 @pytest.fixture
@@ -116,7 +125,7 @@ def test_eos_is_kept_once_and_never_repeated(tmp_path, data):
 
 def test_test06_detects_violations(tmp_path):
     import compliance
-    from harness.accuracy_log import read_entries
+    from accuracy.mlperf_log import read_entries
 
     log = tmp_path / "mlperf_log_accuracy.json"
     good = {"qsl_idx": 0, "data": "0500000002000000", "token_data": "05000000", "token_count": 2}
@@ -315,8 +324,8 @@ def test_pinned_sut_runs_issuing_thread_and_worker_on_one_cpu_and_unpins(tmp_pat
 
 def test_pin_is_refused_for_a_backend_working_on_the_worker_thread_or_a_cpu_not_ours(tmp_path, data):
     from backends.null import NullBackend
+    from common.errors import HarnessError
     from harness.core import SUTCore
-    from harness.errors import HarnessError
 
     class OnWorker(NullBackend):
         pinnable = False

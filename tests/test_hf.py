@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 
 from backends.base import GenerationParams  # noqa: E402
 from backends.hf import HFBackend  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
+from common.errors import HarnessError  # noqa: E402
 
 EOS = (2, 3)
 
@@ -184,7 +184,7 @@ def test_grouped_query_decode_attention_equals_sdpa():
     """The engine's decode attention folds query groups instead of repeating the KV cache."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from backends.hf_engine import _slots_attention
+    from backends.hf_engine.attention import slots_attention
 
     class Module:
         num_key_value_groups = 4
@@ -194,7 +194,7 @@ def test_grouped_query_decode_attention_equals_sdpa():
     q = torch.randn(3, 8, 1, 16, generator=g)
     k, v = torch.randn(3, 2, 10, 16, generator=g), torch.randn(3, 2, 10, 16, generator=g)
     mask = (torch.arange(10)[None, :] <= torch.tensor([[3], [9], [0]]))[:, None, None, :]
-    got, _ = _slots_attention(Module(), q, k, v, mask, scaling=0.25)
+    got, _ = slots_attention(Module(), q, k, v, mask, scaling=0.25)
     want, _ = sdpa_attention_forward(Module(), q, k, v, mask, scaling=0.25)
     assert got.shape == want.shape == (3, 1, 8, 16)
     torch.testing.assert_close(got, want)
@@ -223,7 +223,7 @@ def test_prefill_uses_causal_sdpa_without_mask_on_engine_thread_only(tiny, promp
     prefill = [c for c in calls if c[1] > 1]
     assert prefill and all(c == ("hf-slot-engine", c[1], True, True) for c in prefill)
     # Any other thread (generate()/score() of the backend) keeps its mask, e.g. left padding.
-    from backends.hf_engine import _slots_attention
+    from backends.hf_engine.attention import slots_attention
 
     class Module:
         num_key_value_groups = 1
@@ -234,7 +234,7 @@ def test_prefill_uses_causal_sdpa_without_mask_on_engine_thread_only(tiny, promp
     mask = torch.ones(2, 1, 6, 6, dtype=torch.bool).tril()
     mask[0, :, :, :2] = False  # row 0: two left pads
     mask[0, :, :2, :2] = torch.eye(2, dtype=torch.bool)  # (pads attend to themselves: no NaN)
-    got, _ = _slots_attention(Module(), q, k, v, mask, scaling=0.5)
+    got, _ = slots_attention(Module(), q, k, v, mask, scaling=0.5)
     want, _ = real(Module(), q, k, v, mask, scaling=0.5)
     torch.testing.assert_close(got, want)
     assert calls[-1][2:] == (False, None)
@@ -311,8 +311,8 @@ def test_prepare_model_hook_runs_before_engine(tiny):
 def test_embedded_gemma_gguf_loads_and_caches():
     """The default model: GGUF dequantized once into the cache, then loaded from there."""
     from backends.hf import GGUF_CACHE_VERSION
-    from harness.models import cache_dir, default_model_path, file_fingerprint
-    from harness.tokenizer import load_tokenizer
+    from inputs.models import cache_dir, default_model_path, file_fingerprint
+    from inputs.tokenizer import load_tokenizer
 
     folder = cache_dir("hf-from-gguf") / f"{file_fingerprint(default_model_path())}-{GGUF_CACHE_VERSION}"
     t0 = time.perf_counter()

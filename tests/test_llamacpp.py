@@ -11,8 +11,8 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from backends import GenerationParams, make_backend  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
-from harness.models import default_model_path  # noqa: E402
+from common.errors import HarnessError  # noqa: E402
+from inputs.models import default_model_path  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import pytest
 from backends import make_backend
 from backends.base import GenerationParams
 from backends.openai_client import RequestError, normalize_url
-from harness.errors import HarnessError
+from common.errors import HarnessError
 from tests.servers import FakeServer, LlamaServer, fake_answer, free_port, wait_for
 
 PROMPTS = [[5, 6, 7], [11, 12], [20], [3, 3, 3, 3], [9, 8]]
@@ -230,7 +230,7 @@ MAX_NEW = 12
 @pytest.fixture(scope="module")
 def text_prompts():
     pytest.importorskip("llama_cpp.server")
-    from harness.tokenizer import load_tokenizer
+    from inputs.tokenizer import load_tokenizer
     tok = load_tokenizer(None)
     return [tok.encode(t) for t in TEXTS]
 
@@ -332,7 +332,7 @@ def test_killed_server_fails_over_then_all_dead_fails_fast(text_prompts, expecte
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario,pin", [("Offline", False), ("Server", False), ("Server", True)])
 def test_main_against_llama_server_passes_test06(tmp_path, llama_url, text_prompts, scenario, pin):
-    from tests.helpers import assert_test06, decode_ids, accuracy_entries, run_main, tiny_conf, tiny_dataset
+    from tests.helpers import accuracy_entries, assert_test06, decode_ids, run_main, tiny_conf, tiny_dataset
     data = tiny_dataset(tmp_path / "data.pkl", prompts=text_prompts)
     conf = tiny_conf(tmp_path / "user.conf", n=len(text_prompts), qps=2.0)
     out = tmp_path / "logs"

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 import processorca as po
-from harness import fast_tokenize
-from harness.errors import HarnessError, exit_on_error
+from common.errors import HarnessError, exit_on_error
+from inputs import fast_tokenize
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "assets" / "openorca_demo" / "open_orca_demo.parquet"
@@ -493,7 +493,7 @@ def test_wordwise_ids_with_normalized_added_tokens(llama_like):
 
 
 def test_wordwise_applies_to_a_llama_folder_loaded_by_transformers(llama_like, tmp_path):
-    from harness.tokenizer import load_tokenizer
+    from inputs.tokenizer import load_tokenizer
 
     _, fast = llama_like
     fast.save_pretrained(tmp_path)
@@ -593,7 +593,7 @@ def test_llama_folder_tokenizes_like_the_reference(llama_folder_model, tmp_path,
 def test_llama_spacing_leaves_other_tokenizers_alone(llama_folder_model, tok_dir, tmp_path):
     from transformers import LlamaTokenizer
 
-    from harness.tokenizer import load_tokenizer
+    from inputs.tokenizer import load_tokenizer
 
     # A word-level tokenizer folder (not Llama): loaded exactly as the harness loads it.
     assert po.load_tokenizer(tok_dir).backend_tokenizer.to_str() == load_tokenizer(tok_dir).backend_tokenizer.to_str()

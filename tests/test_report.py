@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from harness.report import build_html, group_dirs, tokens_over_time
-from harness.results import load_results, write_run_results
-from harness.sysmetrics import SystemMonitor
 from test_results import RUN_INFO, run_loadgen
 
+from harness.results import load_results, write_run_results
+from harness.sysmetrics import SystemMonitor
+from reporting.report import build_html, group_dirs, tokens_over_time
+
 ROOT = Path(__file__).resolve().parent.parent
-BAR_BLUE = (0x4C, 0x72, 0xB0)   # harness.report's bar colour
+BAR_BLUE = (0x4C, 0x72, 0xB0)   # reporting.report's bar colour
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_tokens_over_time_conserves_tokens():
 def test_gpu_charts_from_samples(run_dirs):
     """GPU lines come from sysmetrics samples; NVML cannot run here, so the samples are given
     (with a missing reading, as NVML returns for an unsupported field)."""
-    from harness.report import run_charts
+    from reporting.report import run_charts
 
     results = load_results(run_dirs[1])
     results["sysmetrics"] = {"samples": {
@@ -89,7 +89,7 @@ def test_gpu_charts_from_samples(run_dirs):
 
 
 def test_report_cli_errors(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "harness.report", str(tmp_path), "--output",
+    proc = subprocess.run([sys.executable, "-m", "reporting.report", str(tmp_path), "--output",
                            str(tmp_path / "r.html")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no results.json in")
@@ -103,7 +103,7 @@ def test_report_opens_in_chromium(run_dirs, tmp_path):
     from matplotlib.image import imread
 
     html_path = tmp_path / "report.html"
-    proc = subprocess.run([sys.executable, "-m", "harness.report", *map(str, run_dirs), "--output",
+    proc = subprocess.run([sys.executable, "-m", "reporting.report", *map(str, run_dirs), "--output",
                            str(html_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     shot = tmp_path / "shot.png"
@@ -126,8 +126,8 @@ def test_report_opens_in_chromium(run_dirs, tmp_path):
 
 # -- comparison runner and sweep (real main.py processes on the null backend) ----------------------------
 def test_compare_spec_errors(tmp_path):
-    from harness.compare import load_spec
-    from harness.errors import HarnessError
+    from common.errors import HarnessError
+    from reporting.compare import load_spec
 
     cases = {
         "runs: []\n": "non-empty 'runs'",
@@ -163,7 +163,7 @@ def test_compare_runs_and_reports(tmp_path):
     spec_path = tmp_path / "runs.json"
     spec_path.write_text(json.dumps(spec))
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "harness.compare", str(spec_path), "--output-dir", str(out),
+    proc = subprocess.run([sys.executable, "-m", "reporting.compare", str(spec_path), "--output-dir", str(out),
                            "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     for d in ("fast/rep-1", "fast/rep-2", "fast/accuracy", "slow/warmup-1", "slow/rep-1"):
@@ -181,11 +181,11 @@ def test_compare_runs_and_reports(tmp_path):
     text = (out / "report.html").read_text()
     assert "null fast vs slow" in text and len(_pngs(text)) >= 6
     assert "| fast |" in (out / "comparison.md").read_text()
-    # harness.report on the whole folder regroups it the same way (warm-ups left out).
+    # reporting.report on the whole folder regroups it the same way (warm-ups left out).
     regrouped = group_dirs([str(out)])
     assert {k: len(v) for k, v in regrouped.items()} == {"fast": 3, "slow": 1}
     # A second run into the same folder is refused: results are never overwritten.
-    proc = subprocess.run([sys.executable, "-m", "harness.compare", str(spec_path), "--output-dir", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "reporting.compare", str(spec_path), "--output-dir", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "is not empty" in proc.stderr
 
@@ -193,7 +193,7 @@ def test_compare_runs_and_reports(tmp_path):
 @pytest.mark.slow
 def test_sweep_concurrency(tmp_path):
     out = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "harness.sweep", "--backend", "null", "--backend-arg",
+    proc = subprocess.run([sys.executable, "-m", "reporting.sweep", "--backend", "null", "--backend-arg",
                            "delay_ms=50", "--concurrency", "1", "4", "--lengths", "16/4", "--num-samples", "8",
                            "--output-dir", str(out), "--no-progress"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -14,14 +14,22 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers import start_loadgen_test
 
-from harness.errors import HarnessError
+from common.errors import HarnessError
 from harness.loadgen_logs import DETAIL_FILE, SUMMARY_FILE, loadgen_figures, parse_summary
 from harness.records import RequestRecord
-from harness.results import (distribution_ms, goodput_stats, load_requests, load_results, parse_goodput,
-                             print_run_summary, request_stats, write_run_results)
+from harness.results import (
+    distribution_ms,
+    goodput_stats,
+    load_requests,
+    load_results,
+    parse_goodput,
+    print_run_summary,
+    request_stats,
+    write_run_results,
+)
 from harness.sysmetrics import SystemMonitor
-from helpers import start_loadgen_test
 
 N_TOKENS = 16
 

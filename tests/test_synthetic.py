@@ -1,11 +1,11 @@
-"""harness.synthetic: length distributions, determinism, schema, text prompts, command line."""
+"""inputs.synthetic: length distributions, determinism, schema, text prompts, command line."""
 import numpy as np
 import pandas as pd
 import pytest
 
 import processorca
-from harness.errors import HarnessError, exit_on_error
-from harness.synthetic import COLUMNS, LengthSpec, SyntheticSettings, generate, main
+from common.errors import HarnessError, exit_on_error
+from inputs.synthetic import COLUMNS, LengthSpec, SyntheticSettings, generate, main
 
 
 def word_tokenizer(n_words=50):

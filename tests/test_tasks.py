@@ -18,7 +18,7 @@ import pytest
 
 from backends import GenerationParams
 from backends.base import Backend
-from harness.errors import HarnessError
+from common.errors import HarnessError
 from tasks import multiple_choice as mc
 from tasks import perplexity as ppl
 from tasks import summarization as summ

@@ -22,7 +22,7 @@
 
 docs/quantization.md describes every key. Any unknown key, wrong type or out-of-range value is
 a HarnessError naming the key. Checks that need the model (patterns matching no layer, group
-size dividing in_features, calibration data present) happen in harness.quant when applied.
+size dividing in_features, calibration data present) happen in quantization.fake when applied.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import HarnessError
+from common.errors import HarnessError
 
 WEIGHT_GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 ACTIVATION_GRANULARITIES = ("per_tensor", "per_token", "per_channel")

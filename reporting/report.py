@@ -1,11 +1,11 @@
 """Plots and one static HTML report over finished runs.
 
-    python -m harness.report RUN_DIR [RUN_DIR ...] --output report.html
+    python -m reporting.report RUN_DIR [RUN_DIR ...] --output report.html
 
 Each RUN_DIR holds a results.json (harness/results.py). The report has a table comparing the
 runs (LoadGen's verdict, throughput, TTFT/TPOT/E2E, goodput, ROUGE, energy), bar charts of
 the same, and per run the tokens/s, CPU, memory and GPU over time. Charts are PNGs embedded as
-base64, so the HTML is one file that opens anywhere. harness.compare and harness.sweep build
+base64, so the HTML is one file that opens anywhere. reporting.compare and reporting.sweep build
 their reports with the same functions.
 
 Runs are grouped: a group is one configuration measured one or more times (repeats) plus,
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.errors import HarnessError, exit_on_error
+from common.errors import HarnessError, exit_on_error
 from harness.results import fmt_num, load_requests, load_results
 
 log = logging.getLogger(__name__)
@@ -355,7 +355,7 @@ def write_html(path: str | Path, text: str) -> Path:
 def group_dirs(run_dirs: list[str]) -> dict[str, list[dict]]:
     """One group per run folder, named by the folder (parent/folder when names repeat).
 
-    A folder without results.json but with runs below it (a harness.compare output) gives one
+    A folder without results.json but with runs below it (a reporting.compare output) gives one
     group per configuration: its repeats and accuracy run, warm-ups left out.
     """
     groups: dict[str, list[dict]] = {}
@@ -377,7 +377,7 @@ def group_dirs(run_dirs: list[str]) -> dict[str, list[dict]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Static HTML report (tables + charts) over finished runs.")
-    p.add_argument("run_dirs", nargs="+", help="run folders holding results.json, or harness.compare "
+    p.add_argument("run_dirs", nargs="+", help="run folders holding results.json, or reporting.compare "
                    "output folders")
     p.add_argument("--output", default="report.html", help="HTML file to write")
     p.add_argument("--title", default="LLM LoadGen report")

@@ -1,6 +1,6 @@
 """Run several configurations through main.py and write one report comparing them.
 
-    python -m harness.compare examples/compare_demo.yaml --output-dir results/compare-demo
+    python -m reporting.compare examples/compare_demo.yaml --output-dir results/compare-demo
 
 The spec (YAML or JSON) lists runs; `defaults` fills what a run leaves out:
 
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError, exit_on_error
+from common.errors import HarnessError, exit_on_error
 from harness.results import RESULTS_FILE, load_results
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class RunSpec:
     quant_config: str | None = None
     backend_args: dict[str, Any] = field(default_factory=dict)
     scenario: str = "Offline"
-    data: str | dict | None = None           # dataset pickle, or {"synthetic": {harness.synthetic flags}}
+    data: str | dict | None = None           # dataset pickle, or {"synthetic": {inputs.synthetic flags}}
     user_conf: str | None = None
     warmup_runs: int = 0
     repeats: int = 1
@@ -145,18 +145,18 @@ def log_tail(log_path: Path, lines: int = 5) -> str:
 
 
 def synthetic_dataset(options: dict[str, Any], data_dir: Path) -> Path:
-    """Pickle from `python -m harness.synthetic` for these options (made once, reused)."""
+    """Pickle from `python -m inputs.synthetic` for these options (made once, reused)."""
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
     out = data_dir / f"synthetic-{key}.pkl"
     if out.exists():
         return out
     data_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "harness.synthetic", "--output", str(out)]
+    cmd = [sys.executable, "-m", "inputs.synthetic", "--output", str(out)]
     for k, v in options.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     log_path = data_dir / f"synthetic-{key}.log"
     if run_logged(cmd, log_path) != 0 or not out.exists():
-        raise HarnessError(f"harness.synthetic failed for {options}: {log_tail(log_path)}")
+        raise HarnessError(f"inputs.synthetic failed for {options}: {log_tail(log_path)}")
     return out
 
 
@@ -254,7 +254,7 @@ def run_all(runs: list[RunSpec], out: Path, progress: bool = True) -> dict[str, 
 
 def write_comparison(groups: dict[str, list[dict]], out: Path, title: str) -> Path:
     """report.html, comparison.md and comparison.csv in out; returns the HTML path."""
-    from harness.report import TABLE_COLUMNS, build_html, group_row, markdown_table, write_html
+    from reporting.report import TABLE_COLUMNS, build_html, group_row, markdown_table, write_html
 
     rows = [group_row(name, g) for name, g in groups.items()]
     (out / "comparison.md").write_text(f"# {title}\n\n" + markdown_table(rows, TABLE_COLUMNS), encoding="utf-8")

@@ -1,10 +1,10 @@
 """Throughput against latency over concurrency levels (or target QPS) and input/output lengths.
 
-    python -m harness.sweep --backend llamacpp --concurrency 1 2 4 8 --lengths 2560/768 \\
+    python -m reporting.sweep --backend llamacpp --concurrency 1 2 4 8 --lengths 2560/768 \\
         --output-dir results/sweep-gemma
 
 For each length pair a synthetic dataset with exactly those lengths is made
-(`python -m harness.synthetic`) and every point runs as its own `python main.py` with
+(`python -m inputs.synthetic`) and every point runs as its own `python main.py` with
 --ignore-eos, so each request produces exactly the output length:
 - Server, --concurrency N: N workers (--num-workers) against a target QPS high enough
   (--target-qps, default 1000) that the workers, not the schedule, set the pace;
@@ -26,9 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.compare import fresh_output_dir, run_main, synthetic_dataset
-from harness.errors import HarnessError, exit_on_error
-from harness.report import build_html, html_table, img_tag, line_chart, markdown_table, write_html
+from common.errors import HarnessError, exit_on_error
+from reporting.compare import fresh_output_dir, run_main, synthetic_dataset
+from reporting.report import build_html, html_table, img_tag, line_chart, markdown_table, write_html
 
 log = logging.getLogger(__name__)
 

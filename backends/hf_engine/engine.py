@@ -1,240 +1,31 @@
-"""Continuous batching over a static, slot-based KV cache, for the `hf` backend.
-
-Why: plain `model.generate` decodes one padded batch until its longest member ends, grows a
-dynamic KV cache by concatenation, and pays Python overhead per layer per step. Here
-- the KV cache is allocated once: `n_slots` rows of `cache_len` positions (sized to the real
-  prompt + output lengths), each request owning one row ("slot") from prefill to its end;
-- a finished request frees its slot at once and a waiting one is prefilled into it, so the batch
-  stays full (the Offline queue and concurrent Server streams go through the same loop);
-- attention reads the cache only up to the next multiple of `kv_bucket` past the longest
-  sequence, not the whole allocation;
-- on a GPU the decode step (model forward, greedy argmax, bookkeeping) is captured once per
-  (active slots rounded up to a power of two, kv bucket) as a CUDA graph and replayed;
-- optionally (`compile`) RMSNorm, RoPE and SiLU*up run as torch.compile'd fused kernels.
-
-The model's own modules do all the maths (embedding, RoPE, MLP, norms, SDPA attention): this
-module only supplies a cache object (`update()` writes into the slot rows) and explicit masks.
-So it is limited to model types whose decoder takes a 4D mask as is (the Llama family).
-One background thread owns the model; callers submit requests and wait on queues.
-"""
+"""SlotEngine: the continuous-batching loop (admission, prefill groups, decode steps, CUDA graph
+capture) over the slot cache; one background thread owns the model."""
 from __future__ import annotations
 
 import collections
 import logging
-import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 import torch.nn.attention
 
 from backends.base import GenerationParams
-from harness.errors import HarnessError
+from backends.hf_engine.attention import prefill_mode, register_attention, sdpa_backends
+from backends.hf_engine.cache import Request, SlotCache
+from backends.hf_engine.fused import fuse_elementwise, unfuse_elementwise
+from common.errors import HarnessError
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("llama",)
 
 
-ATTN_NAME = "slots_sdpa"
-
-# Set by the engine thread around a prefill forward: each prompt then attends causally within
-# itself (prompts are right-padded, so no real token sees a pad), and SDPA can take its causal
-# kernels (flash / cuDNN), which need no mask. Thread-local: generate()/score() on other threads
-# keep their padding masks.
-_prefill = threading.local()
-
-
-def _slots_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """SDPA, with two shortcuts for the slots engine:
-    - prefill (engine thread, see `_prefill`): causal SDPA without a mask;
-    - one-token decode steps of grouped-query models: the query heads that share a KV head are
-      folded into the query-length axis, so the cache is read once instead of being copied per
-      query head (what SDPA with a mask does otherwise)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    b, h, q_len, d = query.shape
-    if q_len > 1 and getattr(_prefill, "causal", False):
-        return sdpa_attention_forward(module, query, key, value, None, scaling=scaling, is_causal=True, **kwargs)
-    n_kv = key.shape[1]
-    if q_len != 1 or n_kv == h or attention_mask is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    q = query.view(b, n_kv, h // n_kv, d)  # query head i uses KV head i // groups
-    out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=attention_mask, scale=scaling)
-    return out.reshape(b, 1, h, d), None
-
-
-def _register_attention(model):
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(ATTN_NAME, _slots_attention)
-    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)  # score()/generate() build masks as for sdpa
-    model.config._attn_implementation = ATTN_NAME
-
-
-def _sdpa_backends(name: str) -> list:
-    """SDPA kernels allowed in decode steps: "auto" (PyTorch's choice) or one of
-    efficient, cudnn, math (flash takes no mask, so it is not offered)."""
-    from torch.nn.attention import SDPBackend
-
-    choices = {"efficient": SDPBackend.EFFICIENT_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-               "math": SDPBackend.MATH}
-    if name == "auto":
-        return [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION,
-                SDPBackend.MATH]
-    if name not in choices:
-        raise HarnessError(f"option decode_sdpa must be auto, {', '.join(choices)}; got '{name}'")
-    return [choices[name]]
-
-
-def _rms_norm(x, weight, eps: float):
-    dtype = x.dtype
-    x = x.to(torch.float32)
-    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x.to(dtype)
-
-
-def _silu_mul(gate, up):
-    return torch.nn.functional.silu(gate) * up
-
-
-def _rotate_half(x):
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _rope(q, k, cos, sin, unsqueeze_dim=1):
-    cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-
-
-class _Fused:
-    """A compiled element-wise function; the plain one after any compile/run error."""
-
-    def __init__(self, fn, backend: str):
-        self.fn = fn
-        self.compiled = torch.compile(fn, backend=backend, dynamic=None)
-        self.ok = True
-
-    def __call__(self, *args):
-        if self.ok:
-            try:
-                return self.compiled(*args)
-            except Exception as e:
-                if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-                    raise  # the capture falls back to eager decoding as a whole
-                self.ok = False
-                log.warning("torch.compile of %s failed (%s); running it eagerly", self.fn.__name__,
-                            f"{type(e).__name__}: {e}"[:300])
-        return self.fn(*args)
-
-
-_FUSED: dict[str, dict[str, _Fused]] = {}  # backend -> function name -> compiled
-
-
-def fuse_elementwise(model, backend: str) -> bool:
-    """Route the decoder's RMSNorm, rotary embedding and SiLU*up through torch.compile'd
-    functions (one kernel each instead of 2-12 un-fused ones per call; matmuls and attention stay
-    as they are). Same maths, in the same dtypes. backend: an inductor / "eager" torch.compile
-    backend. False when the model's modules are not the expected Llama ones."""
-    import sys
-
-    layers = model.model.layers
-    mod = sys.modules[type(layers[0].self_attn).__module__]
-    if not (hasattr(mod, "apply_rotary_pos_emb") and all(
-            type(getattr(l, n)).__name__.endswith("RMSNorm") for l in layers
-            for n in ("input_layernorm", "post_attention_layernorm"))):
-        return False
-    if backend not in _FUSED:
-        _FUSED[backend] = {fn.__name__: _Fused(fn, backend) for fn in (_rms_norm, _silu_mul, _rope)}
-    fused = _FUSED[backend]
-    rms, silu_mul = fused["_rms_norm"], fused["_silu_mul"]
-
-    def norm_forward(norm):
-        def forward(h):
-            return rms(h, norm.weight, float(norm.variance_epsilon))
-        forward.fused = True
-        return forward
-
-    def mlp_forward(mlp):
-        def forward(x):
-            return mlp.down_proj(silu_mul(mlp.gate_proj(x), mlp.up_proj(x)))
-        forward.fused = True
-        return forward
-
-    norms = [getattr(l, n) for l in layers for n in ("input_layernorm", "post_attention_layernorm")]
-    if type(model.model.norm).__name__.endswith("RMSNorm"):
-        norms.append(model.model.norm)
-    for norm in norms:
-        norm.forward = norm_forward(norm)
-    for layer in layers:
-        if getattr(layer.mlp.config, "hidden_act", "") == "silu" and hasattr(layer.mlp, "gate_proj"):
-            layer.mlp.forward = mlp_forward(layer.mlp)
-    if not isinstance(mod.apply_rotary_pos_emb, _Fused):
-        _ORIGINAL_ROPE[mod] = mod.apply_rotary_pos_emb
-    mod.apply_rotary_pos_emb = fused["_rope"]  # module-wide: the attention forward calls it by name
-    return True
-
-
-_ORIGINAL_ROPE: dict = {}  # modeling module -> its own apply_rotary_pos_emb
-
-
-def unfuse_elementwise(model):
-    """Undo fuse_elementwise."""
-    import sys
-
-    for m in model.model.modules():
-        if getattr(vars(m).get("forward"), "fused", False):
-            del m.forward
-    mod = sys.modules[type(model.model.layers[0].self_attn).__module__]
-    if mod in _ORIGINAL_ROPE:
-        mod.apply_rotary_pos_emb = _ORIGINAL_ROPE.pop(mod)
-
-
 def supports(model) -> bool:
     cfg = model.config
     return (cfg.model_type in SUPPORTED_MODEL_TYPES and hasattr(model, "model") and hasattr(model, "lm_head")
             and not getattr(cfg, "sliding_window", None))
-
-
-@dataclass
-class Request:
-    prompt: list[int]
-    chunks: queue.Queue = field(default_factory=queue.Queue)  # lists of ids, then None (or an Exception)
-    generated: list[int] = field(default_factory=list)
-    sent: int = 0  # how many of `generated` went out as chunks
-    slot: int = -1
-
-
-class _SlotCache:
-    """Duck-typed transformers Cache: the attention layers call update(k, v, layer_idx)."""
-
-    def __init__(self, layers_kv: list[tuple[torch.Tensor, torch.Tensor]]):
-        self.kv = layers_kv
-        self.rows: torch.Tensor | None = None  # (n,) slot index of each batch row
-        self.pos: torch.Tensor | None = None   # (n, T) cache position of each new token (decode)
-        self.kv_len = 0                        # decode: attend to cache[:, :, :kv_len]; 0 = prefill
-
-    def update(self, key, value, layer_idx, *args, **kwargs):
-        k_cache, v_cache = self.kv[layer_idx]
-        rows, pos = self.rows, self.pos
-        if rows.device != k_cache.device:  # layers spread over GPUs (device_map=auto)
-            rows, pos = rows.to(k_cache.device), pos.to(k_cache.device)
-        if not self.kv_len:
-            # Prefill fills positions 0..T-1 of each row: a plain copy along the slot axis (an
-            # indexed scatter here cost ~6% of the prefill time on an H200).
-            t = key.shape[2]
-            k_cache[:, :, :t].index_copy_(0, rows, key.to(k_cache.dtype))
-            v_cache[:, :, :t].index_copy_(0, rows, value.to(v_cache.dtype))
-            return key, value  # a prompt attends within itself only
-        # cache[row, :, pos] <- new key/value (advanced indices first: (n, T, heads, dim))
-        k_cache[rows[:, None], :, pos] = key.transpose(1, 2).to(k_cache.dtype)
-        v_cache[rows[:, None], :, pos] = value.transpose(1, 2).to(v_cache.dtype)
-        n = rows.shape[0]  # decode uses slots 0..n-1 in order
-        return k_cache[:n, :, :self.kv_len], v_cache[:n, :, :self.kv_len]
 
 
 class SlotEngine:
@@ -245,7 +36,7 @@ class SlotEngine:
         self.model = model
         self.decoder = model.model
         if model.config._attn_implementation == "sdpa":
-            _register_attention(model)
+            register_attention(model)
         self.params = params
         self.eos_ids = frozenset() if params.ignore_eos else frozenset(eos_ids)
         self.n_slots = n_slots
@@ -253,7 +44,7 @@ class SlotEngine:
         self.kv_bucket = max(1, kv_bucket)
         self.prefill_tokens = max(1, prefill_tokens)
         self.stream_interval = max(1, stream_interval)
-        self.decode_sdpa = _sdpa_backends(decode_sdpa)
+        self.decode_sdpa = sdpa_backends(decode_sdpa)
         self.device = model.get_input_embeddings().weight.device
         cfg = model.config
         n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
@@ -270,7 +61,7 @@ class SlotEngine:
             gib = 2 * len(self.decoder.layers) * n_slots * n_kv * cache_len * head_dim * dtype.itemsize / 2**30
             raise HarnessError(f"the KV cache ({n_slots} slots x {cache_len} positions = {gib:.0f} GiB) does not "
                                "fit in GPU memory: lower --backend-arg batch_size or max_seq_len") from None
-        self.cache = _SlotCache(kv)
+        self.cache = SlotCache(kv)
         # Decode-step state, static so CUDA graphs can read and update it in place.
         dev = self.device
         self.ids = torch.zeros((n_slots, 1), dtype=torch.long, device=dev)      # next input token
@@ -415,12 +206,12 @@ class SlotEngine:
         pos = torch.arange(width, device=ids.device).expand(n, width)
         causal = torch.ones((width, width), dtype=torch.bool, device=ids.device).tril()
         self.cache.rows, self.cache.pos, self.cache.kv_len = rows, pos, 0
-        _prefill.causal = True
+        prefill_mode.causal = True
         try:
             return self.decoder(input_ids=ids, position_ids=pos, attention_mask=causal.expand(n, 1, width, width),
                                 past_key_values=self.cache, use_cache=True).last_hidden_state
         finally:
-            _prefill.causal = False
+            prefill_mode.causal = False
 
     def _prefill(self, group: list[Request]):
         t0 = time.perf_counter()

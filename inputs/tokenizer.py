@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import os
 
-from harness.errors import HarnessError
-from harness.models import resolve_model_path
+from common.errors import HarnessError
+from inputs.models import resolve_model_path
 
 log = logging.getLogger(__name__)
 

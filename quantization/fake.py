@@ -11,7 +11,7 @@ float rounding, which is how the MLPerf reference measures accuracy of quantized
   Dynamic mode takes the range of each input; static mode uses ranges observed while running
   calibration prompts through the model (min/max observer).
 
-The config format lives in harness.quant_config; docs/quantization.md explains the choices.
+The config format lives in quantization.config; docs/quantization.md explains the choices.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import HarnessError
-from harness.quant_config import ActivationSpec, QuantConfig, WeightSpec
+from common.errors import HarnessError
+from quantization.config import ActivationSpec, QuantConfig, WeightSpec
 
 log = logging.getLogger(__name__)
 

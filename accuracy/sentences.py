@@ -16,7 +16,7 @@ import functools
 import logging
 from collections import defaultdict
 
-from harness.errors import HarnessError
+from common.errors import HarnessError
 
 log = logging.getLogger(__name__)
 
@@ -61,5 +61,5 @@ def newline_sentences(text: str) -> str:
 
 
 def newline_sentences_chunk(texts: list[str]) -> list[str]:
-    """newline_sentences over a list (for harness.parallel.chunked_map)."""
+    """newline_sentences over a list (for common.parallel.chunked_map)."""
     return [newline_sentences(t) for t in texts]

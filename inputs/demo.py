@@ -11,8 +11,8 @@ import os
 import subprocess
 import sys
 
-from harness.errors import HarnessError
-from harness.models import DEFAULT_MODEL_NAME, file_fingerprint
+from common.errors import HarnessError
+from inputs.models import DEFAULT_MODEL_NAME, file_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,10 @@ def default_dataset_path(model_path: str | None, export_root: str | None = None)
 
 
 def main(argv=None) -> int:
-    """python -m harness.demo [--model-path P]: print the demo pickle's path (building it if needed)."""
+    """python -m inputs.demo [--model-path P]: print the demo pickle's path (building it if needed)."""
     import argparse
 
-    from harness.errors import exit_on_error
+    from common.errors import exit_on_error
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--model-path", default=None, help="model whose tokenizer builds it (default: embedded)")

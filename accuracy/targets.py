@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.errors import HarnessError
-from harness.files import temp_file_beside
+from common.errors import HarnessError
+from common.files import temp_file_beside
 
 log = logging.getLogger(__name__)
 

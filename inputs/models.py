@@ -8,7 +8,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from harness.errors import HarnessError
+from common.errors import HarnessError
 
 DEFAULT_MODEL_NAME = "gemma3-270m-q4_k_m"
 

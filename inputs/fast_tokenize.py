@@ -31,9 +31,9 @@ TOKENIZE_CHUNK = 32768  # rows per batched call: big enough to amortise, small e
 
 
 def load_tokenizer(model_path: str | None):
-    """harness.tokenizer.load_tokenizer, with a Llama SentencePiece tokenizer given the reference's spacing
+    """inputs.tokenizer.load_tokenizer, with a Llama SentencePiece tokenizer given the reference's spacing
     (reference_llama_spacing). Every tokenizer processorca uses is loaded here."""
-    from harness.tokenizer import load_tokenizer as load
+    from inputs.tokenizer import load_tokenizer as load
 
     return reference_llama_spacing(load(model_path))
 

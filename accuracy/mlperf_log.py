@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from harness.errors import HarnessError
+from common.errors import HarnessError
 
 DTYPES = {"int32": np.int32, "int64": np.int64}
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from rouge_score.scoring import fmeasure
 
-from harness.parallel import chunked_map
+from common.parallel import chunked_map
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Synthetic datasets for performance runs, in the processed OpenOrca pickle schema.
 
-    python -m harness.synthetic --output data/synthetic_2560_768.pkl --num-samples 1024 \
+    python -m inputs.synthetic --output data/synthetic_2560_768.pkl --num-samples 1024 \
         --input-len 2560 --output-len 768
 
 Prompts are random token ids from a vocabulary range (default) or windows of real text
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.errors import HarnessError, exit_on_error
-from harness.files import temp_file_beside
+from common.errors import HarnessError, exit_on_error
+from common.files import temp_file_beside
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def main(argv=None) -> None:
                                  vocab_range=_vocab_range(args.vocab_range), seed=args.seed)
     tokenizer = None
     if args.model_path or args.prompt_source == "text":
-        from harness.tokenizer import load_tokenizer
+        from inputs.tokenizer import load_tokenizer
         tokenizer = load_tokenizer(args.model_path)
     df = generate(settings, tokenizer, args.text_file)
     write_pickle(df, args.output)

@@ -1,0 +1,6 @@
+"""Scoring generated text: ROUGE-1/2/L/Lsum (rouge), offline sentence splitting for ROUGE-Lsum
+(sentences), reading mlperf_log_accuracy.json (mlperf_log), and accuracy targets per model with
+the submission checker's pass rule (targets).
+
+May import: common.
+"""
