@@ -1,4 +1,4 @@
-"""Fake quantization (harness/quant*.py) and the fakequant backend, on a tiny random Llama built
+"""Fake quantization (quantization/) and the fakequant backend, on a tiny random Llama built
 in-process (2 layers, hidden 64, vocab 512) with real transformers on CPU."""
 import os
 import textwrap
