@@ -15,7 +15,6 @@ Every request starts from an empty KV cache for its sequence (no prefix reuse be
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -31,6 +30,7 @@ import numpy as np
 
 from backends.base import Backend
 from common.errors import HarnessError
+from common.native import native_output_silenced
 from inputs.models import resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class LlamaCppBackend(Backend):
 
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0x7FFFFFFF if o["n_gpu_layers"] < 0 else o["n_gpu_layers"]
-        with _native_output_silenced(not o["verbose"]):
+        with native_output_silenced(not o["verbose"]):
             self._model = llama_cpp.llama_model_load_from_file(path.encode(), mparams)
         if not self._model:
             self._model = None
@@ -151,7 +151,7 @@ class LlamaCppBackend(Backend):
         cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if o["flash_attn"]
                                    else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         cparams.no_perf = True
-        with _native_output_silenced(not o["verbose"]):
+        with native_output_silenced(not o["verbose"]):
             self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             self._ctx = None
@@ -199,7 +199,7 @@ class LlamaCppBackend(Backend):
             self._batch = None
         if self._ctx is None and self._model is None:
             return
-        with _native_output_silenced(not self.options["verbose"]):
+        with native_output_silenced(not self.options["verbose"]):
             if self._ctx is not None:
                 llama_cpp.llama_free(self._ctx)
                 self._ctx = None
@@ -425,25 +425,6 @@ class LlamaCppBackend(Backend):
         finally:
             llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
         return out
-
-
-@contextlib.contextmanager
-def _native_output_silenced(silence: bool):
-    """Send llama.cpp's load-time chatter (written straight to fd 1/2) to /dev/null."""
-    if not silence:
-        yield
-        return
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        for fd in (1, 2):
-            os.dup2(devnull, fd)
-        yield
-    finally:
-        for fd, copy in zip((1, 2), saved):
-            os.dup2(copy, fd)
-            os.close(copy)
-        os.close(devnull)
 
 
 def _check_gguf_magic(path: str) -> None:

@@ -13,6 +13,7 @@ import logging
 import os
 
 from common.errors import HarnessError
+from common.native import native_output_silenced
 from inputs.models import resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ class GGUFTokenizer:
             raise HarnessError(f"reading the vocabulary of {path} needs llama-cpp-python: "
                                "pip install -e '.[llamacpp]'") from e
         try:
-            self._llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+            with native_output_silenced():  # llama.cpp warns about n_ctx on every vocab-only load
+                self._llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
         except (ValueError, RuntimeError) as e:
             raise HarnessError(f"cannot read the vocabulary of {path}: not a valid GGUF file ({e})") from e
         self.name_or_path = path

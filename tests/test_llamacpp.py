@@ -3,7 +3,10 @@
 One thread per model: on a shared 2-core machine llama.cpp's spinning thread pool slows down
 many times over when its threads are descheduled.
 """
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,3 +248,15 @@ def test_main_exits_with_one_line_error_on_a_corrupt_gguf(tmp_path, prompts):
                  "--output-log-dir", str(tmp_path / "out"), timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines()[-1].startswith("error: llama.cpp cannot load"), p.stderr[-1000:]
+
+
+def test_gguf_vocabulary_load_prints_nothing():
+    """Loading the GGUF vocabulary (every run and evaluation does) leaves stdout and stderr clean:
+    llama.cpp's own n_ctx warning is written straight to fd 2 unless silenced."""
+    code = ("from inputs.models import default_model_path; from inputs.tokenizer import load_tokenizer; "
+            "print(len(load_tokenizer(default_model_path())))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().isdigit() and int(out.stdout) > 1000
+    assert out.stderr == "", out.stderr
