@@ -339,3 +339,39 @@ def test_cli_unknown_model_name_is_one_error_line(run_dir, tiny_tokenizer_dir):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert proc.stderr.startswith("error: no accuracy targets for model 'no-such-model'")
+
+
+def test_model_without_targets_gets_scores_and_no_verdict(run_dir, tiny_tokenizer_dir, capsys):
+    """A checkpoint with no recorded targets (name chosen from its folder): scores printed and
+    written, 'no verdict', exit 0. An explicit unknown --model-name stays an error (a typo)."""
+    tok_dir, tok = tiny_tokenizer_dir
+    write_log(run_dir / "mlperf_log_accuracy.json", list(enumerate(ANSWERS)), tok)
+    args = ["--checkpoint-path", tok_dir, "--mlperf-accuracy-file", str(run_dir / "mlperf_log_accuracy.json"),
+            "--dataset-file", str(run_dir / "dataset.pkl"), "--num-workers", "1"]
+    assert evaluation.main(args) == 0  # the project's targets file has none for this checkpoint
+    out = capsys.readouterr().out
+    result = eval(out.split("Results\n\n")[1].splitlines()[0])
+    assert result["gen_num"] == 4 and result["rouge1"] > 0
+    assert "no verdict" in out and "PASS" not in out and "FAIL" not in out
+    summary = json.loads((run_dir / "accuracy.json").read_text())
+    assert summary["result"] == result and summary["passed"] is None and summary["targets"] is None
+    with pytest.raises(HarnessError, match="no accuracy targets for model 'nope'"):
+        evaluation.main([*args, "--model-name", "nope"])
+
+
+def test_recorded_targets_go_beside_the_run_not_into_the_project(run_dir, tiny_tokenizer_dir, capsys):
+    tok_dir, tok = tiny_tokenizer_dir
+    write_log(run_dir / "mlperf_log_accuracy.json", list(enumerate(ANSWERS)), tok)
+    project_targets = (ROOT / "accuracy_targets.yaml").read_bytes()
+    assert evaluation.main(["--checkpoint-path", tok_dir, "--mlperf-accuracy-file",
+                            str(run_dir / "mlperf_log_accuracy.json"), "--dataset-file", str(run_dir / "dataset.pkl"),
+                            "--num-workers", "1", "--record-targets", "mine"]) == 0
+    assert (ROOT / "accuracy_targets.yaml").read_bytes() == project_targets
+    recorded = load_targets(run_dir / "accuracy_targets.yaml")["mine"]
+    assert f"in {run_dir / 'accuracy_targets.yaml'}" in capsys.readouterr().out
+    # and they judge the next evaluation when named
+    assert evaluation.main(["--checkpoint-path", tok_dir, "--mlperf-accuracy-file",
+                            str(run_dir / "mlperf_log_accuracy.json"), "--dataset-file", str(run_dir / "dataset.pkl"),
+                            "--num-workers", "1", "--targets-file", str(run_dir / "accuracy_targets.yaml"),
+                            "--model-name", "mine"]) == 0
+    assert "99% level: PASS" in capsys.readouterr().out and recorded.metrics["rouge1"] > 0
