@@ -43,13 +43,15 @@ _HEADER = """\
 class MetricCheck:
     metric: str
     value: float
+    target: float
     low: float
     high: float | None  # None: no upper limit
     passed: bool
 
     def describe(self) -> str:
         bound = f">= {self.low:.4f}" if self.high is None else f"in [{self.low:.4f}, {self.high:.4f}]"
-        return f"{self.metric} {self.value} {bound} {'ok' if self.passed else 'FAIL'}"
+        share = f" ({self.value / self.target:.1%} of {self.target:g})" if self.target else ""
+        return f"{self.metric} {self.value}{share} {bound} {'ok' if self.passed else 'FAIL'}"
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class ModelTargets:
             else:
                 low, high = target * ratio, None
                 passed = value >= low
-            checks.append(MetricCheck(metric, value, low, high, passed))
+            checks.append(MetricCheck(metric, value, target, low, high, passed))
         return LevelResult(level, checks)
 
 

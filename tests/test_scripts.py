@@ -1,6 +1,7 @@
 """Lint the shell scripts (shellcheck) and the Dockerfile (hadolint); check the scripts' help."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -38,3 +39,24 @@ def test_expected_top_level_files_exist():
 def test_run_accuracy_rejects_unknown_argument():
     p = subprocess.run(["bash", str(ROOT / "run_accuracy.sh"), "--bogus", "1"], capture_output=True, text=True)
     assert p.returncode == 2 and "unknown argument --bogus" in p.stderr
+
+
+def _run_accuracy(tmp_path, *args):
+    env = dict(os.environ, OUTPUT_DIR=str(tmp_path / "run"))
+    return subprocess.run(["bash", str(ROOT / "run_accuracy.sh"), "--backend", "null", "--samples", "8", *args],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+
+
+def test_run_accuracy_exit_1_means_accuracy_below_targets_with_a_working_harness(tmp_path):
+    p = _run_accuracy(tmp_path)  # the null backend's fixed answers score 0 against the demo model's targets
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert "Harness: the run completed every query and passed TEST06." in p.stdout
+    assert "Accuracy: below the targets" in p.stdout and "of 12.5342" in p.stdout
+    assert (tmp_path / "run" / "accuracy.json").exists()
+
+
+def test_run_accuracy_exit_2_when_a_step_fails(tmp_path):
+    p = _run_accuracy(tmp_path, "--dataset-path", str(tmp_path / "missing.pkl"))
+    assert p.returncode == 2
+    assert "run_accuracy.sh: the LoadGen run failed" in p.stderr
+    assert "Harness: the run completed" not in p.stdout
