@@ -1,6 +1,6 @@
 """Query Sample Library over the processed OpenOrca pickle (as the MLPerf llama2-70b reference).
 
-The pickle is the DataFrame written by processorca.py (or by `python -m inputs.synthetic`):
+The pickle (or the same table as parquet or JSON lines) is the DataFrame written by processorca.py (or by `python -m inputs.synthetic`):
 columns id, system_prompt, question, output, input, tok_input, tok_output, origin,
 tok_input_length, tok_output_length. Only `tok_input` is needed to run; `output`/`tok_output`
 are the references used by evaluation.py. Prompts are kept as plain lists of token ids: every
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 
 from common.errors import HarnessError
+from common.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +20,11 @@ REQUIRED_COLUMNS = ("tok_input",)
 
 
 def read_processed_pickle(path: str):
-    """The processed DataFrame, with a clear error for a missing, corrupt or wrong-format file."""
-    import pandas as pd
-
+    """The processed DataFrame (pickle, parquet or JSON lines; see common/tables.py), with a clear
+    error for a missing, corrupt, unsafe or wrong-format file."""
     if not path or not os.path.isfile(path):
         raise HarnessError(f"dataset not found: {path} (build it with processorca.py or python -m inputs.synthetic)")
-    try:
-        df = pd.read_pickle(path)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, OSError) as e:
-        raise HarnessError(f"cannot read dataset {path}: not a pandas pickle ({type(e).__name__}: {e})".splitlines()[0]) from e
-    if not isinstance(df, pd.DataFrame):
-        raise HarnessError(f"dataset {path} holds a {type(df).__name__}, expected a pandas DataFrame")
+    df = read_table(path, "dataset")
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise HarnessError(f"dataset {path} lacks column(s) {', '.join(missing)} "
@@ -41,12 +35,18 @@ def read_processed_pickle(path: str):
 
 
 class Dataset:
-    def __init__(self, dataset_path: str, total_sample_count: int = 24576, perf_count_override: int | None = None):
+    def __init__(self, dataset_path: str, total_sample_count: int | None = None, perf_count_override: int | None = None):
+        """total_sample_count None: every row of the dataset."""
         self.dataset_path = dataset_path
         df = read_processed_pickle(dataset_path)
-        self.total_sample_count = min(len(df), total_sample_count)
-        if self.total_sample_count < 1:
+        if total_sample_count is None:
+            total_sample_count = len(df)
+        if total_sample_count < 1:
             raise HarnessError(f"--total-sample-count must be >= 1, got {total_sample_count}")
+        if total_sample_count > len(df):
+            log.warning("--total-sample-count %d is more than the %d samples in %s: using %d",
+                        total_sample_count, len(df), dataset_path, len(df))
+        self.total_sample_count = min(len(df), total_sample_count)
         try:
             self.input_ids = [[int(t) for t in ids] for ids in df["tok_input"].iloc[: self.total_sample_count]]
         except (TypeError, ValueError) as e:

@@ -240,17 +240,20 @@ def output_files(ds: OrcaDataset, num_total_samples: int) -> dict[str, pd.DataFr
 
 
 def export(files: dict[str, pd.DataFrame], export_dir: str | os.PathLike) -> list[Path]:
-    """Write every pickle into a temporary folder first, then move them into export_dir."""
+    """Write every pickle, and the same table as parquet beside it (readable without running code
+    from the file, see common/tables.py), into a temporary folder first, then move them into export_dir."""
     export_dir = Path(export_dir)
     if export_dir.exists() and not export_dir.is_dir():
         raise HarnessError(f"--export_dir {export_dir} is a file; give a folder")
     export_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".processorca-", dir=export_dir))
+    names = [n for name in files for n in (name, str(Path(name).with_suffix(".parquet")))]
     try:
         for name, frame in files.items():
             frame.to_pickle(tmp / name)
+            frame.to_parquet(tmp / Path(name).with_suffix(".parquet"))
         written = []
-        for name in files:
+        for name in names:
             os.replace(tmp / name, export_dir / name)
             written.append(export_dir / name)
         return written

@@ -1,6 +1,7 @@
 """processorca.py: filters one by one, equality with a row-by-row reading of the reference,
 sampling, file outputs and bad input. A small word-level tokenizer built here keeps these fast;
 one slow test runs the demo parquet through the embedded Gemma tokenizer."""
+import io
 import os
 import random
 import re
@@ -14,6 +15,7 @@ import pytest
 
 import processorca as po
 from common.errors import HarnessError, exit_on_error
+from common.tables import read_table
 from inputs import fast_tokenize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,14 +256,23 @@ def test_cli_writes_reference_files(tok_dir, small_parquet, tmp_path, capsys):
     code, _ = run_main(["--dataset_pq_path", str(small_parquet), "--model_dir", tok_dir, "--seqlen_limit", "60",
                         "--export_dir", str(out), "--num_total_samples", "40", "--calibration_size", "8"], capsys)
     assert code == 0
-    names = sorted(os.listdir(out))
-    assert names == sorted([f"open_orca_gpt4_tokenized_llama.{n}.pkl" for n in
-                            ["full", "cot", "flan", "niv", "t0", "sampled_40", "calibration_8"]])
+    stems = [f"open_orca_gpt4_tokenized_llama.{n}" for n in
+             ["full", "cot", "flan", "niv", "t0", "sampled_40", "calibration_8"]]
+    assert sorted(os.listdir(out)) == sorted([s + ext for s in stems for ext in (".pkl", ".parquet")])
     sampled = pd.read_pickle(out / "open_orca_gpt4_tokenized_llama.sampled_40.pkl")
     assert list(sampled.columns) == po.COLUMNS and len(sampled) == 40
     assert isinstance(sampled.tok_input[0], list) and isinstance(sampled.tok_input[0][0], int)
     niv = pd.read_pickle(out / "open_orca_gpt4_tokenized_llama.niv.pkl")
     assert set(niv.origin) == {"niv"} and list(niv.index) == list(range(len(niv)))
+    # The pickles are exactly what the reference writes (DataFrame.to_pickle of the same frames), and
+    # each parquet beside one reads back as the same table.
+    settings = po.OrcaSettings(seqlen_limit=60, num_total_samples=40, calibration_size=8)
+    ds = po.build(po.read_parquet(small_parquet), po.load_tokenizer(tok_dir), settings)
+    for name, frame in po.output_files(ds, 40).items():
+        expected = io.BytesIO()
+        frame.to_pickle(expected)
+        assert (out / name).read_bytes() == expected.getvalue(), name
+        pd.testing.assert_frame_equal(read_table(out / Path(name).with_suffix(".parquet")), read_table(out / name))
 
 
 def _write_bad(kind, tmp_path, small_parquet):
