@@ -36,7 +36,8 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--user-conf", default=os.path.join(HERE, "user.conf"), help="LoadGen user config")
     p.add_argument("--audit-conf", default="audit.conf",
                    help="LoadGen audit config for compliance runs (used only if the file exists)")
-    p.add_argument("--total-sample-count", type=int, default=24576, help="samples to load from the dataset")
+    p.add_argument("--total-sample-count", type=int, default=None,
+                   help="samples to load from the dataset (default: all of them, 24576 in the reference's set)")
     p.add_argument("--batch-size", type=int, default=None, help="Offline batch size (default: backend's)")
     p.add_argument("--output-log-dir", default=None,
                    help="where LoadGen logs go; must be new or empty "

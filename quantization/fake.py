@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from common.errors import HarnessError
+from common.tables import read_table
 from quantization.config import ActivationSpec, QuantConfig, WeightSpec
 
 log = logging.getLogger(__name__)
@@ -246,22 +247,14 @@ def calibrate(model: nn.Module, quantizers: dict[str, ActivationQuantizer], prom
 
 
 def load_calibration_prompts(path: str, samples: int, max_tokens: int, vocab_size: int | None) -> list[list[int]]:
-    """The first `samples` prompts (column tok_input) of a calibration pickle such as the
-    reference's open_orca_gpt4_tokenized_llama.calibration_1000.pkl, each cut to max_tokens.
+    """The first `samples` prompts (column tok_input) of a calibration table such as the
+    reference's open_orca_gpt4_tokenized_llama.calibration_1000.pkl (or its parquet / JSON lines
+    form, see common/tables.py), each cut to max_tokens.
 
     The ids must come from the model's tokenizer: the reference file holds Llama-2 ids.
     """
-    import os
-
-    import pandas as pd
-
-    if not os.path.isfile(path):
-        raise HarnessError(f"calibration dataset not found: {path}")
-    try:
-        df = pd.read_pickle(path)
-    except Exception as e:  # pickle/pandas raise many types for a file that is not a DataFrame pickle
-        raise HarnessError(f"calibration dataset {path}: cannot read as a pandas pickle: {type(e).__name__}") from None
-    if not isinstance(df, pd.DataFrame) or "tok_input" not in df.columns:
+    df = read_table(path, "calibration dataset")
+    if "tok_input" not in df.columns:
         raise HarnessError(f"calibration dataset {path}: needs a DataFrame with a tok_input column")
     if len(df) == 0:
         raise HarnessError(f"calibration dataset {path}: has no rows")
