@@ -87,42 +87,15 @@ def backend_options(args) -> dict:
     return opts
 
 
-# Keys LoadGen 6.0 reads from user.conf / audit.config. LoadGen ignores unknown keys silently,
-# so a typo would quietly run with the default; we refuse it instead.
-LOADGEN_KEYS = {
-    "mode", "min_duration", "max_duration", "min_query_count", "max_query_count", "qsl_rng_seed",
-    "sample_index_rng_seed", "schedule_rng_seed", "accuracy_log_rng_seed", "accuracy_log_probability",
-    "accuracy_log_sampling_target", "print_timestamps", "performance_issue_unique", "performance_issue_same",
-    "performance_issue_same_index", "performance_sample_count_override", "accuracy_sample_count_override",
-    "sample_concatenate_permutation", "test05", "test05_qsl_rng_seed", "test05_sample_index_rng_seed",
-    "test05_schedule_rng_seed", "target_latency_percentile", "target_latency", "target_qps", "target_duration",
-    "samples_per_query", "max_async_queries", "coalesce_queries", "use_token_latencies",
-    "infer_token_latencies", "token_latency_scaling_factor", "ttft_latency", "tpot_latency",
-    "server_num_issue_query_threads",
-}
-
-
-def check_conf_keys(path: str) -> None:
-    """One clear error for a malformed line or an unknown key in a LoadGen config file."""
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            key, sep, value = line.partition("=")
-            parts = key.strip().split(".")
-            if not sep or len(parts) != 3 or not value.strip():
-                raise HarnessError(f"{path}:{n}: expected 'model.scenario.key = value', got '{line}'")
-            if parts[2] not in LOADGEN_KEYS:
-                raise HarnessError(f"{path}:{n}: unknown LoadGen key '{parts[2]}'")
-
-
 def build_settings(args):
     import mlperf_loadgen as lg
 
+    from harness.loadgen_conf import check_loadgen_confs
+
     if not os.path.isfile(args.user_conf):
         raise HarnessError(f"user config not found: {args.user_conf}")
-    check_conf_keys(args.user_conf)
+    audit_conf = args.audit_conf if os.path.isfile(args.audit_conf) else None
+    check_loadgen_confs(args.user_conf, audit_conf, args.lg_model_name)
     settings = lg.TestSettings()
     settings.scenario = getattr(lg.TestScenario, args.scenario)
     # LoadGen loads its embedded mlperf.conf first; user.conf overrides it.
@@ -185,9 +158,7 @@ def run(args) -> int:
                           options=backend_options(args))
     settings = build_settings(args)
     goodput = parse_goodput(args.goodput)
-    if os.path.isfile(args.audit_conf):
-        check_conf_keys(args.audit_conf)
-    elif args.audit_conf != "audit.conf":
+    if not os.path.isfile(args.audit_conf) and args.audit_conf != "audit.conf":
         raise HarnessError(f"audit config not found: {args.audit_conf}")
     dataset_path = args.dataset_path or default_dataset_path(args.model_path)
     dataset = Dataset(dataset_path, args.total_sample_count)
