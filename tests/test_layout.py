@@ -17,8 +17,10 @@ ALLOWED = {
     "harness": {"common", "inputs", "backends"},
     "reporting": {"common", "inputs", "harness"},
     "tasks": {"common", "inputs", "accuracy", "backends", "harness"},
+    "mlsubmit": {"common", "inputs", "accuracy", "harness"},
 }
-ENTRY_POINTS = {"main", "SUT_offline", "SUT_server", "dataset", "processorca", "evaluation", "compliance"}
+ENTRY_POINTS = {"main", "SUT_offline", "SUT_server", "dataset", "processorca", "evaluation", "compliance",
+                "submission"}
 PROJECT = set(ALLOWED) | ENTRY_POINTS
 
 

@@ -1,0 +1,134 @@
+"""The runs of a submission: which ones (performance, accuracy, TEST06 per scenario), the exact
+commands that make them (main.py, evaluation.py, compliance.py, run as users run them), and how
+long each should take according to LoadGen's settings.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import HarnessError
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST06_AUDIT = ROOT / "compliance" / "TEST06" / "audit.config"
+# submission.py chooses these for each run; given after '--' they would contradict the layout.
+RESERVED_FLAGS = ("--scenario", "--accuracy", "--output-log-dir", "--audit-conf")
+
+
+@dataclass(frozen=True)
+class Run:
+    scenario: str
+    kind: str       # performance | accuracy | TEST06
+    index: int      # 1-based, in the order the runs are made
+    total: int
+
+    @property
+    def label(self) -> str:
+        return f"[{self.index}/{self.total}] {self.scenario} {self.kind}"
+
+
+def plan(scenarios: list[str], kinds: tuple[str, ...]) -> list[Run]:
+    pairs = [(s, k) for s in scenarios for k in kinds]
+    return [Run(s, k, i, len(pairs)) for i, (s, k) in enumerate(pairs, 1)]
+
+
+def parse_main_flags(passthrough: list[str]) -> argparse.Namespace:
+    """The main.py flags submission.py itself needs (model, data, backend, LoadGen config); the
+    rest pass through untouched and main.py judges them."""
+    for arg in passthrough:
+        name = arg.split("=", 1)[0]
+        if name in RESERVED_FLAGS:
+            raise HarnessError(f"{name} is set by submission.py for each run; leave it out of the main.py flags")
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--model-path")
+    p.add_argument("--dataset-path")
+    p.add_argument("--backend", default="llamacpp")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--quant-config")
+    p.add_argument("--user-conf", default=str(ROOT / "user.conf"))
+    p.add_argument("--lg-model-name", default="llama2-70b")
+    p.add_argument("--total-sample-count", type=int, default=24576)
+    known, _ = p.parse_known_args(passthrough)
+    return known
+
+
+def main_command(run: Run, passthrough: list[str], out_dir: Path) -> list[str]:
+    cmd = [sys.executable, str(ROOT / "main.py"), "--scenario", run.scenario]
+    if run.kind == "accuracy":
+        cmd.append("--accuracy")
+    elif run.kind == "TEST06":
+        cmd += ["--audit-conf", str(TEST06_AUDIT)]
+    return cmd + list(passthrough) + ["--output-log-dir", str(out_dir)]
+
+
+def evaluation_command(accuracy_log: Path, dataset: str, checkpoint: str | None, model_name: str | None,
+                       level: str) -> list[str]:
+    cmd = [sys.executable, str(ROOT / "evaluation.py"), "--mlperf-accuracy-file", str(accuracy_log),
+           "--dataset-file", dataset, "--accuracy-level", level]
+    if checkpoint:
+        cmd += ["--checkpoint-path", checkpoint]
+    if model_name:
+        cmd += ["--model-name", model_name]
+    return cmd
+
+
+def compliance_command(accuracy_log: Path, scenario: str, out_dir: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "compliance.py"), "--accuracy-log", str(accuracy_log), "--scenario", scenario,
+            "--output-dir", str(out_dir)]
+
+
+def shown(cmd: list[str]) -> str:
+    """A command as a person types it in the current folder: `python main.py ...`."""
+    words = ["python" if w == sys.executable else w for w in cmd]
+    words = [os.path.relpath(w) if w.startswith(str(ROOT) + "/") else w for w in words]
+    return shlex.join(words)
+
+
+# -- time estimates -----------------------------------------------------------------------------------
+def _audit_value(key: str, default: float) -> float:
+    for line in TEST06_AUDIT.read_text().splitlines():
+        k, sep, v = line.split("#", 1)[0].partition("=")
+        if sep and k.strip().endswith(f".{key}"):
+            return float(v)
+    return default
+
+
+def estimate_s(run: Run, user_conf: str, lg_model_name: str, total_samples: int,
+               measured_rate: float | None) -> tuple[float, str]:
+    """Seconds the run should take and why: LoadGen's minimum duration and query count from
+    user.conf (mlperf.conf underneath), at the rate a finished performance run measured or
+    else at the QPS the config expects."""
+    import mlperf_loadgen as lg
+
+    s = lg.TestSettings()
+    s.scenario = getattr(lg.TestScenario, run.scenario)
+    if s.FromConfig(user_conf, lg_model_name, run.scenario) != 0:
+        raise HarnessError(f"LoadGen could not parse {user_conf}")
+    qps = s.offline_expected_qps if run.scenario == "Offline" else s.server_target_qps
+    rate = measured_rate or qps
+    source = "measured" if measured_rate else "expected by user.conf"
+    if run.kind == "performance":
+        # Server issues at the target QPS whatever the system does; Offline as fast as it can.
+        rate = qps if run.scenario == "Server" else rate
+        secs = max(s.min_duration_ms / 1000, s.min_query_count / rate)
+        why = f"min_duration {s.min_duration_ms / 1000:g} s, min_query_count {s.min_query_count} at {rate:g} QPS"
+    elif run.kind == "accuracy":
+        secs = total_samples / rate
+        why = f"up to {total_samples} samples at {rate:g} samples/s ({source})"
+    else:
+        n = _audit_value("min_query_count", s.min_query_count)
+        secs = max(_audit_value("min_duration", 0) / 1000, n / rate)
+        why = f"TEST06: {n:g} queries at {rate:g} QPS ({source})"
+    return secs, why
+
+
+def fmt_duration(secs: float) -> str:
+    if secs < 90:
+        return f"{secs:.0f} s"
+    if secs < 5400:
+        return f"{secs / 60:.0f} min"
+    return f"{secs / 3600:.1f} h"
