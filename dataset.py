@@ -1,10 +1,10 @@
 """Query Sample Library over the processed OpenOrca pickle (as the MLPerf llama2-70b reference).
 
-The pickle (or the same table as parquet or JSON lines) is the DataFrame written by processorca.py (or by `python -m inputs.synthetic`):
-columns id, system_prompt, question, output, input, tok_input, tok_output, origin,
-tok_input_length, tok_output_length. Only `tok_input` is needed to run; `output`/`tok_output`
-are the references used by evaluation.py. Prompts are kept as plain lists of token ids: every
-backend takes ids, and no tensor is built per sample before it is needed.
+The pickle (or the same table as parquet or JSON lines) is the DataFrame written by processorca.py
+(or by `python -m inputs.synthetic`): columns id, system_prompt, question, output, input,
+tok_input, tok_output, origin, tok_input_length, tok_output_length. Only `tok_input` is needed to
+run; `output`/`tok_output` are the references used by evaluation.py. Prompts are kept as plain
+lists of token ids: every backend takes ids, and no tensor is built per sample before it is needed.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def read_processed_pickle(path: str):
 
 
 class Dataset:
-    def __init__(self, dataset_path: str, total_sample_count: int | None = None, perf_count_override: int | None = None):
+    def __init__(self, dataset_path: str, total_sample_count: int | None = None,
+                 perf_count_override: int | None = None):
         """total_sample_count None: every row of the dataset."""
         self.dataset_path = dataset_path
         df = read_processed_pickle(dataset_path)

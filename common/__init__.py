@@ -1,5 +1,7 @@
 """Shared utilities with no knowledge of LLMs or LoadGen: the one error type for input a user can
-fix (errors), atomic writes (files), an order-keeping parallel map (parallel).
+fix (errors), atomic writes (files), an order-keeping parallel map (parallel), reading a data
+table from a pickle without running code from it, parquet or JSON lines (tables).
 
-May import: the standard library only. Everything else may import this package.
+May import: the standard library only (tables imports pandas/pyarrow when it reads a file).
+Everything else may import this package.
 """

@@ -65,7 +65,7 @@ class RunSpec:
     quant_config: str | None = None
     backend_args: dict[str, Any] = field(default_factory=dict)
     scenario: str = "Offline"
-    data: str | dict | None = None           # dataset pickle, or {"synthetic": {inputs.synthetic flags}}
+    data: str | dict | None = None           # .pkl/.parquet/.jsonl, or {"synthetic": {inputs.synthetic flags}}
     user_conf: str | None = None
     warmup_runs: int = 0
     repeats: int = 1

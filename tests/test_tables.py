@@ -56,7 +56,8 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("module, name", [("builtins", "eval"), ("builtins", "getattr"), ("subprocess", "Popen"),
-                                          ("pandas", "read_pickle"), ("numpy", "load"), ("pandas.io.pickle", "read_pickle")])
+                                          ("pandas", "read_pickle"), ("numpy", "load"),
+                                          ("pandas.io.pickle", "read_pickle")])
 def test_only_the_listed_globals_resolve(module, name):
     data = pickle.dumps(None, protocol=2).replace(b"N", f"c{module}\n{name}\n".encode(), 1)
     with pytest.raises(pickle.UnpicklingError, match=f"{module}.{name}"):
@@ -104,6 +105,17 @@ def test_main_evaluation_and_calibration_refuse_it(tmp_path):
     assert not marker.exists()
 
 
+def test_compare_spec_data_is_refused(tmp_path):
+    (path, marker), _ = hostile_pickles(tmp_path)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"runs": [{"name": "a", "backend": "null", "data": str(path)}]}))
+    proc = subprocess.run([sys.executable, "-m", "reporting.compare", str(spec), "--output-dir", str(tmp_path / "out"),
+                           "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "every run failed" in proc.stderr, proc.stderr[-2000:]
+    assert "refused: the pickle calls posix.system" in (tmp_path / "out" / "a" / "rep-1.log").read_text()
+    assert not marker.exists()
+
+
 # ---- the same table, whatever the file ---------------------------------------------------------
 def test_reference_era_pickle_loads_as_pandas_does():
     """A pickle written by pandas 2.0.3 / numpy 1.24 (numpy.core.*, pandas.core.frame names), as the
@@ -122,7 +134,8 @@ def test_reference_era_pickle_loads_as_pandas_does():
     pd.DataFrame({"a": [1, 2], "f": [0.5, np.nan], "s": ["x", None], "b": [True, False]}),
     pd.DataFrame({"tok_input": [np.array([1, 2, 3]), np.array([4], dtype=np.int32)]}),
     pd.DataFrame({"tok_input": [[np.int64(1), np.int64(2)]], "n": np.array([1], dtype=np.int32)}, index=[7]),
-    pd.DataFrame({"s": pd.array(["x", None], dtype="string"), "p": pd.array(["y", "z"], dtype=pd.StringDtype("python"))}),
+    pd.DataFrame({"s": pd.array(["x", None], dtype="string"),
+                  "p": pd.array(["y", "z"], dtype=pd.StringDtype("python"))}),
     pd.DataFrame({"s": pd.Series(["x", "y"], dtype=object), "f": np.array([1.5, 2.5], dtype=np.float32)}),
     pd.DataFrame(),
 ], ids=["scalars", "int-arrays", "numpy-ints-in-lists", "string-dtypes", "object-strings", "empty"])
