@@ -49,7 +49,8 @@ def get_args(argv=None):
     p.add_argument("--checkpoint-path", default=None,
                    help="model folder or .gguf whose tokenizer decodes the outputs (default: the embedded Gemma model)")
     p.add_argument("--mlperf-accuracy-file", required=True, help="path to mlperf_log_accuracy.json")
-    p.add_argument("--dataset-file", required=True, help="path to the processed OpenOrca pickle")
+    p.add_argument("--dataset-file", required=True,
+                   help="the processed OpenOrca pickle (or the same table as .parquet / .jsonl)")
     p.add_argument("--dtype", default="int32", choices=sorted(DTYPES),
                    help="dtype of the token ids in the accuracy log (the SUT writes int32)")
     p.add_argument("--model-name", default=None,
