@@ -321,6 +321,9 @@ def test_int64_log_needs_dtype_int64(run_dir, tiny_tokenizer_dir):
     ('[{"seq_id": 0, "qsl_idx": 9, "data": "01000000"}]', "qsl_idx 9 .*outside the dataset"),
     ('[{"seq_id": 0, "qsl_idx": 0, "data": "010000"}]', "not a whole number of int32 ids"),
     ('[{"seq_id": 0, "qsl_idx": 0, "data": "zz"}]', "hex 'data'"),
+    ('[{"seq_id": 0, "qsl_idx": 5.7, "data": "01000000"}]', "entry 0: qsl_idx must be a non-negative integer, got 5.7"),
+    ('[{"seq_id": 0, "qsl_idx": true, "data": "01000000"}]', "entry 0: qsl_idx must be a non-negative integer, got true"),
+    ('[{"seq_id": 0, "qsl_idx": 0, "data": "01000000"}, [1]]', r"entry 1: expected a JSON object, got \[1\]"),
     ('[{"seq_id": 0, "qsl_idx": 0, "data": "FFFFFF7F"}]', "outside the tokenizer's vocabulary"),
 ])
 def test_bad_accuracy_log(run_dir, tiny_tokenizer_dir, content, message):
