@@ -28,8 +28,8 @@ class SUT:
     def start(self) -> None:
         self.core.start()
 
-    def stop(self) -> None:
-        self.core.stop()
+    def stop(self, join_timeout_s: float = 30.0) -> bool:
+        return self.core.stop(join_timeout_s)
 
     def issue_queries(self, query_samples) -> None:
         self.core.issue_queries(query_samples)

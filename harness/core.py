@@ -17,10 +17,16 @@ batch, the queries a Server worker serves together): at tens of thousands of que
 second the GIL hand-overs around each call cost more than the Python work between them.
 
 Every query LoadGen issues is completed exactly once, also when the backend raises or hangs:
-a failed query is answered with the ids streamed before the failure, or else a one-token EOS
-response (empty when the backend has no EOS); its error is recorded and the run is marked
-failed. With `query_timeout_s` a watchdog completes queries that run too long, so the run ends
-in bounded time.
+a failed query is answered with the ids streamed before the failure, or else one token: the
+backend's smallest EOS id, or NO_TOKEN_ID when it has none (never an empty response: LoadGen
+logs an error for a completion without tokens and, in the Server scenario, for one without a
+first token). Its error is recorded and the run is marked failed. A reply without tokens is such
+a failure for every backend ("empty reply (no tokens)"). With `query_timeout_s` a watchdog
+completes queries that run too long, so the run ends in bounded time.
+
+interrupt() (on the first Ctrl-C or SIGTERM) completes every outstanding query
+as failed ("interrupted") and every query issued after it at once, without calling the backend:
+LoadGen cannot be stopped mid-test, but with nothing left outstanding it ends by itself.
 
 With `pin_cpu` LoadGen's issuing thread (from its first issue_queries call until stop()) and the
 workers run on that one CPU. At tens of thousands of queries per second they hand the GIL to each
@@ -49,6 +55,11 @@ from harness.records import RequestRecord
 log = logging.getLogger(__name__)
 
 _STOP = object()
+# The one id a failed query is answered with when the backend has no EOS (the openai backend):
+# <unk> in Llama's vocabulary, <pad> in Gemma's, a placeholder rather than an answer.
+NO_TOKEN_ID = 0
+EMPTY_REPLY = "empty reply (no tokens)"
+INTERRUPTED = "interrupted"
 
 
 @dataclass(slots=True)
@@ -111,8 +122,8 @@ class SUTCore:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._gc_was_enabled = False
-        fallback = min(backend.eos_token_ids) if backend.eos_token_ids else None
-        self._failed_ids = [] if fallback is None else [fallback]
+        self._failed_ids = [min(backend.eos_token_ids) if backend.eos_token_ids else NO_TOKEN_ID]
+        self._interrupted = False
 
     # ---- LoadGen callbacks -------------------------------------------------------------
     def issue_queries(self, query_samples) -> None:
@@ -123,15 +134,15 @@ class SUTCore:
         # a dict insert are atomic under the GIL, and the watchdog reads a copy of the table.
         now = time.perf_counter()
         items = []
-        watched = self.query_timeout_s > 0  # only the watchdog needs the in-flight table
         for qs in query_samples:
             rec = RequestRecord(qs.index, qs.id, len(self.prompts[qs.index]), now)
             item = _InFlight(rec)
-            if watched:
-                self._inflight[qs.id] = item
+            self._inflight[qs.id] = item  # for the watchdog and interrupt()
             self.records.append(rec)
             items.append(item)
-        if self.streaming:
+        if self._interrupted:
+            self._complete([(item, [], INTERRUPTED) for item in items])
+        elif self.streaming:
             for item in items:
                 self._queue.put(item)
         else:
@@ -167,9 +178,10 @@ class SUTCore:
             t.start()
             self._threads.append(t)
 
-    def stop(self, join_timeout_s: float = 30.0) -> None:
-        """Stop the workers. LoadGen has returned, so every query is complete; a worker stuck in
-        a hung backend call is a daemon thread and is left behind after join_timeout_s."""
+    def stop(self, join_timeout_s: float = 30.0) -> bool:
+        """Stop the workers; whether they all ended. Every query is complete (LoadGen has
+        returned, or interrupt() completed them); a worker stuck in a hung backend call is a
+        daemon thread and is left behind after join_timeout_s."""
         self._stopping.set()
         if self._unpin is not None and self._unpin[0] == threading.get_ident():
             os.sched_setaffinity(0, self._unpin[1])   # LoadGen issued from this thread (its own thread ends)
@@ -183,6 +195,19 @@ class SUTCore:
             if t.is_alive():
                 log.warning("thread %s did not stop within %.0f s (backend call still running)",
                             t.name, join_timeout_s)
+        return not any(t.is_alive() for t in self._threads)
+
+    def interrupt(self) -> None:
+        """Complete every outstanding query as failed, and from now on every new one at issue
+        (see the module docstring); harness/runner.py calls it on the first Ctrl-C or SIGTERM."""
+        self._interrupted = True
+        outstanding = list(self._inflight.copy().values())
+        log.warning("interrupted: %d outstanding queries completed as failed", len(outstanding))
+        self._complete([(item, [], INTERRUPTED) for item in outstanding])
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
 
     @property
     def failed(self) -> bool:
@@ -201,11 +226,14 @@ class SUTCore:
                 item.done = True
                 self._inflight.pop(item.record.query_id, None)
                 rec = item.record
+                if error is None and not ids:
+                    error = EMPTY_REPLY
                 if error is not None:
                     ids = item.ids or self._failed_ids  # keep a first token already sent to LoadGen
                     rec.error = error
                     self.errors.append(f"sample {rec.sample_index}: {error}")
-                    log.error("query for sample %d failed: %s", rec.sample_index, error)
+                    if error != INTERRUPTED:  # interrupt() logs those once
+                        log.error("query for sample %d failed: %s", rec.sample_index, error)
                 if rec.t_first is None and ids:  # nothing streamed: the whole answer arrives now
                     rec.t_first = now
                     rec.chunk_times.append(now)
@@ -241,6 +269,9 @@ class SUTCore:
 
     def _batch_worker(self) -> None:
         while (batch := self._queue.get()) is not _STOP:
+            if self._interrupted:
+                self._complete([(item, [], INTERRUPTED) for item in batch])
+                continue
             try:
                 outs = self.backend.generate([self.prompts[it.record.sample_index] for it in batch])
                 if len(outs) != len(batch):
@@ -252,6 +283,9 @@ class SUTCore:
 
     def _stream_worker(self) -> None:
         while (items := self._take(self.streams_per_worker)) is not None:
+            if self._interrupted:
+                self._complete([(item, [], INTERRUPTED) for item in items])
+                continue
             streams, ended = self._first_chunks(items)
             ended += [self._rest(item, stream) for item, stream in streams]
             self._complete(ended)

@@ -213,6 +213,7 @@ def write_run_results(out_dir: str | Path, run: dict, records: list[RequestRecor
         log.warning("LoadGen figures unavailable: %s", e)
         figures = {"error": str(e)}
     stats = request_stats(records)
+    settle_status(run, stats, figures)
     if sysmetrics is not None:
         add_energy_per_token(sysmetrics, stats["output_tokens"]["total"])
     results = {
@@ -230,6 +231,30 @@ def write_run_results(out_dir: str | Path, run: dict, records: list[RequestRecor
     write_new_json(path, results)
     log.info("results written to %s", path)
     return path
+
+
+def settle_status(run: dict, stats: dict, figures: dict) -> None:
+    """The run's final "status" and why ("status_reasons"): "interrupted" (by a signal) stays;
+    otherwise failed queries, LoadGen's own ERROR lines or unreadable LoadGen logs make it
+    "failed", whatever LoadGen's verdict; else "ok"."""
+    reasons = []
+    if run.get("status") == "interrupted":
+        reasons.append(f"interrupted by {run.get('signal') or 'a signal'}")
+    if stats["errors"]:
+        reasons.append(f"{stats['errors']} of {stats['count']} queries failed")
+    lg_errors = figures.get("errors") or []
+    n_lg_errors = figures.get("num_errors") or len(lg_errors)
+    if n_lg_errors:
+        counts: dict[str, int] = {}
+        for e in lg_errors:
+            counts[e] = counts.get(e, 0) + 1
+        run["loadgen_errors"] = dict(sorted(counts.items(), key=lambda kv: -kv[1])[:10])
+        reasons.append(f"LoadGen logged {n_lg_errors} errors")
+    if "error" in figures:
+        reasons.append(f"LoadGen's logs unreadable: {figures['error']}")
+    if run.get("status") != "interrupted":
+        run["status"] = "failed" if reasons else "ok"
+    run["status_reasons"] = reasons
 
 
 def _requests_csv(records: list[RequestRecord]) -> str:
@@ -343,6 +368,9 @@ def print_run_summary(results: dict[str, Any]) -> str:
     backend = run.get("backend") or {}
     lines = [f"Run: {run.get('scenario', '?')} {run.get('mode', '?')}, backend "
              f"{backend.get('backend', '?')}, status {run.get('status', '?')}"]
+    if run.get("status") != "ok":  # above LoadGen's verdict, which counts no failed query
+        lines.append(f"RUN {str(run.get('status', '?')).upper()}: " + "; ".join(run.get("status_reasons") or []))
+        lines += [f"  LoadGen error x{n}: {e}" for e, n in (run.get("loadgen_errors") or {}).items()]
     if "error" in lg:
         lines.append(f"LoadGen: no figures ({lg['error']})")
     elif lg.get("mode") == "AccuracyOnly":

@@ -90,6 +90,7 @@ def group_row(name: str, group: list[dict]) -> dict[str, Any]:
         "model": os.path.basename(str(_get(first, "run", "model_path") or backend.get("model_path") or "default")),
         "dtype": _get(first, "run", "dtype"),
         "repeats": len(perf),  # an int: printed without decimals
+        "status": "/".join(sorted({str(_get(r, "run", "status") or "?") for r in group})),
         "LoadGen result": "/".join(verdicts) if perf else "-",
     }
     for metric, get, _unit in METRICS:
@@ -102,7 +103,7 @@ def group_row(name: str, group: list[dict]) -> dict[str, Any]:
     return row
 
 
-TABLE_COLUMNS = (["run", "scenario", "backend", "model", "dtype", "repeats", "LoadGen result"]
+TABLE_COLUMNS = (["run", "scenario", "backend", "model", "dtype", "repeats", "status", "LoadGen result"]
                  + [m for m, _, _ in METRICS] + ["rouge1", "rougeL"])
 
 
@@ -303,7 +304,14 @@ def _run_section(name: str, results: dict) -> str:
     cls = "ok" if verdict == "VALID" else "bad"
     reasons = "; ".join(lg.get("invalid_reasons") or [])
     run = results.get("run") or {}
+    status = str(run.get("status") or "?")
+    # The run's status comes first: LoadGen's verdict counts no failed query.
     parts = [f"<h3>{html.escape(name)}</h3>",
+             f"<p>Run status: <b class='{'ok' if status == 'ok' else 'bad'}'>{html.escape(status)}</b>"
+             + "".join(f"<br>{html.escape(r)}" for r in run.get("status_reasons") or [])
+             + "".join(f"<br>LoadGen error x{n}: {html.escape(e)}"
+                       for e, n in (run.get("loadgen_errors") or {}).items())
+             + "</p>",
              f"<p>{html.escape(str(run.get('scenario')))} {html.escape(str(run.get('mode')))}, folder "
              f"<code>{html.escape(results['_dir'])}</code>. LoadGen: <b class='{cls}'>{html.escape(verdict)}</b>"
              + (f" ({html.escape(reasons)})" if reasons else "") + "</p>"]
@@ -334,7 +342,7 @@ def build_html(groups: dict[str, list[dict]], title: str = "LLM LoadGen report",
     env = first.get("environment") or {}
     body.append("<h2>Environment</h2><details><summary>of the first run</summary><pre>"
                 + html.escape(_pretty(env)) + "</pre></details>")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'>{REPORT_MARK}<title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
@@ -342,9 +350,25 @@ def _pretty(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)
 
 
+# In every report's head: write_html replaces an existing file only when it carries this mark.
+REPORT_MARK = "<meta name='generator' content='llm-loadgen-harness report'>"
+
+
 def write_html(path: str | Path, text: str) -> Path:
-    """Write the report atomically (a reader never sees half a file)."""
+    """Write the report atomically (a reader never sees half a file). An existing file is
+    replaced only if it is a report written here (results.json, say, never is)."""
     path = Path(path)
+    if path.exists() or path.is_symlink():
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                head = f.read(1024)
+        except OSError as e:
+            head = ""
+            if not path.is_dir():
+                raise HarnessError(f"cannot read {path} to check it is a report: {e.strerror}") from None
+        if path.is_dir() or REPORT_MARK not in head:
+            raise HarnessError(f"{path} exists and is not a report written by this harness; "
+                               "not overwriting it (choose another --output)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
