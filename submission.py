@@ -302,9 +302,10 @@ def run_submission(args: argparse.Namespace, passthrough: list[str]) -> int:
             if run.kind == layout.RUN_KINDS[-1]:
                 sub.write_scenario_files(run.scenario)
     except KeyboardInterrupt:
-        shutil.rmtree(sub.logs / ".staging", ignore_errors=True)
         print("interrupted: the unfinished run was not added; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        shutil.rmtree(sub.logs / ".staging", ignore_errors=True)
     problems = check_tree(sub.out)
     print(f"all {len(sub.runs)} runs in {sub.out} after {fmt_duration(time.time() - started)}; "
           f"`python submission.py --check {sub.out}` lists {len(problems)} problem(s) left")
