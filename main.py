@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -115,24 +116,6 @@ def settings_dict(settings) -> dict:
     return out
 
 
-def claim_output_dir(path: str) -> str:
-    """A fresh temporary folder beside `path`; renamed to `path` when the run completes, so that
-    earlier results are never overwritten and an interrupted run never looks finished."""
-    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-        raise HarnessError(f"output dir {path} already holds results; choose a new --output-log-dir")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = f"{os.path.abspath(path)}.partial-{os.getpid()}"
-    os.makedirs(tmp)
-    return tmp
-
-
-def publish_output_dir(tmp: str, path: str) -> None:
-    if os.path.isdir(path):
-        os.rmdir(path)  # empty (checked at claim time)
-    os.replace(tmp, path)
-
-
 def run(args) -> int:
     import mlperf_loadgen as lg
 
@@ -141,6 +124,7 @@ def run(args) -> int:
     from dataset import Dataset
     from harness.core import check_pin_cpu
     from harness.results import load_results, parse_goodput, print_run_summary, write_run_results
+    from harness.runner import EXIT_INTERRUPTED, claim_output_dir, publish_output_dir, run_loadgen
     from harness.sysmetrics import SystemMonitor
     from inputs.demo import DEMO_MAX_NEW_TOKENS, default_dataset_path
     from SUT_offline import SUT
@@ -195,16 +179,22 @@ def run(args) -> int:
     sut.start()
     log.info("starting LoadGen: %s %s, %d samples", args.scenario,
              "accuracy" if args.accuracy else "performance", dataset.total_sample_count)
+    outcome = None
     try:
-        lg.StartTestWithLogSettings(lg_sut, sut.qsl, settings, log_settings, args.audit_conf)
+        outcome = run_loadgen(lambda: lg.StartTestWithLogSettings(lg_sut, sut.qsl, settings, log_settings,
+                                                                  args.audit_conf), sut.core.interrupt)
     finally:
-        sut.stop()
-        sysmetrics = monitor.stop(sum(r.n_output for r in sut.core.records)) if monitor else None
+        stopped = sut.stop(2.0 if sut.core.interrupted else 30.0)  # interrupted: not waiting for the backend
+        records = list(sut.core.records)  # a LoadGen still running adds (interrupted) queries
+        sysmetrics = monitor.stop(sum(r.n_output for r in records)) if monitor else None
         if progress is not None:
             progress.close()
-        lg.DestroySUT(lg_sut)
-        lg.DestroyQSL(sut.qsl)
-        backend.close()
+        # What LoadGen or a stuck worker still uses is left to the process exit.
+        clean = stopped and (outcome is None or outcome.finished)
+        if clean:
+            lg.DestroySUT(lg_sut)
+            lg.DestroyQSL(sut.qsl)
+            backend.close()
     finished = time.time()
 
     run_info = {
@@ -226,16 +216,25 @@ def run(args) -> int:
         "command": sys.argv,
         "started": started,
         "finished": finished,
-        "status": "failed" if sut.core.failed else "ok",
+        "status": "interrupted" if outcome.signal else "ok",  # write_run_results settles "failed"
+        "signal": outcome.signal,
         "errors": sut.core.errors[:100],
         "n_errors": len(sut.core.errors),
     }
-    results_path = write_run_results(out_tmp, run_info, sut.core.records, sysmetrics, goodput)
+    results_path = write_run_results(out_tmp, run_info, records, sysmetrics, goodput)
+    if run_info["status"] == "interrupted":  # never published: it is not a finished run
+        print("\n" + print_run_summary(load_results(results_path)))
+        print(f"RUN INTERRUPTED ({outcome.signal}): partial results in {out_tmp}", file=sys.stderr, flush=True)
+        if not clean:
+            sys.stdout.flush()
+            os._exit(EXIT_INTERRUPTED)  # LoadGen or a backend call still runs: no interpreter shutdown
+        return EXIT_INTERRUPTED
     publish_output_dir(out_tmp, args.output_log_dir)
     print("\n" + print_run_summary(load_results(os.path.join(args.output_log_dir, results_path.name))))
     print(f"LoadGen logs and results.json: {os.path.abspath(args.output_log_dir)}")
-    if sut.core.failed:
-        print(f"RUN FAILED: {len(sut.core.errors)} queries failed; first: {sut.core.errors[0]}", file=sys.stderr)
+    if run_info["status"] != "ok":
+        first = f"; first: {sut.core.errors[0]}" if sut.core.errors else ""
+        print(f"RUN FAILED: {'; '.join(run_info['status_reasons'])}{first}", file=sys.stderr)
         return 1
     return 0
 
@@ -244,7 +243,13 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = get_args(argv)
-    return exit_on_error(lambda: run(args))
+    # SIGTERM acts as Ctrl-C; during the LoadGen test harness/runner.py handles both.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return exit_on_error(lambda: run(args))
+    except KeyboardInterrupt:
+        print("interrupted; nothing was published", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
