@@ -35,13 +35,11 @@ def official_verdict(entries: list[dict], scenario: str, eos_id: int = EOS) -> d
 
     def eos_ok():
         for e in entries:
-            data, run = ids(e["data"]), 0
-            for pos in range(len(data) - 1, 0, -1):
-                if data[pos] != eos_id:
-                    break
-                run += 1
-                if run >= 2:
-                    return len(data) == 2
+            data = ids(e["data"])
+            tail = data[1:][::-1]  # position 0 is never looked at
+            run = next((i for i, t in enumerate(tail) if t != eos_id), len(tail))
+            if run >= 2:
+                return len(data) == 2
         return True
 
     def first_ok():
@@ -55,7 +53,7 @@ def official_verdict(entries: list[dict], scenario: str, eos_id: int = EOS) -> d
     def guarded(check):
         try:
             return check()
-        except Exception:
+        except Exception:  # noqa: BLE001 - as the official script does
             return False
 
     return {"first_token": None if scenario == "Offline" else guarded(first_ok), "eos": guarded(eos_ok),
@@ -118,7 +116,7 @@ def test_several_eos_ids(tmp_path):
 
 def _compliance(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "compliance.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+                          cwd=ROOT, timeout=60, check=False)
 
 
 def test_exit_codes_and_report(tmp_path):
