@@ -4,7 +4,8 @@ The hf backend with one extra step: after the weights are loaded in the target d
 target device, the YAML config (quantization/config.py, docs/quantization.md) is applied by
 quantization.fake: weights are quantize-dequantized in place, nn.Linear inputs are quantized by
 forward pre-hooks, and static activation ranges are calibrated on the calibration prompts.
-Generation, streaming and scoring are the hf backend's, unchanged.
+A kv_cache section is simulated by the slots engine (values rounded through fp8 as they are
+written to the cache). Generation, streaming and scoring are the hf backend's, unchanged.
 """
 from __future__ import annotations
 
@@ -12,17 +13,17 @@ from typing import Any
 
 from backends.hf import HFBackend
 from common.errors import HarnessError
-from quantization.config import QuantConfig, load_config
 
 
 class FakeQuantBackend(HFBackend):
     name = "fakequant"
     defaults: dict[str, Any] = {
         **HFBackend.defaults,
-        "quant_config": "",          # YAML file (main.py: --quant-config)
         "calibration_dataset": "",   # overrides calibration.dataset of the config
         "calibration_samples": 0,    # overrides calibration.samples of the config (0: keep)
     }
+
+    kv_fp8_mode = "fake"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -31,14 +32,14 @@ class FakeQuantBackend(HFBackend):
                                "(see quant_configs/ and docs/quantization.md)")
         if self.options["calibration_samples"] < 0:
             raise HarnessError("option calibration_samples must be >= 0")
-        # Parse now so that a bad config fails before minutes of weight loading.
-        self.quant_config: QuantConfig = load_config(self.options["quant_config"])
         self.calibration_dataset = self.options["calibration_dataset"] or self.quant_config.calibration.dataset
         acts = self.quant_config.activations
         if acts is not None and acts.mode == "static" and not self.calibration_dataset:
             raise HarnessError(f"{self.quant_config.label}: activations.mode: static needs calibration "
                                "data: set calibration.dataset or --backend-arg calibration_dataset=FILE")
-        self.quant_report = None
+
+    def check_quant_config(self, cfg) -> None:
+        """Every valid config can be simulated."""
 
     def prepare_model(self, model):
         from quantization.fake import load_calibration_prompts, quantize_model
@@ -54,10 +55,11 @@ class FakeQuantBackend(HFBackend):
 
     def info(self) -> dict[str, Any]:
         out = super().info()
-        out["quant_config_path"] = self.quant_config.path
-        out["quant_config"] = self.quant_config.to_dict()
         if self.calibration_dataset:
             out["calibration_dataset"] = self.calibration_dataset
-        if self.quant_report is not None:
-            out["quant"] = self.quant_report.summary()
         return out
+
+    def quant_summary(self) -> dict:
+        kv = self.quant_config.kv_cache
+        return {"execution": "simulated (fake quantization)", **self.quant_report.summary(),
+                "kv_cache": None if kv is None else {"format": kv.format, "granularity": kv.granularity}}

@@ -6,6 +6,11 @@ Two generation engines share the loaded model:
 - "generate": plain `model.generate` on left-padded batches; any causal LM (e.g. Gemma 3).
 `engine=auto` picks "slots" where the model supports it.
 
+With `--quant-config` (option quant_config) the backend *executes* the config with real
+low-precision kernels (quantization.fp8: FP8 Linear through torch._scaled_mm, an fp8 KV cache
+read by a Triton decode attention) and refuses, in one line, what has no real kernel here. On
+the CPU the same maths runs as a float32 reference; info()["quant"] says which ran.
+
 Subclasses (the fake-quant backend) override `prepare_model()` to rewrite the model after it is
 loaded in its target dtype/device and before any CUDA graph is captured, and extend `defaults`.
 """
@@ -49,7 +54,9 @@ class HFBackend(Backend):
         "compile": "auto",         # slots: torch.compile backend for RMSNorm/RoPE/SiLU*up: auto (inductor
                                    # on one GPU, else off) | off | inductor | eager
         "attn_implementation": "sdpa",
+        "quant_config": "",        # YAML file (main.py: --quant-config): hf executes it for real
     }
+    kv_fp8_mode = "real"           # how the slots engine applies a kv_cache section (fakequant: "fake")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -67,6 +74,14 @@ class HFBackend(Backend):
             raise HarnessError(f"option compile must be auto, off, inductor or eager, got '{self.options['compile']}'")
         if self.options["batch_size"] < 1:
             raise HarnessError("option batch_size must be >= 1")
+        self.quant_config = None
+        self.quant_report: dict | None = None
+        if self.options["quant_config"]:
+            from quantization.config import load_config
+
+            # Parsed now so that a bad config fails before minutes of weight loading.
+            self.quant_config = load_config(self.options["quant_config"])
+            self.check_quant_config(self.quant_config)
         self.model = None
         self.engine = None  # SlotEngine when the slots engine is in use
         self._lock = threading.Lock()  # serialises the generate engine and score()
@@ -102,6 +117,9 @@ class HFBackend(Backend):
             if not supports(model):
                 raise HarnessError(f"engine=slots does not support model type "
                                    f"'{model.config.model_type}' (use engine=generate)")
+        if engine != "slots" and self.quant_config is not None and self.quant_config.kv_cache is not None:
+            raise HarnessError(f"{self.quant_config.label}: kv_cache: only the slots engine (Llama-family "
+                               f"models) has an fp8 KV cache; this model runs on engine={engine}")
         self.engine_name = engine
         log.info("hf backend: %s %s on %s, engine=%s, eos=%s", model.config.model_type, self.dtype,
                  self.input_device, engine, sorted(self.eos_token_ids))
@@ -176,8 +194,29 @@ class HFBackend(Backend):
             return set()
         return tok.eog_token_ids
 
+    def check_quant_config(self, cfg) -> None:
+        """Refuse, before loading, a config this backend cannot execute with real kernels."""
+        from quantization.fp8 import check_executable
+
+        check_executable(cfg)
+        if cfg.kv_cache is not None and self.device.startswith("cuda"):
+            try:
+                import triton  # noqa: F401  (the fp8 decode attention kernel)
+            except ImportError:
+                raise HarnessError(f"{cfg.label}: kv_cache: the fp8 decode attention needs Triton on the GPU "
+                                   "(pip install triton), or simulate it with --backend fakequant") from None
+
     def prepare_model(self, model):
-        """Hook for subclasses: rewrite the loaded model (e.g. fake quantization). Identity here."""
+        """Rewrite the loaded model before any CUDA graph is captured: here, the quant config's
+        FP8 Linear layers (subclasses: e.g. fake quantization)."""
+        if self.quant_config is not None:
+            from quantization.fp8 import convert_model
+
+            self.quant_report = convert_model(model, self.quant_config, model.get_input_embeddings().weight.device)
+            kv = self.quant_config.kv_cache
+            self.quant_report["kv_cache"] = None if kv is None else {
+                "format": kv.format, "granularity": kv.granularity,
+                "decode_attention": "triton" if self.device.startswith("cuda") else "float32 reference"}
         return model
 
     @staticmethod
@@ -216,8 +255,14 @@ class HFBackend(Backend):
             eos_ids=self.eos_token_ids, cuda_graphs=self.options["cuda_graphs"],
             kv_bucket=self.options["kv_bucket"], prefill_tokens=self.options["prefill_tokens"],
             stream_interval=self.options["stream_interval"], decode_sdpa=self.options["decode_sdpa"],
-            compile=self.options["compile"])
+            compile=self.options["compile"], **self._kv_options())
         return self.engine
+
+    def _kv_options(self) -> dict:
+        kv = self.quant_config.kv_cache if self.quant_config is not None else None
+        if kv is None:
+            return {}
+        return {"kv_fp8": self.kv_fp8_mode, "kv_static_scale": kv.scale if kv.granularity == "per_tensor" else None}
 
     def generate(self, prompts: list[list[int]]) -> list[list[int]]:
         self._check_loaded()
@@ -361,4 +406,13 @@ class HFBackend(Backend):
     def info(self) -> dict[str, Any]:
         out = super().info()
         out["engine"] = getattr(self, "engine_name", self.options["engine"])
+        if self.quant_config is not None:
+            out["quant_config_path"] = self.quant_config.path
+            out["quant_config"] = self.quant_config.to_dict()
+            if self.quant_report is not None:
+                out["quant"] = self.quant_summary()
         return out
+
+    def quant_summary(self) -> dict:
+        """What was done to the model and which kernels run (info()["quant"])."""
+        return {"execution": "real", **self.quant_report}

@@ -2,7 +2,8 @@
 
     name: w8a8                      # free text, shown in results
     weights:                        # omit (or null) to keep weights as loaded
-      bits: 8                       # 1..16
+      format: int                   # int (integer grid of `bits`) | fp8_e4m3 (8-bit float, max 448)
+      bits: 8                       # 1..16 (int); fp8_e4m3 is 8 bits
       granularity: per_channel      # per_tensor | per_channel | per_group
       group_size: 128               # per_group only; must divide each layer's in_features
       symmetric: true               # false: asymmetric (min/max range with a zero point)
@@ -11,6 +12,10 @@
       granularity: per_token        # per_tensor | per_token | per_channel
       mode: dynamic                 # dynamic (range of each input) | static (calibrated ranges)
       symmetric: true
+    kv_cache:                       # omit (or null) to keep the KV cache in the model dtype
+      format: fp8_e4m3              # fp8_e4m3 (the only KV format)
+      granularity: per_token        # per_token (one dynamic scale per token and KV head) | per_tensor
+      scale: 1.0                    # per_tensor only: the fixed scale
     layers:                         # glob patterns on module names (nn.Linear, nn.Embedding)
       include: ["*"]
       skip: ["lm_head", "*embed_tokens"]
@@ -21,7 +26,8 @@
       max_tokens: 1024              # each prompt truncated to this many tokens
 
 docs/quantization.md describes every key. Any unknown key, wrong type or out-of-range value is
-a HarnessError naming the key. Checks that need the model (patterns matching no layer, group
+a HarnessError naming the key. `--backend fakequant` simulates any valid config; `--backend hf`
+executes the fp8 subset (quantization.fp8) and refuses the rest. Checks that need the model (patterns matching no layer, group
 size dividing in_features, calibration data present) happen in quantization.fake when applied.
 """
 from __future__ import annotations
@@ -33,6 +39,9 @@ from typing import Any
 
 from common.errors import HarnessError
 
+FORMATS = ("int", "fp8_e4m3")
+KV_FORMATS = ("fp8_e4m3",)
+KV_GRANULARITIES = ("per_token", "per_tensor")
 WEIGHT_GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 ACTIVATION_GRANULARITIES = ("per_tensor", "per_token", "per_channel")
 ACTIVATION_MODES = ("dynamic", "static")
@@ -45,6 +54,7 @@ class WeightSpec:
     granularity: str = "per_channel"
     group_size: int | None = None
     symmetric: bool = True
+    format: str = "int"
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,14 @@ class ActivationSpec:
     granularity: str = "per_token"
     mode: str = "dynamic"
     symmetric: bool = True
+    format: str = "int"
+
+
+@dataclass(frozen=True)
+class KVCacheSpec:
+    format: str = "fp8_e4m3"
+    granularity: str = "per_token"
+    scale: float | None = None       # per_tensor only (1.0 when not given)
 
 
 @dataclass(frozen=True)
@@ -73,6 +91,7 @@ class QuantConfig:
     name: str = "custom"
     weights: WeightSpec | None = None
     activations: ActivationSpec | None = None
+    kv_cache: KVCacheSpec | None = None
     layers: LayerSpec = field(default_factory=LayerSpec)
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
     path: str | None = None          # the file it was read from (not a YAML key)
@@ -126,6 +145,18 @@ class _Reader:
             self.fail(self.key("bits"), f"must be between 1 and {MAX_BITS}, got {bits}")
         return bits
 
+    def format_and_bits(self) -> tuple[str, int]:
+        """`format` and `bits`: fp8_e4m3 is 8 bits wide and symmetric by construction."""
+        fmt = self.choice("format", FORMATS, "int")
+        if fmt == "int":
+            return fmt, self.bits()
+        bits = self.get("bits", int, 8)
+        if bits != 8:
+            self.fail(self.key("bits"), f"{fmt} is 8 bits, got {bits}")
+        if self.get("symmetric", bool, True) is not True:
+            self.fail(self.key("symmetric"), f"{fmt} is symmetric (sign bit); remove symmetric: false")
+        return fmt, bits
+
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
         value = self.get(name, str, default)
         if value not in choices:
@@ -141,7 +172,7 @@ class _Reader:
 
 def _weights(source: str, raw: Any) -> WeightSpec:
     r = _Reader(source, raw, "weights", tuple(f.name for f in dataclasses.fields(WeightSpec)))
-    bits = r.bits()
+    fmt, bits = r.format_and_bits()
     granularity = r.choice("granularity", WEIGHT_GRANULARITIES, "per_channel")
     symmetric = r.get("symmetric", bool, True)
     group_size = r.get("group_size", int, None)
@@ -152,12 +183,12 @@ def _weights(source: str, raw: Any) -> WeightSpec:
         r.fail("weights.group_size", f"only used with granularity per_group (granularity is {granularity})")
     if symmetric and bits < 2:
         r.fail("weights.bits", "1-bit symmetric has no non-zero level; use symmetric: false")
-    return WeightSpec(bits, granularity, group_size, symmetric)
+    return WeightSpec(bits, granularity, group_size, symmetric, fmt)
 
 
 def _activations(source: str, raw: Any) -> ActivationSpec:
     r = _Reader(source, raw, "activations", tuple(f.name for f in dataclasses.fields(ActivationSpec)))
-    bits = r.bits()
+    fmt, bits = r.format_and_bits()
     granularity = r.choice("granularity", ACTIVATION_GRANULARITIES, "per_token")
     mode = r.choice("mode", ACTIVATION_MODES, "dynamic")
     symmetric = r.get("symmetric", bool, True)
@@ -167,7 +198,23 @@ def _activations(source: str, raw: Any) -> ActivationSpec:
                                           "per_channel)")
     if symmetric and bits < 2:
         r.fail("activations.bits", "1-bit symmetric has no non-zero level; use symmetric: false")
-    return ActivationSpec(bits, granularity, mode, symmetric)
+    return ActivationSpec(bits, granularity, mode, symmetric, fmt)
+
+
+def _kv_cache(source: str, raw: Any) -> KVCacheSpec:
+    r = _Reader(source, raw, "kv_cache", tuple(f.name for f in dataclasses.fields(KVCacheSpec)))
+    fmt = r.choice("format", KV_FORMATS, "fp8_e4m3")
+    granularity = r.choice("granularity", KV_GRANULARITIES, "per_token")
+    scale = r.raw.get("scale")
+    if scale is not None:
+        if granularity != "per_tensor":
+            r.fail("kv_cache.scale", "only used with granularity per_tensor (per_token scales are dynamic)")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            r.fail("kv_cache.scale", f"must be a positive number, got {scale!r}")
+        scale = float(scale)
+    elif granularity == "per_tensor":
+        scale = 1.0
+    return KVCacheSpec(fmt, granularity, scale)
 
 
 def _layers(source: str, raw: Any) -> LayerSpec:
@@ -192,15 +239,17 @@ def parse_config(raw: Any, source: str = "<dict>", base_dir: str = ".") -> Quant
     """A QuantConfig from already-loaded YAML data (a dict)."""
     if raw is None:
         raw = {}
-    top = _Reader(source, raw, "", ("name", "weights", "activations", "layers", "calibration"))
+    top = _Reader(source, raw, "", ("name", "weights", "activations", "kv_cache", "layers", "calibration"))
     weights = _weights(source, raw["weights"]) if raw.get("weights") is not None else None
     activations = _activations(source, raw["activations"]) if raw.get("activations") is not None else None
-    if weights is None and activations is None:
-        top.fail("weights", "the config quantizes nothing: give a weights and/or an activations section")
+    kv_cache = _kv_cache(source, raw["kv_cache"]) if raw.get("kv_cache") is not None else None
+    if weights is None and activations is None and kv_cache is None:
+        top.fail("weights", "the config quantizes nothing: give a weights, activations and/or kv_cache section")
     return QuantConfig(
         name=top.get("name", str, "custom"),
         weights=weights,
         activations=activations,
+        kv_cache=kv_cache,
         layers=_layers(source, raw.get("layers") or {}),
         calibration=_calibration(source, raw.get("calibration") or {}, base_dir),
     )

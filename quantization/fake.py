@@ -2,7 +2,8 @@
 
 "Fake" because tensors stay in the model's floating-point dtype: every value is snapped to the
 integer grid of the chosen bit width (q = round(x / scale) [+ zero point], clamped) and mapped
-back (x' = (q - zero) * scale). The model then computes what an integer kernel would, up to
+back (x' = (q - zero) * scale), or with `format: fp8_e4m3` to the e4m3 grid of its scale
+(quantization.fp8.fake_fp8; the KV cache is simulated by the hf slots engine, which owns it). The model then computes what an integer kernel would, up to
 float rounding, which is how the MLPerf reference measures accuracy of quantized models.
 
 - Weights of the selected nn.Linear / nn.Embedding modules are replaced once, at load time.
@@ -26,6 +27,7 @@ from torch import nn
 from common.errors import HarnessError
 from common.tables import read_table
 from quantization.config import ActivationSpec, QuantConfig, WeightSpec
+from quantization.fp8 import fake_fp8, fp8_scale
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,21 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: i
     return ((q - zero) * scale).to(x.dtype)
 
 
+def spec_qparams(lo: torch.Tensor, hi: torch.Tensor, spec: WeightSpec | ActivationSpec):
+    """qparams for the spec's format: fp8 scales map the largest magnitude to 448, zero point 0."""
+    if spec.format == "fp8_e4m3":
+        scale = fp8_scale(torch.maximum(lo.float().abs(), hi.float().abs()))
+        return scale, torch.zeros_like(scale)
+    return qparams(lo, hi, spec.bits, spec.symmetric)
+
+
+def spec_fake_quant(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+                    spec: WeightSpec | ActivationSpec) -> torch.Tensor:
+    if spec.format == "fp8_e4m3":
+        return fake_fp8(x, scale)
+    return fake_quant(x, scale, zero, spec.bits, spec.symmetric)
+
+
 def quantize_weight(w: torch.Tensor, spec: WeightSpec) -> torch.Tensor:
     """Quantize-dequantize a [out_features, in_features] weight (or [num, dim] embedding table).
 
@@ -82,8 +99,8 @@ def quantize_weight(w: torch.Tensor, spec: WeightSpec) -> torch.Tensor:
     with torch.no_grad():
         lo = view.amin(dim=1, keepdim=True)
         hi = view.amax(dim=1, keepdim=True)
-        scale, zero = qparams(lo, hi, spec.bits, spec.symmetric)
-        return fake_quant(view, scale, zero, spec.bits, spec.symmetric).reshape(w.shape)
+        scale, zero = spec_qparams(lo, hi, spec)
+        return spec_fake_quant(view, scale, zero, spec).reshape(w.shape)
 
 
 class ActivationQuantizer:
@@ -119,15 +136,15 @@ class ActivationQuantizer:
 
     def freeze(self) -> None:
         """Turn the observed range into the static scale."""
-        self.scale, self.zero = qparams(self.lo, self.hi, self.spec.bits, self.spec.symmetric)
+        self.scale, self.zero = spec_qparams(self.lo, self.hi, self.spec)
         self.observing = False
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.mode == "static":
             scale, zero = self.scale, self.zero
         else:
-            scale, zero = qparams(*self._range(x.detach()), self.spec.bits, self.spec.symmetric)
-        return fake_quant(x, scale, zero, self.spec.bits, self.spec.symmetric)
+            scale, zero = spec_qparams(*self._range(x.detach()), self.spec)
+        return spec_fake_quant(x, scale, zero, self.spec)
 
     def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
         if self.observing:
@@ -275,12 +292,14 @@ def load_calibration_prompts(path: str, samples: int, max_tokens: int, vocab_siz
 def quantize_model(model: nn.Module, cfg: QuantConfig, calibration_prompts: list[list[int]] | None = None) -> QuantReport:
     """Apply `cfg` to `model` (weights now, activation hooks from now on) and calibrate static
     activation ranges on `calibration_prompts`. Returns what was done."""
+    report = QuantReport()
+    if cfg.weights is None and cfg.activations is None:
+        return report   # a KV-cache-only config: the engine applies it
     selected = select_layers(model, cfg)
     _check_group_size(selected, cfg)
     if cfg.activations and cfg.activations.mode == "static" and not calibration_prompts:
         raise HarnessError(f"{cfg.label}: activations.mode: static needs calibration data: set "
                            f"calibration.dataset or --backend-arg calibration_dataset=FILE")
-    report = QuantReport()
     if cfg.weights:
         quantize_weights(model, selected, cfg.weights, report)
     if cfg.activations:

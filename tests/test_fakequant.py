@@ -347,8 +347,9 @@ def test_main_offline_accuracy_run_with_quant_config(checkpoint, tmp_path):
     assert all(1 <= e["token_count"] <= 8 for e in entries)
     backend = results(tmp_path / "out")["run"]["backend"]
     assert backend["backend"] == "fakequant" and backend["quant_config"]["name"] == "w8a8"
-    assert backend["quant"] == {"weight_layers": 14, "activation_layers": 14, "untied": [],
-                                "calibration_samples": 0, "calibration_tokens": 0}
+    assert backend["quant"] == {"execution": "simulated (fake quantization)", "weight_layers": 14,
+                                "activation_layers": 14, "untied": [], "calibration_samples": 0,
+                                "calibration_tokens": 0, "kv_cache": None}
 
 
 # ---- a real model ----------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ One background thread owns the model; callers submit requests and wait on queues
 
 Modules: `attention` (SDPA for prefill and decode), `cache` (requests and the slot KV cache),
 `fused` (optional compiled element-wise kernels), `engine` (the scheduling loop and CUDA graphs).
-Imports torch; may import backends.base and common, nothing above.
+With a quant config's kv_cache section the cache holds fp8 (quantization.fp8_kv): simulated
+(values rounded through fp8, fakequant) or real (fp8 codes read by an fp8 decode attention).
+Imports torch; may import backends.base, common and quantization, nothing above.
 """
 from backends.hf_engine.cache import Request
 from backends.hf_engine.engine import SlotEngine, supports

@@ -16,6 +16,10 @@ ATTN_NAME = "slots_sdpa"
 # keep their padding masks.
 prefill_mode = threading.local()
 
+# Set by the engine around a decode step with an fp8 cache: the SlotCache whose update() leaves
+# each layer's scales and the rows' lengths for the fp8 decode attention.
+fp8_decode = threading.local()
+
 
 def slots_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
     """SDPA, with two shortcuts for the slots engine:
@@ -26,6 +30,13 @@ def slots_attention(module, query, key, value, attention_mask, scaling=None, **k
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     b, h, q_len, d = query.shape
+    if key.dtype == torch.float8_e4m3fn:   # decode over the real fp8 cache
+        from quantization.fp8_kv import decode_attention
+
+        cache = fp8_decode.cache
+        k_scale, v_scale = cache.scales
+        scaling = d ** -0.5 if scaling is None else scaling
+        return decode_attention(query, key, value, k_scale, v_scale, cache.lengths, scaling), None
     if q_len > 1 and getattr(prefill_mode, "causal", False):
         return sdpa_attention_forward(module, query, key, value, None, scaling=scaling, is_causal=True, **kwargs)
     n_kv = key.shape[1]

@@ -12,7 +12,7 @@ import torch
 import torch.nn.attention
 
 from backends.base import GenerationParams
-from backends.hf_engine.attention import prefill_mode, register_attention, sdpa_backends
+from backends.hf_engine.attention import fp8_decode, prefill_mode, register_attention, sdpa_backends
 from backends.hf_engine.cache import Request, SlotCache
 from backends.hf_engine.fused import fuse_elementwise, unfuse_elementwise
 from common.errors import HarnessError
@@ -32,7 +32,9 @@ class SlotEngine:
     def __init__(self, model, n_slots: int, cache_len: int, params: GenerationParams,
                  eos_ids: frozenset[int], cuda_graphs: bool = True, kv_bucket: int = 128,
                  prefill_tokens: int = 8192, stream_interval: int = 1, decode_sdpa: str = "auto",
-                 compile: str = "off"):
+                 compile: str = "off", kv_fp8: str | None = None, kv_static_scale: float | None = None):
+        """kv_fp8: None | "fake" | "real" (see SlotCache); kv_static_scale: the per_tensor fp8
+        scale (None: one scale per token and KV head)."""
         self.model = model
         self.decoder = model.model
         if model.config._attn_implementation == "sdpa":
@@ -50,18 +52,24 @@ class SlotEngine:
         n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         dtype = model.get_input_embeddings().weight.dtype
+        real_fp8 = kv_fp8 == "real"
+        store = torch.uint8 if real_fp8 else dtype   # fp8 codes live in uint8 (see quantization.fp8_kv)
         kv = []
         shape = (n_slots, n_kv, cache_len, head_dim)
         try:
             for layer in self.decoder.layers:
                 dev = layer.self_attn.k_proj.weight.device
-                kv.append((torch.zeros(shape, dtype=dtype, device=dev), torch.zeros(shape, dtype=dtype, device=dev)))
+                entry = (torch.zeros(shape, dtype=store, device=dev), torch.zeros(shape, dtype=store, device=dev))
+                if real_fp8:   # scales: one per token and KV head, or the static one (None here)
+                    entry += tuple(torch.ones(shape[:3], dtype=torch.float32, device=dev)
+                                   if kv_static_scale is None else None for _ in range(2))
+                kv.append(entry)
         except torch.cuda.OutOfMemoryError:
             kv.clear()
-            gib = 2 * len(self.decoder.layers) * n_slots * n_kv * cache_len * head_dim * dtype.itemsize / 2**30
+            gib = 2 * len(self.decoder.layers) * n_slots * n_kv * cache_len * head_dim * store.itemsize / 2**30
             raise HarnessError(f"the KV cache ({n_slots} slots x {cache_len} positions = {gib:.0f} GiB) does not "
                                "fit in GPU memory: lower --backend-arg batch_size or max_seq_len") from None
-        self.cache = SlotCache(kv)
+        self.cache = SlotCache(kv, fp8=kv_fp8, static_scale=kv_static_scale)
         # Decode-step state, static so CUDA graphs can read and update it in place.
         dev = self.device
         self.ids = torch.zeros((n_slots, 1), dtype=torch.long, device=dev)      # next input token
@@ -259,6 +267,9 @@ class SlotEngine:
         """One decode step for slots 0..nb-1 attending to kv_len positions (graph-capturable)."""
         pos = self.pos[:nb]
         self.cache.rows, self.cache.pos, self.cache.kv_len = self.rows[:nb], pos, kv_len
+        if self.cache.fp8 == "real":
+            fp8_decode.cache = self.cache
+            self.cache.lengths = pos[:, 0] + 1
         mask = (self.arange_kv[:kv_len][None, :] <= pos)[:, None, None, :]  # (nb, 1, 1, kv_len)
         with torch.nn.attention.sdpa_kernel(self.decode_sdpa):
             hidden = self.decoder(input_ids=self.ids[:nb], position_ids=pos, attention_mask=mask,

@@ -1,0 +1,180 @@
+"""FP8 (e4m3) arithmetic and real FP8 execution of nn.Linear layers.
+
+The same few functions serve both paths of a config with `format: fp8_e4m3`:
+- fake quantization (quantization.fake) rounds a tensor to the e4m3 grid of its scale and back
+  (`fake_fp8`), in the model's dtype;
+- real execution (`--backend hf --quant-config`) stores each selected nn.Linear's weight as
+  float8_e4m3fn with one float32 scale per output channel (or per tensor), quantizes the input
+  per token (or per tensor) on every call, and multiplies with `torch._scaled_mm` on a CUDA GPU
+  of compute capability 8.9 or more (Ada, Hopper). Elsewhere (CPU: tests, CI) the same maths
+  runs as a float32 reference: the fp8 codes widened to float32 (exact), one matmul accumulating
+  in float32, then the row and column scales, which is what the GPU kernel computes.
+
+Scale of a group: amax / 448 (the largest finite e4m3 value), so the group's largest magnitude
+lands on 448; an all-zero group gets scale 1.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from common.errors import HarnessError
+from quantization.config import QuantConfig
+
+log = logging.getLogger(__name__)
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0
+
+
+def fp8_scale(amax: torch.Tensor) -> torch.Tensor:
+    amax = amax.float()
+    return torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+
+
+def to_fp8(x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    # the clamp matters: e4m3fn has no infinity, an out-of-range cast would give NaN
+    return torch.clamp(x.float() / scale, -FP8_MAX, FP8_MAX).to(FP8)
+
+
+def fake_fp8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Quantize-dequantize x to the e4m3 grid of `scale` (broadcastable); returned in x.dtype."""
+    return (to_fp8(x, scale).float() * scale).to(x.dtype)
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp8 codes, float32 scales of shape (..., 1)): one scale per vector of the last dim."""
+    scale = fp8_scale(x.abs().amax(dim=-1, keepdim=True))
+    return to_fp8(x, scale), scale
+
+
+def quantize_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = fp8_scale(x.abs().amax())
+    return to_fp8(x, scale), scale
+
+
+class _Compiled:
+    """A torch.compile'd function on CUDA (one fused kernel for amax, scale and cast instead of
+    five), the plain one after any compile error outside a CUDA graph capture."""
+
+    def __init__(self, fn):
+        self.fn, self.compiled, self.ok = fn, None, True
+
+    def __call__(self, x):
+        if self.ok and x.is_cuda:
+            try:
+                if self.compiled is None:
+                    self.compiled = torch.compile(self.fn, dynamic=None)
+                return self.compiled(x)
+            except Exception as e:
+                if torch.cuda.is_current_stream_capturing():
+                    raise
+                self.ok = False
+                log.warning("torch.compile of %s failed (%s); running it eagerly", self.fn.__name__,
+                            f"{type(e).__name__}: {e}"[:300])
+        return self.fn(x)
+
+
+_quantize_rows_fused = _Compiled(quantize_rows)
+_quantize_tensor_fused = _Compiled(quantize_tensor)
+
+
+def scaled_mm_available(device: torch.device) -> bool:
+    """torch._scaled_mm with fp8 inputs needs compute capability 8.9 (Ada) or newer."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def fp8_matmul(a8: torch.Tensor, scale_a: torch.Tensor, w8: torch.Tensor, scale_w: torch.Tensor,
+               out_dtype: torch.dtype) -> torch.Tensor:
+    """(a8 * scale_a) @ (w8 * scale_w)^T for a8 (M, K), scale_a (M, 1), w8 (N, K), scale_w (1, N).
+    CUDA: torch._scaled_mm (row-wise scales); elsewhere the float32 reference of the same maths."""
+    if a8.is_cuda:
+        return torch._scaled_mm(a8, w8.t(), scale_a=scale_a, scale_b=scale_w, out_dtype=out_dtype)
+    return ((a8.float() @ w8.float().t()) * scale_a * scale_w).to(out_dtype)
+
+
+class FP8Linear(nn.Module):
+    """nn.Linear with an e4m3 weight (per output channel or per tensor scale) and e4m3 inputs
+    (per token or per tensor scale, taken from each input: dynamic)."""
+
+    def __init__(self, linear: nn.Linear, weight_granularity: str, act_granularity: str):
+        super().__init__()
+        w = linear.weight.data
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        if weight_granularity == "per_channel":
+            w8, scale = quantize_rows(w)
+        else:
+            w8, scale = quantize_tensor(w)
+            scale = scale.expand(w.shape[0], 1)
+        self.register_buffer("weight", w8)                                   # (N, K) float8_e4m3fn
+        self.register_buffer("weight_scale", scale.reshape(1, -1).contiguous())  # (1, N) float32
+        self.bias = linear.bias
+        self.per_token = act_granularity == "per_token"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        if self.per_token:
+            a8, sa = _quantize_rows_fused(x2)
+        else:
+            a8, sa = _quantize_tensor_fused(x2)
+            sa = sa.reshape(1, 1).expand(x2.shape[0], 1).contiguous()
+        out = fp8_matmul(a8, sa, self.weight, self.weight_scale, x.dtype)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"activations={'per_token' if self.per_token else 'per_tensor'}")
+
+
+def check_executable(cfg: QuantConfig) -> None:
+    """One-line refusal for what `--backend hf` cannot execute with a real kernel (checked before
+    loading; the device is checked in convert_model). `--backend fakequant` simulates all of it."""
+    simulate = "simulate it with --backend fakequant"
+    w, a = cfg.weights, cfg.activations
+    for key, spec in (("weights", w), ("activations", a)):
+        if spec is not None and spec.format != "fp8_e4m3":
+            raise HarnessError(f"{cfg.label}: {key}.format: {spec.format} ({spec.bits}-bit) has no real kernel in "
+                               f"--backend hf (it executes fp8_e4m3); {simulate}")
+    if (w is None) != (a is None):
+        raise HarnessError(f"{cfg.label}: the real fp8 path needs both weights and activations in fp8_e4m3 "
+                           f"(torch._scaled_mm takes fp8 on both sides); {simulate}")
+    if w is not None and w.granularity == "per_group":
+        raise HarnessError(f"{cfg.label}: weights.granularity: per_group has no real fp8 kernel here "
+                           f"(per_channel or per_tensor); {simulate}")
+    if a is not None and (a.granularity == "per_channel" or a.mode == "static"):
+        raise HarnessError(f"{cfg.label}: activations: only dynamic per_token or per_tensor fp8 activations "
+                           f"have a real kernel here (got {a.mode} {a.granularity}); {simulate}")
+
+
+def convert_model(model: nn.Module, cfg: QuantConfig, device: torch.device) -> dict:
+    """Replace the selected nn.Linear modules by FP8Linear (weights quantized now, inputs on every
+    call). Returns what was done and which kernel runs, for the backend's info()."""
+    from quantization.fake import select_layers
+
+    if device.type == "cuda" and not scaled_mm_available(device):
+        cap = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        raise HarnessError(f"{cfg.label}: fp8_e4m3 needs a GPU of compute capability 8.9 or newer for "
+                           f"torch._scaled_mm (this one is {cap}); simulate it with --backend fakequant")
+    if cfg.weights is None:
+        return {"linear_layers": 0, "matmul": None}
+    selected = select_layers(model, cfg)
+    embeddings = [n for n, m in selected.items() if not isinstance(m, nn.Linear)]
+    if embeddings:
+        raise HarnessError(f"{cfg.label}: layers: the real fp8 path quantizes nn.Linear only; add "
+                           f"{embeddings[0]!r} to layers.skip (or simulate it with --backend fakequant)")
+    for name, m in selected.items():
+        if m.in_features % 16 or m.out_features % 16:
+            raise HarnessError(f"{cfg.label}: layer {name} ({m.in_features} -> {m.out_features}): fp8 matmuls "
+                               f"need both sizes divisible by 16; add it to layers.skip")
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, FP8Linear(m, cfg.weights.granularity, cfg.activations.granularity))
+    if device.type == "cuda":
+        torch.cuda.empty_cache()   # the fp16 weights just replaced
+    return {"linear_layers": len(selected), "matmul": "torch._scaled_mm" if device.type == "cuda"
+            else "float32 reference"}

@@ -1,0 +1,155 @@
+"""FP8 (e4m3) KV cache: quantizing keys/values as they are written, and one-token decode
+attention that reads the fp8 cache directly.
+
+Layout (the hf slots engine's): codes (slots, kv_heads, positions, head_dim) stored as uint8
+(index_copy_ and indexed writes do not take float8 tensors) and viewed as float8_e4m3fn to read;
+scales per_token: float32 (slots, kv_heads, positions), one per written head vector, computed
+from that vector (dynamic, so no calibration and no dependence on the batch); per_tensor: one
+fixed float.
+
+Decode attention: SDPA refuses fp8 inputs and dequantizing the cache first reads it twice, so on
+CUDA a Triton kernel reads the codes and folds the scales into the maths (score = q.k8 * k_scale,
+out = sum(p * v_scale * v8)), one program per (sequence, KV head) reading only that sequence's
+real length. On the CPU `decode_attention_reference` computes the same in float32.
+"""
+from __future__ import annotations
+
+import torch
+
+from quantization.fp8 import FP8, fp8_scale, to_fp8
+
+
+def quantize_kv(x: torch.Tensor, static_scale: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x (n, heads, T, head_dim) -> (uint8 codes of the same shape, float32 scales (n, heads, T)
+    or None for a static per-tensor scale). A static scale stays a Python float: no tensor is
+    made from it inside a CUDA graph capture."""
+    if static_scale is not None:
+        return to_fp8(x, static_scale).view(torch.uint8), None
+    scale = fp8_scale(x.abs().amax(dim=-1))
+    return to_fp8(x, scale[..., None]).view(torch.uint8), scale
+
+
+def fake_kv(x: torch.Tensor, static_scale: float | None) -> torch.Tensor:
+    """What the model sees of x after a round trip through the fp8 cache, in x.dtype."""
+    codes, scale = quantize_kv(x, static_scale)
+    scale = static_scale if scale is None else scale[..., None]
+    return (codes.view(FP8).float() * scale).to(x.dtype)
+
+
+def decode_attention_reference(q, k8, v8, k_scale, v_scale, lengths, scaling: float) -> torch.Tensor:
+    """q (b, heads, 1, d); k8/v8 (b, kv_heads, L, d) float8; scales (b, kv_heads, L) or floats;
+    lengths (b,): positions 0..length-1 are attended. Returns (b, 1, heads, d) in q.dtype."""
+    b, h, _, d = q.shape
+    hk, L = k8.shape[1], k8.shape[2]
+    qf = q.float().reshape(b, hk, h // hk, d)   # query head i uses KV head i // group
+    ks = k_scale.float()[:, :, None, :] if torch.is_tensor(k_scale) else k_scale
+    vs = v_scale.float()[:, :, None, :] if torch.is_tensor(v_scale) else v_scale
+    s = torch.einsum("bkgd,bknd->bkgn", qf, k8.float()) * ks * scaling
+    valid = torch.arange(L, device=q.device)[None, :] < lengths[:, None]
+    s = s.masked_fill(~valid[:, None, None, :], float("-inf"))
+    p = torch.softmax(s, dim=-1) * vs
+    out = torch.einsum("bkgn,bknd->bkgd", p, v8.float())
+    return out.reshape(b, 1, h, d).to(q.dtype)
+
+
+_KERNEL = None
+
+
+def _kernel():
+    """The Triton kernel, defined on first use (Triton is needed only on the GPU path)."""
+    global _KERNEL
+    if _KERNEL is not None:
+        return _KERNEL
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def fp8_decode_kernel(Q, K, V, KS, VS, LEN, O, scaling, k_static, v_static,
+                          stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_sb, stride_sh,
+                          stride_ob, stride_oh,
+                          GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
+                          D: tl.constexpr, PER_TOKEN: tl.constexpr):
+        b = tl.program_id(0).to(tl.int64)   # int64: a large cache overflows 32-bit offsets
+        hk = tl.program_id(1).to(tl.int64)
+        n = tl.load(LEN + b).to(tl.int32)
+        g = tl.arange(0, BLOCK_G)
+        d = tl.arange(0, D)
+        gmask = g < GROUP
+        q = tl.load(Q + b * stride_qb + (hk * GROUP + g)[:, None] * stride_qh + d[None, :],
+                    mask=gmask[:, None], other=0.0)
+        m_i = tl.full((BLOCK_G,), float("-inf"), tl.float32)
+        l_i = tl.zeros((BLOCK_G,), tl.float32)
+        acc = tl.zeros((BLOCK_G, D), tl.float32)
+        k_base = K + b * stride_kb + hk * stride_kh
+        v_base = V + b * stride_kb + hk * stride_kh
+        for start in range(0, n, BLOCK_N):
+            offs = start + tl.arange(0, BLOCK_N)
+            nmask = offs < n
+            kv_off = offs[:, None] * stride_kn + d[None, :]
+            k = tl.load(k_base + kv_off, mask=nmask[:, None], other=0).to(tl.float8e4nv, bitcast=True)
+            if BLOCK_G == 1:   # one query head per KV head: a dot per position, no tensor cores
+                s = tl.sum(q.to(tl.float32) * k.to(tl.float32), axis=1)[None, :]
+            else:
+                s = tl.dot(q.to(tl.float16), tl.trans(k.to(tl.float16)))
+            if PER_TOKEN:
+                ks = tl.load(KS + b * stride_sb + hk * stride_sh + offs, mask=nmask, other=0.0)
+                s = s * (ks * scaling)[None, :]
+            else:
+                s = s * (k_static * scaling)
+            s = tl.where(nmask[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            alpha = tl.exp(m_i - m_new)
+            p = tl.exp(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            if PER_TOKEN:
+                vs = tl.load(VS + b * stride_sb + hk * stride_sh + offs, mask=nmask, other=0.0)
+                p = p * vs[None, :]
+            else:
+                p = p * v_static
+            v = tl.load(v_base + kv_off, mask=nmask[:, None], other=0).to(tl.float8e4nv, bitcast=True)
+            if BLOCK_G == 1:
+                pv = tl.sum(tl.trans(p) * v.to(tl.float32), axis=0)[None, :]
+            else:
+                pv = tl.dot(p.to(tl.float16), v.to(tl.float16))
+            acc = acc * alpha[:, None] + pv
+            m_i = m_new
+        out = acc / l_i[:, None]
+        tl.store(O + b * stride_ob + (hk * GROUP + g)[:, None] * stride_oh + d[None, :],
+                 out.to(O.dtype.element_ty), mask=gmask[:, None])
+
+    _KERNEL = fp8_decode_kernel
+    return _KERNEL
+
+
+def decode_attention_triton(q, k8, v8, k_scale, v_scale, lengths, scaling: float,
+                            block_n: int = 64, num_warps: int = 4) -> torch.Tensor:
+    """The Triton kernel over the same arguments as decode_attention_reference (k8/v8 may be the
+    uint8 storage or its float8 view)."""
+    b, h, _, d = q.shape
+    hk = k8.shape[1]
+    group = h // hk
+    assert k8.stride(-1) == 1 and q.stride(-1) == 1 and d & (d - 1) == 0
+    out = torch.empty((b, 1, h, d), dtype=q.dtype, device=q.device)
+    per_token = torch.is_tensor(k_scale)
+    ks = k_scale if per_token else out   # unused pointer when the scale is static
+    vs = v_scale if per_token else out
+    block_g = 1 if group == 1 else max(16, triton_next_pow2(group))
+    _kernel()[(b, hk)](
+        q, k8.view(torch.uint8), v8.view(torch.uint8), ks, vs, lengths, out, float(scaling),
+        float(k_scale) if not per_token else 1.0, float(v_scale) if not per_token else 1.0,
+        q.stride(0), q.stride(1), k8.stride(0), k8.stride(1), k8.stride(2),
+        ks.stride(0) if per_token else 0, ks.stride(1) if per_token else 0,
+        out.stride(0), out.stride(2),
+        GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, D=d, PER_TOKEN=per_token, num_warps=num_warps)
+    return out
+
+
+def triton_next_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def decode_attention(q, k8, v8, k_scale, v_scale, lengths, scaling: float) -> torch.Tensor:
+    """Decode attention over an fp8 cache: the Triton kernel on CUDA, the reference elsewhere."""
+    if q.is_cuda:
+        return decode_attention_triton(q, k8, v8, k_scale, v_scale, lengths, scaling)
+    return decode_attention_reference(q, k8.view(FP8), v8.view(FP8), k_scale, v_scale, lengths, scaling)
