@@ -24,7 +24,7 @@ class RequestRecord:
     n_output: int = 0                    # generated ids reported to LoadGen
     chunk_times: list[float] = field(default_factory=list)   # arrival time of each streamed chunk
     chunk_sizes: list[int] = field(default_factory=list)     # ids in each chunk
-    error: str | None = None             # backend error text; the query was completed empty
+    error: str | None = None             # why the query failed (harness/core.py answered it for LoadGen)
 
     @property
     def ok(self) -> bool:
