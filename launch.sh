@@ -8,6 +8,8 @@
 #   bash launch.sh                                   # the main job (run_accuracy.sh)
 #   bash launch.sh python main.py --scenario Server --backend hf --model-path /models/llama2-7b \
 #        --dtype float16 --device cuda --dataset-path /data/sampled.pkl --output-log-dir /results/s1
+#   bash launch.sh python submission.py --submitter ORG --system-name NAME --division closed \
+#        --output-dir /results/submission -- --backend hf --model-path /models/llama2-70b ...  (docs/submission.md)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
