@@ -12,10 +12,16 @@ which the decode-only number (the one usually quoted) leaves out.
 
     python3 benchmarks/gpu_throughput.py --out results.json               # GPU
     python benchmarks/gpu_throughput.py --tiny --device cpu --n-prompts 8   # CPU dry run of the same code
+
+`--quant-configs fp16,quant_configs/fp8_wa.yaml,quant_configs/fp8.yaml` runs the slots engine (and
+LoadGen Offline) once per config on a copy of the same random model (`--backend hf --quant-config`,
+real kernels) and compares greedy outputs with the fp16 run and with `--backend fakequant` of the
+same config; rooflines of a quantized row count its own weight and KV bytes and its fp8 matmul rate.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import logging
@@ -33,6 +39,7 @@ import torch  # noqa: E402
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from backends.base import GenerationParams  # noqa: E402
+from backends.fakequant import FakeQuantBackend  # noqa: E402
 from backends.hf import HFBackend  # noqa: E402
 from common.errors import HarnessError  # noqa: E402
 
@@ -93,17 +100,23 @@ class InMemoryHF(HFBackend):
     model_in_memory = None
 
     def _load_model(self):
-        return self.model_in_memory
+        # a quant config rewrites the model: give it a copy, keep the fp16 one for the other rows
+        model = InMemoryHF.model_in_memory
+        return copy.deepcopy(model) if self.options["quant_config"] else model
 
 
-def load_backend(args, slots: int, **options) -> InMemoryHF:
+class InMemoryFake(FakeQuantBackend):
+    _load_model = InMemoryHF._load_model
+
+
+def load_backend(args, slots: int, cls=None, **options) -> InMemoryHF:
     """The hf backend over the in-memory model with `slots` slots, forced output length, loaded;
     `options` override the engine options given by the command line."""
     opts = {"batch_size": slots, "max_seq_len": args.input_len + args.output_len, "kv_bucket": args.kv_bucket,
             "device_map": "auto" if args.shape_70b else ""}
     opts.update(options)
     n_out = args.output_len
-    b = InMemoryHF(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
+    b = (cls or InMemoryHF)(model_path="in-memory", dtype="float32" if args.device == "cpu" else "float16",
                    device=args.device, params=GenerationParams(max_new_tokens=n_out, min_new_tokens=n_out,
                                                                 ignore_eos=True),
                    options={k: str(v) for k, v in opts.items()})
@@ -118,7 +131,7 @@ def sync():
 
 def measure_device(device: str) -> dict:
     if device == "cpu":
-        return {"bandwidth_GBps": 20.0, "matmul_TFLOPs": 0.1, "name": "cpu"}
+        return {"bandwidth_GBps": 20.0, "matmul_TFLOPs": 0.1, "fp8_matmul_TFLOPs": 0.1, "name": "cpu"}
     x = torch.empty(2 * 1024**3, dtype=torch.uint8, device=device)
     y = torch.empty_like(x)
     for _ in range(3):
@@ -140,21 +153,48 @@ def measure_device(device: str) -> dict:
         a @ b
     sync()
     tflops = 2 * 8192**3 * 10 / (time.perf_counter() - t) / 1e12
+    out = {"bandwidth_GBps": bw, "matmul_TFLOPs": tflops, "name": torch.cuda.get_device_name(0)}
+    if torch.cuda.get_device_capability() >= (8, 9):   # fp8 e4m3, row-wise scales, as FP8Linear runs it
+        a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn)
+        sa = torch.ones(8192, 1, device=device)
+        sb = torch.ones(1, 8192, device=device)
+        for _ in range(3):
+            torch._scaled_mm(a8, b8.t(), scale_a=sa, scale_b=sb, out_dtype=torch.float16)
+        sync()
+        t = time.perf_counter()
+        for _ in range(10):
+            torch._scaled_mm(a8, b8.t(), scale_a=sa, scale_b=sb, out_dtype=torch.float16)
+        sync()
+        out["fp8_matmul_TFLOPs"] = 2 * 8192**3 * 10 / (time.perf_counter() - t) / 1e12
+        del a8, b8
     del a, b
     torch.cuda.empty_cache()
-    return {"bandwidth_GBps": bw, "matmul_TFLOPs": tflops, "name": torch.cuda.get_device_name(0)}
+    return out
 
 
-def rooflines(model, batch: int, n_in: int, n_out: int, dev: dict) -> tuple[float, float]:
-    """(decode-only, prefill+decode) output tok/s bounds for `batch` sequences at a time."""
+def rooflines(model, batch: int, n_in: int, n_out: int, dev: dict, quant=None) -> tuple[float, float]:
+    """(decode-only, prefill+decode) output tok/s bounds for `batch` sequences at a time.
+    quant: the QuantConfig a quantized copy runs: its weight bytes as stored (fp8 linears, fp16
+    rest), fp8 KV bytes plus one float32 scale per token and KV head, and its linears' prefill
+    FLOPs at the measured fp8 matmul rate."""
     cfg = model.config
     n_params = sum(p.numel() for p in model.parameters())
     bytes_per = next(model.parameters()).element_size()
-    kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * bytes_per
-    avg_ctx = n_in + n_out / 2
-    step_s = (n_params * bytes_per + batch * avg_ctx * kv_per_token) / (dev["bandwidth_GBps"] * 1e9)
-    decode_tps = batch / step_s
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * bytes_per
+    weight_bytes = n_params * bytes_per
     prefill_s_per_seq = 2 * n_params * n_in / (dev["matmul_TFLOPs"] * 1e12)
+    if quant is not None and quant.weights is not None:
+        n_lin = sum(m.weight.numel() for name, m in model.named_modules()
+                    if isinstance(m, torch.nn.Linear) and name != "lm_head")
+        weight_bytes -= n_lin * (bytes_per - 1)
+        prefill_s_per_seq = 2 * n_in * (n_lin / dev["fp8_matmul_TFLOPs"] + (n_params - n_lin) / dev["matmul_TFLOPs"]) / 1e12
+    if quant is not None and quant.kv_cache is not None:
+        per_token_scales = 4 if quant.kv_cache.granularity == "per_token" else 0
+        kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (head_dim + per_token_scales)
+    avg_ctx = n_in + n_out / 2
+    step_s = (weight_bytes + batch * avg_ctx * kv_per_token) / (dev["bandwidth_GBps"] * 1e9)
+    decode_tps = batch / step_s
     full_tps = n_out / (n_out / decode_tps + prefill_s_per_seq)
     return decode_tps, full_tps
 
@@ -290,6 +330,10 @@ def main():
                     "one after the other vs at once on two CUDA streams (last --slots value)")
     ap.add_argument("--shape-70b", action="store_true", help="Llama-2-70B shape split over cuda:0 and cuda:1")
     ap.add_argument("--check-ties", action="store_true", help="explain output mismatches (logit gaps)")
+    ap.add_argument("--quant-configs", default="", help="comma list: 'fp16' and/or quant config YAMLs, each run "
+                    "by the slots engine (and LoadGen Offline with --loadgen-offline) at the last --slots value "
+                    "instead of the --slots runs; outputs compared with fp16 and with fakequant")
+    ap.add_argument("--match-prompts", type=int, default=128, help="prompts whose greedy outputs are compared")
     ap.add_argument("--out", default="", help="write all results as JSON here")
     ap.add_argument("--log-dir", default="/tmp/gpu_throughput_logs")
     args = ap.parse_args()
@@ -310,8 +354,8 @@ def main():
     prompts = [torch.randint(3, vocab, (n_in,), generator=g).tolist() for _ in range(n_total)]
     rows = []
 
-    def row(mode, tps, batch, extra=None):
-        dec, full = rooflines(model, batch, n_in, n_out, dev)
+    def row(mode, tps, batch, extra=None, quant=None):
+        dec, full = rooflines(model, batch, n_in, n_out, dev, quant)
         r = {"mode": mode, "tok_s": tps, "batch": batch, "pct_decode_roofline": 100 * tps / dec,
              "pct_full_roofline": 100 * tps / full, "decode_roofline": dec, "full_roofline": full, **(extra or {})}
         rows.append(r)
@@ -341,6 +385,9 @@ def main():
         gc.collect()
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
+    if args.quant_configs:
+        quant_runs(args, model, prompts, row, res)
+        args.slots, args.loadgen_offline = "", False
     best = None
     variants = [(int(s), "auto", c, int(p)) for s in args.slots.split(",") if s for c in args.compile.split(",")
                 if c for p in args.prefill_tokens.split(",") if p]
@@ -439,6 +486,14 @@ def main():
             print(f"| {r['mode']} | {r['seconds']:.2f} | {sp['prefill_s']:.2f} ({sp['prefill_groups']}) | "
                   f"{sp['prefill_tokens'] / max(sp['prefill_s'], 1e-9):.0f} | {sp['decode_s']:.2f} "
                   f"({sp['decode_steps']}) | {1000 * sp['decode_s'] / max(sp['decode_steps'], 1):.2f} |")
+    for label, m in res.get("quant_matches", {}).items():
+        f16, fq = m.get("vs_fp16"), m["vs_fakequant"]
+        print(f"| {label} greedy outputs | = fp16: {f16['identical'] if f16 else '-'}/{f16['total'] if f16 else '-'} "
+              f"(first difference median {f16['first_divergence_median'] if f16 else '-'}) | = fakequant: "
+              f"{fq['identical']}/{fq['total']} (first difference median {fq['first_divergence_median']}) |")
+    for r in rows:
+        if "x_fp16" in r:
+            print(f"| {r['mode']} | {r['tok_s']:.0f} tok/s | x fp16 {r['x_fp16']:.2f} |")
     for s in res.get("server", []):
         print(f"| LoadGen Server target {s['target_qps']:g} QPS | {s['tok_s']:.0f} | result {s['result']} | "
               f"TTFT p99 {s['ttft_p99_ms']} ms | TPOT p99 {s['tpot_p99_ms']} ms | errors {s['errors']} |")
@@ -571,6 +626,75 @@ def tie_margins(model, prompts, ours, base, limit: int = 16) -> dict:
     return {"n": len(gaps), "median_gap": statistics.median(gaps) if gaps else None,
             "max_gap": max(gaps) if gaps else None, "both_are_top2": top2,
             "typical_top1_minus_top10": spread}
+
+
+def quant_runs(args, model, prompts, row, res):
+    """Per config ('fp16' or a quant config YAML): the slots engine over all prompts, then LoadGen
+    Offline (--loadgen-offline), on a fresh backend at the last --slots value; greedy outputs of
+    the first --match-prompts prompts against the fp16 run and against fakequant of the config."""
+    from quantization.config import load_config
+
+    n_in, n_out = args.input_len, args.output_len
+    slots = int(args.slots.split(",")[-1])
+    todo = prompts[: max(args.n_prompts, slots)]
+    n_match = min(args.match_prompts, len(todo))
+    outs: dict[str, list] = {}
+    fp16_tps: dict[str, float] = {}
+    res["quant_matches"] = {}
+
+    def free(b):
+        b.close()
+        gc.collect()
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+    for name in [c for c in args.quant_configs.split(",") if c]:
+        cfg = None if name == "fp16" else load_config(name)
+        label = "fp16" if cfg is None else cfg.name
+        b = load_backend(args, slots, quant_config="" if cfg is None else name)
+        try:
+            t = time.perf_counter()
+            b.generate(todo[:slots])  # warm-up: compile, graph capture for every (slots, kv bucket)
+            warm = time.perf_counter() - t
+            outs[label] = b.generate(todo[:n_match])
+            sync()
+            before = dict(b.engine.stats)
+            t = time.perf_counter()
+            b.generate(todo)
+            sync()
+            dt = time.perf_counter() - t
+            split = {k: v - before[k] for k, v in b.engine.stats.items()}
+            extra = {"seconds": dt, "n_prompts": len(todo), "warmup_s": warm, "split": split, "quant": label,
+                     "quant_info": b.info().get("quant"), "graphs": len(b.engine.graphs),
+                     "cuda_graphs": b.engine.use_graphs, "step_ms": decode_step_ms(b.engine, slots, n_in + n_out)}
+            if torch.cuda.is_available():
+                extra["max_memory_GiB"] = torch.cuda.max_memory_allocated() / 2**30
+            r = row(f"hf backend slots engine, {slots} slots, {label}", len(todo) * n_out / dt, slots, extra, cfg)
+            fp16_tps.setdefault("engine", r["tok_s"])
+            r["x_fp16"] = r["tok_s"] / fp16_tps["engine"]
+            if args.loadgen_offline:
+                lgr = loadgen_run(b, todo, "Offline", os.path.join(args.log_dir, f"offline_{label}"),
+                                  workers=2, batch_size=slots)
+                r = row(f"LoadGen Offline, hf backend, {slots} slots, {label}", lgr["tok_s"], slots,
+                        {"loadgen": lgr, "quant": label}, cfg)
+                fp16_tps.setdefault("loadgen", r["tok_s"])
+                r["x_fp16"] = r["tok_s"] / fp16_tps["loadgen"]
+            if cfg is not None:
+                match = {"vs_fp16": compare(outs[label], outs["fp16"]) if "fp16" in outs else None}
+                if args.check_ties and "fp16" in outs:
+                    match["vs_fp16_ties"] = tie_margins(b.model, todo, outs[label], outs["fp16"])
+        finally:
+            free(b)
+        if cfg is not None:
+            fb = load_backend(args, n_match, cls=InMemoryFake, quant_config=name)
+            try:
+                fake = fb.generate(todo[:n_match])
+                match["vs_fakequant"] = compare(outs[label], fake)
+                if args.check_ties:
+                    match["vs_fakequant_ties"] = tie_margins(fb.model, todo, outs[label], fake)
+            finally:
+                free(fb)
+            res["quant_matches"][label] = match
+            log.info("MATCH %s %s", label, json.dumps(match))
 
 
 def warm_all_graphs(backend, prompts):

@@ -1,0 +1,87 @@
+"""Kernel times of the real fp8 path at Llama-2-7B shapes on one GPU (CUDA events, medians):
+FP8Linear (per-token activation quantization + torch._scaled_mm) against the fp16 nn.Linear, and
+the Triton fp8 decode attention against fp16 SDPA over the same cache (bytes read / time).
+
+    python3 benchmarks/fp8_kernels.py [--out fp8_kernels.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from quantization.fp8 import FP8Linear  # noqa: E402
+from quantization.fp8_kv import decode_attention_triton, quantize_kv  # noqa: E402
+
+
+def timed(fn, reps: int = 20) -> float:
+    """Median ms of `reps` calls after 3 warm-ups."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    dev = "cuda"
+    res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "linear": [], "attention": []}
+    shapes = [(12288, 4096), (22016, 4096), (4096, 4096), (4096, 11008)]  # qkv, gate+up, o, down (fused sizes)
+    for m in (256, 8192):
+        t16 = t8 = flops = 0.0
+        for n, k in shapes:
+            lin = torch.nn.Linear(k, n, bias=False, device=dev, dtype=torch.float16)
+            x = torch.randn(m, k, device=dev, dtype=torch.float16)
+            fp8 = FP8Linear(lin, "per_channel", "per_token")
+            with torch.inference_mode():
+                t16 += timed(lambda: lin(x))
+                t8 += timed(lambda: fp8(x))
+            flops += 2 * m * n * k
+        r = {"M": m, "fp16_ms": t16, "fp8_ms": t8, "fp16_TFLOPs": flops / t16 / 1e9, "fp8_TFLOPs": flops / t8 / 1e9,
+             "speedup": t16 / t8}
+        res["linear"].append(r)
+        print(f"linear M={m}: fp16 {t16:.3f} ms ({r['fp16_TFLOPs']:.0f} TFLOP/s), fp8 incl. activation "
+              f"quantization {t8:.3f} ms ({r['fp8_TFLOPs']:.0f} TFLOP/s), {r['speedup']:.2f}x", flush=True)
+    for b, h, hk, L, d in ((256, 32, 32, 768, 128), (128, 64, 8, 768, 128)):
+        q = torch.randn(b, h, 1, d, device=dev, dtype=torch.float16)
+        k = torch.randn(b, hk, L, d, device=dev, dtype=torch.float16)
+        v = torch.randn(b, hk, L, d, device=dev, dtype=torch.float16)
+        lengths = torch.full((b,), L, device=dev, dtype=torch.long)
+        mask = torch.ones(b, 1, 1, L, device=dev, dtype=torch.bool)
+        qg = q.view(b, hk, h // hk, d)  # the engine's grouped-query fold
+        t16 = timed(lambda: torch.nn.functional.scaled_dot_product_attention(qg, k, v, attn_mask=mask))
+        k8, ks = quantize_kv(k, None)
+        v8, vs = quantize_kv(v, None)
+        fp16_gb = 2 * k.numel() * 2 / 1e9
+        fp8_gb = (2 * k.numel() + 2 * ks.numel() * 4) / 1e9
+        row = {"shape": [b, h, hk, L, d], "sdpa_fp16_ms": t16, "sdpa_fp16_GBps": fp16_gb / t16 * 1e3, "triton": {}}
+        line = f"decode attention b={b} h={h} kv={hk} L={L}: fp16 SDPA {t16:.3f} ms ({row['sdpa_fp16_GBps']:.0f} GB/s)"
+        for block_n, warps in ((32, 4), (64, 4), (64, 8), (128, 8)):
+            t8 = timed(lambda: decode_attention_triton(q, k8, v8, ks, vs, lengths, d ** -0.5, block_n, warps))
+            row["triton"][f"{block_n}x{warps}"] = {"ms": t8, "GBps": fp8_gb / t8 * 1e3}
+            line += f"; fp8 triton {block_n}/{warps} {t8:.3f} ms ({fp8_gb / t8 * 1e3:.0f} GB/s)"
+        res["attention"].append(row)
+        print(line, flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
