@@ -12,6 +12,10 @@ set to -inf) before min_new_tokens ids exist, and always with ignore_eos, so tha
 run really produces max_new_tokens ids instead of running on past an end marker.
 
 Every request starts from an empty KV cache for its sequence (no prefix reuse between requests).
+
+With `speculative=ngram` (backends/speculative.py) each generating sequence adds up to
+`num_draft_tokens` drafted ids after its next id in the same llama_batch; the ids the target's
+own argmax confirms are kept, the KV cache past them is dropped, and a stream gets them together.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -28,6 +33,7 @@ from typing import Any, Callable, Iterator
 import llama_cpp
 import numpy as np
 
+from backends import speculative
 from backends.base import Backend
 from common.errors import HarnessError
 from common.native import native_output_silenced
@@ -90,6 +96,7 @@ class LlamaCppBackend(Backend):
         "verbose": False,      # llama.cpp's own log on stderr
         # Extra ids that end generation, e.g. for a GGUF whose turn-end marker is not flagged EOG.
         "eos_ids": [],
+        **speculative.OPTIONS,
     }
 
     def __init__(self, *args, **kwargs):
@@ -111,6 +118,11 @@ class LlamaCppBackend(Backend):
         except ValueError:
             raise HarnessError(f"llamacpp: eos_ids must be token ids separated by commas, got {o['eos_ids']}") from None
         self.n_threads = o["n_threads"] or len(os.sched_getaffinity(0))
+        self.spec_kind = speculative.check_options(o, self.name)
+        if self.spec_kind == "draft":
+            raise HarnessError("llamacpp: speculative=draft (draft_model) is not available in this backend; "
+                               "use speculative=ngram, or draft_model with --backend hf")
+        self.spec = speculative.SpecStats(self.spec_kind, o["num_draft_tokens"]) if self.spec_kind else None
         self._model = self._ctx = self._batch = None
         self._thread: threading.Thread | None = None
 
@@ -212,6 +224,8 @@ class LlamaCppBackend(Backend):
         out.update({"model_file": os.path.basename(self.model_path or ""), "n_ctx": self.options["n_ctx"],
                     "n_threads": self.n_threads, "llama_cpp_python": llama_cpp.__version__,
                     "eos_token_ids": sorted(self.eos_token_ids)})
+        if self.spec is not None:
+            out["speculative"] = self.spec.to_dict()
         out.update(getattr(self, "_model_info", {}))
         return out
 
@@ -239,9 +253,10 @@ class LlamaCppBackend(Backend):
         try:
             while True:
                 item, chunk = req.out.get(), []
-                # Ids that arrived while the consumer was busy go out together.
-                while isinstance(item, int):
-                    chunk.append(item)
+                # Ids of one step (several with speculation), and any that arrived while the
+                # consumer was busy, go out together.
+                while isinstance(item, list):
+                    chunk.extend(item)
                     item = None if req.out.empty() else req.out.get()
                 if chunk:
                     yield chunk
@@ -342,12 +357,13 @@ class LlamaCppBackend(Backend):
         slot.req, slot.n_past, slot.next_token = None, 0, -1
 
     def _step(self) -> None:
-        """One llama_decode: a token for every generating sequence, then prompt chunks."""
+        """One llama_decode: a token (plus drafts) for every generating sequence, then prompt chunks."""
         for slot in self._active():
             if slot.req.cancelled:
                 self._release(slot)
-        batch, n = self._batch, 0
-        outputs: list[tuple[_Slot, int]] = []   # (slot, batch row whose logits pick its next id)
+        batch, n, n_batch = self._batch, 0, self.options["n_batch"]
+        # (slot, batch row whose logits pick its next id, drafted ids verified in the rows after it)
+        outputs: list[tuple[_Slot, int, list[int]]] = []
 
         def add(token: int, pos: int, seq: int, want_logits: bool) -> None:
             nonlocal n
@@ -356,24 +372,30 @@ class LlamaCppBackend(Backend):
             n += 1
 
         active = self._active()
+        generating = [s for s in active if not s.prefilling]
+        drafts = self._drafts(generating) if self.spec is not None else {}
+        for slot in generating:
+            # Room for every other generating sequence's next id stays in the batch.
+            draft = drafts.get(slot.seq_id, [])[: max(0, n_batch - len(generating) - n + len(outputs))]
+            outputs.append((slot, n, draft))
+            for j, token in enumerate([slot.next_token, *draft]):
+                add(token, slot.n_past + j, slot.seq_id, True)
         for slot in active:
-            if not slot.prefilling:
-                add(slot.next_token, slot.n_past, slot.seq_id, True)
-                outputs.append((slot, n - 1))
-                slot.n_past += 1
-        for slot in active:
-            if slot.prefilling and n < self.options["n_batch"]:
+            if slot.prefilling and n < n_batch:
                 prompt = slot.req.prompt
-                take = min(self.options["n_batch"] - n, len(prompt) - slot.n_past)
+                take = min(n_batch - n, len(prompt) - slot.n_past)
                 for j in range(slot.n_past, slot.n_past + take):
                     add(prompt[j], j, slot.seq_id, j == len(prompt) - 1)
                 slot.n_past += take
                 if not slot.prefilling:
-                    outputs.append((slot, n - 1))
+                    outputs.append((slot, n - 1, []))
         if n == 0:
             return
         batch.n_tokens = n
+        t0 = time.perf_counter()
         rc = llama_cpp.llama_decode(self._ctx, batch)
+        if drafts:
+            self.spec.verify_s += time.perf_counter() - t0
         if rc != 0:
             err = RuntimeError(f"llama_decode returned {rc} ({n} tokens, {len(active)} sequences)")
             for slot in active:
@@ -383,23 +405,47 @@ class LlamaCppBackend(Backend):
 
         p = self.params
         done: list[_Request] = []
-        for slot, row in outputs:
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(self.n_vocab,))
+        for slot, row, draft in outputs:
             req = slot.req
-            if p.ignore_eos or len(req.generated) < p.min_new_tokens:
-                logits[self._eog] = -np.inf   # llama.cpp's output buffer; rewritten by the next decode
-            token = int(np.argmax(logits))
-            req.generated.append(token)
+
+            def pick(i: int) -> tuple[int, bool]:
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row + i),
+                                               shape=(self.n_vocab,))
+                if p.ignore_eos or len(req.generated) < p.min_new_tokens:
+                    logits[self._eog] = -np.inf   # llama.cpp's output buffer; rewritten by the next decode
+                token = int(np.argmax(logits))
+                req.generated.append(token)
+                ended = token in self.eos_token_ids and not p.ignore_eos
+                return token, ended or len(req.generated) >= p.max_new_tokens
+
+            decoding = slot.next_token >= 0   # else the prompt's last row: the first id
+            kept, n_accepted = speculative.accept(draft, pick)
+            if self.spec is not None and decoding:
+                self.spec.add(len(draft), n_accepted)
             if req.streamed:
-                req.out.put(token)
-            ended = token in self.eos_token_ids and not p.ignore_eos
-            if ended or len(req.generated) >= p.max_new_tokens:
+                req.out.put(kept)
+            if (kept[-1] in self.eos_token_ids and not p.ignore_eos) or len(req.generated) >= p.max_new_tokens:
                 done.append(req)
                 self._release(slot)
-            else:
-                slot.next_token = token
+                continue
+            if decoding:   # the next id and the accepted drafts are in the cache now; drop the rejected
+                slot.n_past += 1 + n_accepted
+                if draft:
+                    llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, slot.n_past, -1)
+            slot.next_token = kept[-1]
         for req in done:
             req.out.put(_DONE)
+
+    def _drafts(self, slots: list[_Slot]) -> dict[int, list[int]]:
+        """Prompt-lookup drafts per sequence, never past max_new_tokens (the cache holds them)."""
+        t0, o, out = time.perf_counter(), self.options, {}
+        for slot in slots:
+            req = slot.req
+            k = min(o["num_draft_tokens"], self.params.max_new_tokens - len(req.generated) - 1)
+            if k > 0:
+                out[slot.seq_id] = speculative.ngram_draft(req.prompt + req.generated, k, o["ngram_max"])
+        self.spec.draft_s += time.perf_counter() - t0
+        return out
 
     def _score_now(self, ids: list[int]) -> list[float]:
         """Log-probabilities of ids[1:] from one causal pass (in chunks) on sequence 0."""
