@@ -147,6 +147,25 @@ def test_signal_when_loadgen_keeps_scheduling_and_a_second_signal(tmp_path, data
     assert "second signal: exiting at once" in log.read_text()
 
 
+def test_signal_while_the_backend_loads_exits_130_and_leaves_nothing(tmp_path, data):
+    conf = tiny_conf(tmp_path / "user.conf", n=16)
+    with FakeServer() as server:
+        server.mode = "stall"  # the backend's test completion at load never returns
+        cmd = [sys.executable, str(ROOT / "main.py"), "--no-progress", "--backend", "openai", "--api-server",
+               server.url, "--dataset-path", str(data), "--user-conf", str(conf),
+               "--output-log-dir", str(tmp_path / "out")]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while not server.bodies and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        rc, took = _wait(proc, 20)
+    out = proc.stdout.read()
+    assert rc == 130 and took < 5, (rc, took, out[-2000:])
+    assert "interrupted; nothing was published" in out and "Traceback" not in out
+    assert not _partials(tmp_path) and not (tmp_path / "out").exists()
+
+
 # ---- 4. publishing ---------------------------------------------------------------------------
 def test_existing_empty_folder_is_written_into_not_replaced(tmp_path, data):
     target = tmp_path / "out"
