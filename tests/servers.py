@@ -7,7 +7,8 @@ stops its server on exit.
 - FakeServer: a small stdlib HTTP server in a thread that speaks the vLLM flavour of
   /v1/completions (token-id prompts, `token_ids` in replies) with a deterministic answer
   (fake_answer), and whose behaviour can be switched to a fault: "error500", "stall" (no reply
-  until stopped), "drop" (connection closed mid-reply).
+  until stopped), "drop" (connection closed mid-reply), "empty" (a reply without tokens, as a
+  model that ends at once).
 """
 from __future__ import annotations
 
@@ -115,7 +116,7 @@ def fake_answer(prompt: list[int], n: int) -> list[int]:
 class FakeServer:
     """vLLM-like /v1/models and /v1/completions with switchable faults (attribute `mode`)."""
 
-    MODES = ("ok", "error500", "stall", "drop")
+    MODES = ("ok", "error500", "stall", "drop", "empty")
 
     def __init__(self, model: str = "fake-model", token_delay_s: float = 0.0):
         self.model = model
@@ -172,7 +173,7 @@ class FakeServer:
                     fake._release.wait(600)
                     self.close_connection = True
                     return
-                ids = fake_answer(prompt, int(body.get("max_tokens", 16)))
+                ids = [] if fake.mode == "empty" else fake_answer(prompt, int(body.get("max_tokens", 16)))
                 if not body.get("stream"):
                     time.sleep(fake.token_delay_s * len(ids))
                     if fake.mode == "drop":
@@ -180,11 +181,13 @@ class FakeServer:
                         return
                     return self._json(200, {"object": "text_completion", "model": fake.model, "choices": [
                         {"index": 0, "text": "".join(f" t{t}" for t in ids), "token_ids": ids,
-                         "finish_reason": "length"}], "usage": {"completion_tokens": len(ids)}})
+                         "finish_reason": "length" if ids else "stop"}], "usage": {"completion_tokens": len(ids)}})
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
+                if not ids:  # only the closing event
+                    self._event({"choices": [{"index": 0, "text": "", "token_ids": [], "finish_reason": "stop"}]})
                 for i, t in enumerate(ids):
                     last = i == len(ids) - 1
                     self._event({"choices": [{"index": 0, "text": f" t{t}", "token_ids": [t],
