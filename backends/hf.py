@@ -24,6 +24,7 @@ import tempfile
 import threading
 from typing import Any, Iterator
 
+from backends import speculative
 from backends.base import Backend
 from common.errors import HarnessError
 from inputs.models import cache_dir, file_fingerprint, resolve_model_path
@@ -55,6 +56,8 @@ class HFBackend(Backend):
                                    # on one GPU, else off) | off | inductor | eager
         "attn_implementation": "sdpa",
         "quant_config": "",        # YAML file (main.py: --quant-config): hf executes it for real
+        **speculative.OPTIONS,     # transformers' prompt lookup / assisted generation (engine=generate)
+        "draft_quant_config": "",  # draft: the draft_model (default: the target) fake-quantized by this YAML
     }
     kv_fp8_mode = "real"           # how the slots engine applies a kv_cache section (fakequant: "fake")
 
@@ -82,6 +85,10 @@ class HFBackend(Backend):
             # Parsed now so that a bad config fails before minutes of weight loading.
             self.quant_config = load_config(self.options["quant_config"])
             self.check_quant_config(self.quant_config)
+        self.spec_kind = speculative.check_options(self.options, self.name)
+        if self.spec_kind and self.options["engine"] == "slots":
+            raise HarnessError("speculative decoding runs on engine=generate (transformers' assisted generation)")
+        self.spec: speculative.HFAssist | None = None
         self.model = None
         self.engine = None  # SlotEngine when the slots engine is in use
         self._lock = threading.Lock()  # serialises the generate engine and score()
@@ -109,6 +116,9 @@ class HFBackend(Backend):
         self.eos_token_ids = frozenset(self._eos_ids(model))
         self.input_device = model.get_input_embeddings().weight.device
         engine = self.options["engine"]
+        if self.spec_kind:
+            engine = "generate"
+            self.spec = speculative.HFAssist(self.spec_kind, self.options, model, self._load_draft(model))
         if engine == "auto":
             from backends.hf_engine import supports
             engine = "slots" if supports(model) else "generate"
@@ -124,12 +134,13 @@ class HFBackend(Backend):
         log.info("hf backend: %s %s on %s, engine=%s, eos=%s", model.config.model_type, self.dtype,
                  self.input_device, engine, sorted(self.eos_token_ids))
 
-    def _load_model(self):
-        """Weights from a local folder or a GGUF file, in the target dtype on the target device."""
+    def _load_model(self, path: str | None = None):
+        """Weights from a local folder or a GGUF file (default: the target's), in the target dtype
+        on the target device."""
         import torch
         from transformers import AutoModelForCausalLM
 
-        path = resolve_model_path(self.model_path)
+        path = resolve_model_path(path or self.model_path)
         if not os.path.isdir(path):
             if not path.endswith(".gguf"):
                 raise HarnessError(f"cannot load {path}: expected a checkpoint folder or a .gguf file")
@@ -275,7 +286,7 @@ class HFBackend(Backend):
                 engine = self._slot_engine(prompts)
                 reqs = engine.submit(prompts)
             return [self.trim(out) for out in engine.collect(reqs)]
-        bs = self.options["batch_size"]
+        bs = 1 if self.spec else self.options["batch_size"]  # assisted generation takes one prompt at a time
         outs: list[list[int]] = []
         for i in range(0, len(prompts), bs):
             outs.extend(self._generate_padded(prompts[i:i + bs]))
@@ -294,7 +305,8 @@ class HFBackend(Backend):
         return GenerationConfig(
             do_sample=False, max_new_tokens=p.max_new_tokens,
             min_new_tokens=0 if p.ignore_eos else p.min_new_tokens,
-            eos_token_id=None if p.ignore_eos or not eos else eos, pad_token_id=pad), pad
+            eos_token_id=None if p.ignore_eos or not eos else eos, pad_token_id=pad,
+            **(self.spec.generation_config() if self.spec else {})), pad
 
     def _generate_padded(self, prompts: list[list[int]], streamer=None) -> list[list[int]]:
         """Plain model.generate on one left-padded batch."""
@@ -315,12 +327,17 @@ class HFBackend(Backend):
             saved = self.model.generation_config.eos_token_id
             if self.params.ignore_eos:
                 self.model.generation_config.eos_token_id = None
+            if self.spec:
+                self.spec.begin(width)
             try:
                 out = self.model.generate(input_ids=ids.to(self.input_device),
                                           attention_mask=mask.to(self.input_device),
-                                          generation_config=gc, streamer=streamer)
+                                          generation_config=gc, streamer=streamer,
+                                          **(self.spec.generate_kwargs() if self.spec else {}))
             finally:
                 self.model.generation_config.eos_token_id = saved
+            if self.spec:
+                self.spec.end(out.shape[1] - width)
         return [self.trim(row[width:].tolist()) for row in out.cpu()]
 
     def stream(self, prompt: list[int]) -> Iterator[list[int]]:
@@ -389,6 +406,22 @@ class HFBackend(Backend):
         logp = torch.log_softmax(logits[:-1], dim=-1).gather(1, x[0, 1:, None].to(logits.device))[:, 0]
         return [0.0] + logp.cpu().tolist()
 
+    def _load_draft(self, target):
+        """The draft model of speculative=draft: draft_model (default: the target's weights),
+        fake-quantized by draft_quant_config if given; None for ngram."""
+        if self.spec_kind != "draft":
+            return None
+        o = self.options
+        draft = self._load_model(o["draft_model"] or None)
+        if o["draft_quant_config"]:
+            from quantization.config import load_config
+            from quantization.fake import quantize_model
+
+            quantize_model(draft, load_config(o["draft_quant_config"]))
+        n_t, n_d = target.get_output_embeddings().weight.shape[0], draft.get_output_embeddings().weight.shape[0]
+        speculative.check_same_vocab(n_t, n_d, o["draft_model"] or self.model_path, self.name)
+        return draft.eval()
+
     def _check_loaded(self):
         if self.model is None:
             raise HarnessError(f"backend '{self.name}' used before load()")
@@ -406,6 +439,8 @@ class HFBackend(Backend):
     def info(self) -> dict[str, Any]:
         out = super().info()
         out["engine"] = getattr(self, "engine_name", self.options["engine"])
+        if self.spec is not None:
+            out["speculative"] = self.spec.stats.to_dict()
         if self.quant_config is not None:
             out["quant_config_path"] = self.quant_config.path
             out["quant_config"] = self.quant_config.to_dict()

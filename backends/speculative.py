@@ -14,6 +14,7 @@ Kinds (`--backend-arg speculative=...`):
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +38,14 @@ def check_options(options: dict[str, Any], backend: str) -> str | None:
     kind = options["speculative"]
     if kind and kind not in KINDS:
         raise HarnessError(f"{backend}: unknown speculative kind '{kind}' (choose from: {', '.join(KINDS)})")
-    if options["draft_model"] and not kind:
+    # hf: draft_quant_config alone drafts with the target's own weights, quantized.
+    has_draft = bool(options["draft_model"] or options.get("draft_quant_config"))
+    if has_draft and not kind:
         kind = "draft"   # draft_model=PATH alone asks for draft-model speculation
-    if kind == "draft" and not options["draft_model"]:
+    if kind == "draft" and not has_draft:
         raise HarnessError(f"{backend}: speculative=draft needs a draft model: --backend-arg draft_model=PATH")
-    if kind == "ngram" and options["draft_model"]:
-        raise HarnessError(f"{backend}: speculative=ngram takes no draft_model (drafts come from the prompt)")
+    if kind == "ngram" and has_draft:
+        raise HarnessError(f"{backend}: speculative=ngram takes no draft model (drafts come from the prompt)")
     if kind and options["num_draft_tokens"] < 1:
         raise HarnessError(f"{backend}: num_draft_tokens must be >= 1, got {options['num_draft_tokens']}")
     if kind == "ngram" and options["ngram_max"] < 1:
@@ -112,3 +115,62 @@ class SpecStats:
                 "steps": self.steps, "steps_without_draft": self.steps_without_draft,
                 "drafted": self.drafted, "accepted": self.accepted,
                 "draft_s": round(self.draft_s, 4), "verify_s": round(self.verify_s, 4)}
+
+
+class HFAssist:
+    """transformers' assisted generation for the hf backend (one prompt per generate() call, the
+    only batch size transformers supports for it), with acceptance counted from the target's
+    forward passes: the first holds the prompt plus drafts, each later one the last accepted id
+    plus drafts, and every pass yields its accepted drafts plus one id of its own."""
+
+    def __init__(self, kind: str, options: dict[str, Any], target, draft=None):
+        self.kind, self.options, self.draft = kind, options, draft
+        self.stats = SpecStats(kind, options["num_draft_tokens"])
+        self._fresh, self._t0, self._prompt_len, self._steps, self._drafted = True, 0.0, 0, 0, 0
+        self._forward_s = 0.0
+        if draft is not None:   # transformers reads the assistant's settings from its own generation_config
+            for key, value in self.generation_config().items():
+                setattr(draft.generation_config, key, value)
+        target.register_forward_pre_hook(self._before, with_kwargs=True)
+        target.register_forward_hook(self._after)
+
+    def generation_config(self) -> dict[str, Any]:
+        k = self.options["num_draft_tokens"]
+        if self.kind == "ngram":
+            return {"prompt_lookup_num_tokens": k, "max_matching_ngram_size": self.options["ngram_max"]}
+        # A fixed K: the default schedule changes K with acceptance, and the confidence threshold
+        # stops drafting early, both of which would make runs hard to compare.
+        return {"num_assistant_tokens": k, "num_assistant_tokens_schedule": "constant",
+                "assistant_confidence_threshold": 0.0}
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        return {"assistant_model": self.draft} if self.draft is not None else {}
+
+    def begin(self, prompt_len: int) -> None:
+        self._fresh, self._prompt_len, self._steps, self._drafted = True, prompt_len, 0, 0
+        self._forward_s, self._wall = 0.0, time.perf_counter()
+
+    def _before(self, module, args, kwargs) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        n_in = ids.shape[1] if ids is not None else 0
+        self._drafted += n_in - (self._prompt_len if self._fresh else 1)
+        self._fresh = False
+        self._steps += 1
+        self._t0 = time.perf_counter()
+
+    def _after(self, module, args, output) -> None:
+        self._forward_s += time.perf_counter() - self._t0
+
+    def end(self, n_generated: int) -> None:
+        """After one generate(): n_generated is its raw output length (before EOS trimming)."""
+        s = self.stats
+        accepted = max(n_generated - self._steps, 0)
+        if self._drafted:
+            s.steps += self._steps
+            s.drafted += self._drafted
+            s.accepted += min(accepted, self._drafted)
+        else:
+            s.steps_without_draft += self._steps
+        s.verify_s += self._forward_s
+        # Outside the target's passes: the draft model (or the lookup) and generate()'s own loop.
+        s.draft_s += time.perf_counter() - self._wall - self._forward_s

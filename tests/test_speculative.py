@@ -49,7 +49,7 @@ def test_stats_report_acceptance_and_mean_accepted():
 @pytest.mark.parametrize("opts, message", [
     ({"speculative": "medusa"}, "unknown speculative kind 'medusa'"),
     ({"speculative": "draft"}, "needs a draft model"),
-    ({"speculative": "ngram", "draft_model": "x.gguf"}, "takes no draft_model"),
+    ({"speculative": "ngram", "draft_model": "x.gguf"}, "takes no draft model"),
     ({"speculative": "ngram", "num_draft_tokens": 0}, "num_draft_tokens must be >= 1"),
 ])
 def test_bad_options_are_one_line_errors(opts, message):
