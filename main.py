@@ -69,6 +69,15 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-sysmetrics", action="store_true", help="do not sample CPU/RAM/GPU during the run")
     p.add_argument("--goodput", nargs="+", default=None, metavar="METRIC:MS",
                    help="report the share of requests meeting SLOs, e.g. --goodput ttft:2000 tpot:200")
+    p.add_argument("--print-loadgen-summary", action="store_true",
+                   help="also echo LoadGen's own summary (always in mlperf_log_summary.txt)")
+    # LoadGen reads its settings from files only; these override user.conf for one run.
+    p.add_argument("--target-qps", type=float, default=None,
+                   help="LoadGen target QPS (Server: the arrival rate; Offline: expected QPS), overrides user.conf")
+    p.add_argument("--min-duration", type=float, default=None, metavar="SECONDS",
+                   help="LoadGen minimum test duration in seconds, overrides user.conf")
+    p.add_argument("--min-query-count", type=int, default=None,
+                   help="LoadGen minimum query count, overrides user.conf")
     return p.parse_args(argv)
 
 
@@ -103,7 +112,41 @@ def build_settings(args):
     if settings.FromConfig(args.user_conf, args.lg_model_name, args.scenario) != 0:
         raise HarnessError(f"LoadGen could not parse user config {args.user_conf} (see its log lines above)")
     settings.mode = lg.TestMode.AccuracyOnly if args.accuracy else lg.TestMode.PerformanceOnly
+    for name, value in loadgen_overrides(args).items():
+        setattr(settings, name, value)
     return settings
+
+
+def expected_queries(settings, n_samples: int) -> int:
+    """About how many queries a performance run issues (for the progress bar's total and ETA):
+    enough for both minimums, rounded up to whole passes over the samples when LoadGen
+    concatenates sample permutations."""
+    if settings.scenario.name == "Server":
+        qps = settings.server_target_qps
+    else:
+        qps = settings.offline_expected_qps
+    n = max(settings.min_query_count, int(qps * settings.min_duration_ms / 1000) + 1)
+    if settings.sample_concatenate_permutation and n_samples:
+        n = -(-n // n_samples) * n_samples
+    return n
+
+
+def loadgen_overrides(args) -> dict:
+    """LoadGen settings given by flags (they win over user.conf), by TestSettings attribute name."""
+    out: dict = {}
+    if args.target_qps is not None:
+        if not args.target_qps > 0:
+            raise HarnessError(f"--target-qps must be > 0, got {args.target_qps:g}")
+        out["server_target_qps" if args.scenario == "Server" else "offline_expected_qps"] = args.target_qps
+    if args.min_duration is not None:
+        if not args.min_duration >= 0:
+            raise HarnessError(f"--min-duration must be >= 0 seconds, got {args.min_duration:g}")
+        out["min_duration_ms"] = round(args.min_duration * 1000)
+    if args.min_query_count is not None:
+        if args.min_query_count < 1:
+            raise HarnessError(f"--min-query-count must be >= 1, got {args.min_query_count}")
+        out["min_query_count"] = args.min_query_count
+    return out
 
 
 def settings_dict(settings) -> dict:
@@ -123,8 +166,9 @@ def run(args) -> int:
     from backends.base import GenerationParams
     from dataset import Dataset
     from harness.core import check_pin_cpu
-    from harness.results import load_results, parse_goodput, print_run_summary, write_run_results
+    from harness.results import load_results, parse_goodput, write_run_results
     from harness.runner import EXIT_INTERRUPTED, claim_output_dir, publish_output_dir, run_loadgen
+    from harness.summary import run_summary
     from harness.sysmetrics import SystemMonitor
     from inputs.demo import DEMO_MAX_NEW_TOKENS, default_dataset_path
     from SUT_offline import SUT
@@ -160,7 +204,7 @@ def run(args) -> int:
     progress = None
     if not args.no_progress:
         from tqdm import tqdm
-        total = dataset.total_sample_count if args.accuracy else None
+        total = dataset.total_sample_count if args.accuracy else expected_queries(settings, dataset.total_sample_count)
         progress = tqdm(total=total, desc=f"{args.scenario} queries", unit="q", mininterval=1.0, file=sys.stderr)
 
     sut_cls = SUTServer if args.scenario == "Server" else SUT
@@ -169,7 +213,7 @@ def run(args) -> int:
 
     log_output = lg.LogOutputSettings()
     log_output.outdir = out_tmp
-    log_output.copy_summary_to_stdout = True
+    log_output.copy_summary_to_stdout = args.print_loadgen_summary
     log_settings = lg.LogSettings()
     log_settings.log_output = log_output
     log_settings.enable_trace = args.enable_log_trace
@@ -213,6 +257,7 @@ def run(args) -> int:
         "lg_model_name": args.lg_model_name,
         "user_conf": args.user_conf,
         "loadgen_settings": settings_dict(settings),
+        "loadgen_overrides": loadgen_overrides(args),  # flags that replaced user.conf values
         "command": sys.argv,
         "started": started,
         "finished": finished,
@@ -223,14 +268,14 @@ def run(args) -> int:
     }
     results_path = write_run_results(out_tmp, run_info, records, sysmetrics, goodput)
     if run_info["status"] == "interrupted":  # never published: it is not a finished run
-        print("\n" + print_run_summary(load_results(results_path)))
+        print("\n" + run_summary(load_results(results_path)))
         print(f"RUN INTERRUPTED ({outcome.signal}): partial results in {out_tmp}", file=sys.stderr, flush=True)
         if not clean:
             sys.stdout.flush()
             os._exit(EXIT_INTERRUPTED)  # LoadGen or a backend call still runs: no interpreter shutdown
         return EXIT_INTERRUPTED
     publish_output_dir(out_tmp, args.output_log_dir)
-    print("\n" + print_run_summary(load_results(os.path.join(args.output_log_dir, results_path.name))))
+    print("\n" + run_summary(load_results(os.path.join(args.output_log_dir, results_path.name))))
     print(f"LoadGen logs and results.json: {os.path.abspath(args.output_log_dir)}")
     if run_info["status"] != "ok":
         first = f"; first: {sut.core.errors[0]}" if sut.core.errors else ""

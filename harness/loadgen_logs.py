@@ -209,9 +209,10 @@ def loadgen_figures(log_dir: str | Path) -> dict[str, Any]:
     if not figures["latency_ms"] and summary:
         figures["latency_ms"] = _summary_latencies(summary["additional_stats"])
 
+    # One string in the detail log for all of them: "TTFT constrain not met: ...  * TPOT constrain ..."
     reason = v.get("result_invalid_reason")
     if reason:
-        figures["invalid_reasons"].append(reason.strip())
+        figures["invalid_reasons"] += [r.strip() for r in reason.split("*") if r.strip()]
     if figures["result"] == "INVALID":
         for flag, why in (("min_duration_met", "min duration not satisfied"),
                           ("min_queries_met", "min queries not satisfied"),

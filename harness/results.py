@@ -362,49 +362,6 @@ def _csv_value(v: str) -> Any:
 
 
 # -- human summary ------------------------------------------------------------------------------------
-def print_run_summary(results: dict[str, Any]) -> str:
-    """A short table: LoadGen's verdict and headline figures beside ours."""
-    run, lg, rq = results.get("run", {}), results.get("loadgen") or {}, results.get("requests") or {}
-    backend = run.get("backend") or {}
-    lines = [f"Run: {run.get('scenario', '?')} {run.get('mode', '?')}, backend "
-             f"{backend.get('backend', '?')}, status {run.get('status', '?')}"]
-    if run.get("status") != "ok":  # above LoadGen's verdict, which counts no failed query
-        lines.append(f"RUN {str(run.get('status', '?')).upper()}: " + "; ".join(run.get("status_reasons") or []))
-        lines += [f"  LoadGen error x{n}: {e}" for e, n in (run.get("loadgen_errors") or {}).items()]
-    if "error" in lg:
-        lines.append(f"LoadGen: no figures ({lg['error']})")
-    elif lg.get("mode") == "AccuracyOnly":
-        lines.append("LoadGen: accuracy mode, no performance verdict (score it with evaluation.py)")
-    else:
-        verdict = lg.get("result") or "?"
-        if lg.get("invalid_reasons"):
-            verdict += " (" + "; ".join(lg["invalid_reasons"]) + ")"
-        lines.append(f"LoadGen result: {verdict}")
-    rows = [
-        ("samples/s", lg.get("samples_per_s"), rq.get("requests_per_s")),
-        ("output tokens/s", lg.get("tokens_per_s"), rq.get("output_tokens_per_s")),
-        ("TTFT p50 (ms)", (lg.get("ttft_ms") or {}).get("p50"), (rq.get("ttft_ms") or {}).get("p50")),
-        ("TTFT p99 (ms)", (lg.get("ttft_ms") or {}).get("p99"), (rq.get("ttft_ms") or {}).get("p99")),
-        ("TPOT p50 (ms)", (lg.get("tpot_ms") or {}).get("p50"), (rq.get("tpot_ms") or {}).get("p50")),
-        ("TPOT p99 (ms)", (lg.get("tpot_ms") or {}).get("p99"), (rq.get("tpot_ms") or {}).get("p99")),
-        ("E2E p99 (ms)", (lg.get("latency_ms") or {}).get("p99"), (rq.get("e2e_ms") or {}).get("p99")),
-    ]
-    lines.append(f"{'':18}{'LoadGen':>14}{'per-request':>14}")
-    for name, a, b in rows:
-        lines.append(f"{name:18}{fmt_num(a):>14}{fmt_num(b):>14}")
-    lines.append(f"requests: {rq.get('completed', 0)} completed, {rq.get('errors', 0)} failed")
-    gp = results.get("goodput")
-    if gp:
-        slo = ", ".join(f"{k}<={v:g}ms" for k, v in gp["slo_ms"].items())
-        lines.append(f"goodput ({slo}): {fmt_num(100 * gp['fraction'] if gp['fraction'] is not None else None)}%"
-                     f" of requests, {fmt_num(gp['requests_per_s'])} req/s")
-    agg = (results.get("sysmetrics") or {}).get("aggregates") or {}
-    if agg.get("gpu_joules_per_output_token") is not None:
-        lines.append(f"GPU energy: {fmt_num(agg['gpu_energy_j'])} J, "
-                     f"{fmt_num(agg['gpu_joules_per_output_token'])} J/output token")
-    return "\n".join(lines)
-
-
 def fmt_num(x: Any) -> str:
     """Numbers for tables: 3-4 significant digits, '-' for missing."""
     if x is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import array
 import json
 import os
+import re
 import sys
 import time
 import types
@@ -25,10 +26,10 @@ from harness.results import (
     load_requests,
     load_results,
     parse_goodput,
-    print_run_summary,
     request_stats,
     write_run_results,
 )
+from harness.summary import loadgen_reasons, run_summary
 from harness.sysmetrics import SystemMonitor
 
 N_TOKENS = 16
@@ -244,8 +245,8 @@ def test_results_without_loadgen_logs(tmp_path):
     results = load_results(path)
     assert "no LoadGen logs" in results["loadgen"]["error"]
     assert results["requests"]["errors"] == 1 and results["goodput"] is None
-    text = print_run_summary(results)
-    assert "no figures" in text and "1 failed" in text
+    text = run_summary(results)
+    assert "no figures" in text and "RUN FAILED" in text
 
 
 def test_load_results_errors(tmp_path):
@@ -256,17 +257,34 @@ def test_load_results_errors(tmp_path):
         load_results(tmp_path)
 
 
-def test_print_run_summary(offline_run, tmp_path):
+def test_run_summary(offline_run, tmp_path):
     src, records = offline_run
     for name in (SUMMARY_FILE, DETAIL_FILE):
         (tmp_path / name).write_bytes((src / name).read_bytes())
     results = load_results(write_run_results(tmp_path, dict(RUN_INFO, scenario="Offline"), records, None,
                                              goodput={"ttft": 1000.0}))
-    text = print_run_summary(results)
-    assert "LoadGen result: INVALID (" in text and "min duration not satisfied" in text
-    assert "TTFT p99 (ms)" in text and "TPOT p99 (ms)" in text and "output tokens/s" in text
-    assert f"{len(records)} completed, 0 failed" in text
-    assert "goodput (ttft<=1000ms)" in text
+    text = run_summary(results)
+    assert "LoadGen result: INVALID\n  - min duration not reached" in text
+    assert re.search(r"^  TTFT +[0-9]", text, re.M) and re.search(r"^  TPOT +[0-9-]", text, re.M)
+    assert re.search(r"^  ITL ", text, re.M) and re.search(r"^  E2E +[0-9]", text, re.M)
+    assert "output tok/s" in text and f"Status: ok ({len(records)} of {len(records)} queries answered)" in text
+    assert "Goodput (ttft<=1000ms)" in text
+
+
+def test_loadgen_reasons_explain_each_invalid_verdict():
+    lg = {"result": "INVALID", "perf_constraints_met": False, "min_duration_met": True, "min_queries_met": True,
+          "ttft_ms": {"p99": 3500.0}, "tpot_ms": {"p99": 50.0},
+          "test_parameters": {"ttft_latency (ns)": 2_000_000_000, "tpot_latency (ns)": 200_000_000},
+          "early_stopping": {"tpot": "Run unsuccessful. Processed 18 queries. Would need to run at least 441 "
+                                    "more queries, with the run being successful if every additional query "
+                                    "were under latency."},
+          "invalid_reasons": ["TTFT constrain not met: Reduce target QPS to improve latency."]}
+    reasons = loadgen_reasons(lg)
+    assert reasons[0] == ("latency constraint not met (TTFT p99 3,500 ms > limit 2,000 ms): "
+                          "lower the target QPS (--target-qps)")
+    assert "needs at least 459" in reasons[1] and "--min-query-count 459" in reasons[1]
+    # a reason LoadGen gives that none of the flags explains is shown in its own words
+    assert loadgen_reasons({"result": "INVALID", "invalid_reasons": ["something new"]}) == ["something new"]
 
 
 # -- system monitor ---------------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+"""main.py's console: the LoadGen-setting flags that override user.conf, the run summary and its
+verdict reasons, and LoadGen's own summary kept out of stdout unless asked for. Real LoadGen runs
+on the null backend."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from helpers import results, run_main, tiny_conf, tiny_dataset
+
+
+@pytest.fixture
+def data(tmp_path):
+    return tiny_dataset(tmp_path / "data.pkl", n=16)
+
+
+def test_flags_override_user_conf_and_are_recorded(tmp_path, data):
+    # user.conf asks for 32 queries over 300 ms at 100 QPS; the flags ask for 40 at 400 QPS
+    conf = tiny_conf(tmp_path / "user.conf", n=32, qps=100)
+    out = tmp_path / "run"
+    p = run_main("--backend", "null", "--scenario", "Server", "--dataset-path", str(data), "--user-conf", str(conf),
+                 "--output-log-dir", str(out), "--target-qps", "400", "--min-query-count", "40",
+                 "--min-duration", "0.05", timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = results(out)
+    assert r["run"]["loadgen_overrides"] == {"server_target_qps": 400.0, "min_query_count": 40, "min_duration_ms": 50}
+    params = r["loadgen"]["test_parameters"]
+    assert params["target_qps"] == 400 and params["min_query_count"] == 40 and params["min_duration (ms)"] == 50
+    assert r["requests"]["count"] >= 40
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--target-qps", "0", "--target-qps must be > 0"),
+    ("--min-duration", "-1", "--min-duration must be >= 0 seconds"),
+    ("--min-query-count", "0", "--min-query-count must be >= 1"),
+])
+def test_bad_override_is_one_line_and_exit_2(tmp_path, data, flag, value, message):
+    p = run_main("--backend", "null", "--dataset-path", str(data), "--output-log-dir", str(tmp_path / "run"),
+                 flag, value, timeout=60)
+    assert p.returncode == 2 and p.stderr.strip() == f"error: {message}, got {value}"
+    assert not (tmp_path / "run").exists()
+
+
+def test_summary_says_why_a_short_server_run_is_invalid(tmp_path, data):
+    """A short Server run is INVALID by early stopping; the summary says how many queries it needs,
+    and LoadGen's own summary stays in its file unless --print-loadgen-summary."""
+    conf = tiny_conf(tmp_path / "user.conf", n=16, qps=200)
+    out = tmp_path / "run"
+    p = run_main("--backend", "null", "--scenario", "Server", "--dataset-path", str(data), "--user-conf", str(conf),
+                 "--output-log-dir", str(out), timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "MLPerf Results Summary" not in p.stdout
+    assert "LoadGen result: INVALID" in p.stdout
+    m = re.search(r"early stopping \((TTFT|TPOT)\): (\d+) queries processed; the p99 bound needs at least (\d+)", p.stdout)
+    assert m and int(m.group(3)) > int(m.group(2)), p.stdout
+    assert re.search(r"^  TTFT +[0-9]", p.stdout, re.M) and "Status: ok" in p.stdout
+    p2 = run_main("--backend", "null", "--scenario", "Server", "--dataset-path", str(data), "--user-conf", str(conf),
+                  "--output-log-dir", str(tmp_path / "run2"), "--print-loadgen-summary", timeout=120)
+    assert p2.returncode == 0 and "MLPerf Results Summary" in p2.stdout
