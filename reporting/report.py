@@ -54,6 +54,10 @@ def rouge_scores(results: dict) -> dict[str, float] | None:
 
 
 # name, how to get it from a results dict, unit; the columns of the comparison table.
+def _pct(fraction: Any) -> Any:
+    return 100 * fraction if isinstance(fraction, (int, float)) else None
+
+
 METRICS: list[tuple[str, Callable[[dict], Any], str]] = [
     ("LoadGen tokens/s", lambda r: _get(r, "loadgen", "tokens_per_s"), "tok/s"),
     ("LoadGen samples/s", lambda r: _get(r, "loadgen", "samples_per_s"), "samples/s"),
@@ -62,6 +66,9 @@ METRICS: list[tuple[str, Callable[[dict], Any], str]] = [
     ("TTFT p99", lambda r: _get(r, "requests", "ttft_ms", "p99"), "ms"),
     ("TPOT p50", lambda r: _get(r, "requests", "tpot_ms", "p50"), "ms"),
     ("TPOT p99", lambda r: _get(r, "requests", "tpot_ms", "p99"), "ms"),
+    # Speculative decoding (backends/speculative.py); empty for runs without it.
+    ("draft acceptance", lambda r: _pct(_get(r, "run", "backend", "speculative", "acceptance_rate")), "%"),
+    ("accepted/step", lambda r: _get(r, "run", "backend", "speculative", "mean_accepted_per_step"), ""),
     ("E2E p50", lambda r: _get(r, "requests", "e2e_ms", "p50"), "ms"),
     ("E2E p99", lambda r: _get(r, "requests", "e2e_ms", "p99"), "ms"),
     ("goodput", lambda r: None if _get(r, "goodput", "fraction") is None else 100 * r["goodput"]["fraction"], "%"),
