@@ -31,20 +31,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import hashlib
 import io
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from common.errors import HarnessError, exit_on_error
+from common.schema import parse_model
 from harness.results import RESULTS_FILE, load_results
 
 log = logging.getLogger(__name__)
@@ -54,32 +54,46 @@ MAIN = ROOT / "main.py"
 EVALUATION = ROOT / "evaluation.py"
 
 
-@dataclass
-class RunSpec:
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._+-]+$")]
+
+
+class SyntheticData(BaseModel):
+    """`data: {synthetic: {...}}`: the flags of `python -m inputs.synthetic`, by name."""
+    model_config = ConfigDict(extra="forbid")
+    synthetic: dict[str, Any]
+
+
+class RunSpec(BaseModel):
     """One configuration to measure; fields match the spec file's keys."""
-    name: str
-    backend: str
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    name: Name
+    backend: str = Field(min_length=1)
     model: str | None = None                 # --model-path (None: the backend's default)
     dtype: str | None = None
     device: str | None = None
     quant_config: str | None = None
-    backend_args: dict[str, Any] = field(default_factory=dict)
-    scenario: str = "Offline"
-    data: str | dict | None = None           # .pkl/.parquet/.jsonl, or {"synthetic": {inputs.synthetic flags}}
+    backend_args: dict[str, Any] = {}
+    scenario: Literal["Offline", "Server"] = "Offline"
+    data: str | SyntheticData | None = None  # .pkl/.parquet/.jsonl, or {"synthetic": {inputs.synthetic flags}}
     user_conf: str | None = None
-    warmup_runs: int = 0
-    repeats: int = 1
+    warmup_runs: int = Field(0, ge=0)
+    repeats: int = Field(1, ge=1)
     accuracy: bool = False
-    goodput: list[str] = field(default_factory=list)   # e.g. ["ttft:2000", "tpot:200"]
-    main_args: list[str] = field(default_factory=list)  # any further main.py flags
-    eval_args: list[str] = field(default_factory=list)  # further evaluation.py flags, e.g. --model-name
+    goodput: list[str] = []                  # e.g. ["ttft:2000", "tpot:200"]
+    main_args: list[str | int | float] = []  # any further main.py flags
+    eval_args: list[str | int | float] = []  # further evaluation.py flags, e.g. --model-name
 
 
-SPEC_KEYS = {f.name for f in dataclasses.fields(RunSpec)}
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    runs: list[dict[str, Any]] = Field(min_length=1)
+    defaults: dict[str, Any] = {}
+    output_dir: str | None = None
+    title: str | None = None
 
 
 def load_spec(path: str | Path) -> tuple[list[RunSpec], dict[str, Any]]:
-    """Runs from a YAML/JSON spec, defaults merged in and every key checked."""
+    """Runs from a YAML/JSON spec, defaults merged in and every field checked (one line per problem)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -87,42 +101,25 @@ def load_spec(path: str | Path) -> tuple[list[RunSpec], dict[str, Any]]:
         raise HarnessError(f"cannot read comparison spec {path}: {e.strerror}") from None
     try:
         if path.suffix == ".json":
-            spec = json.loads(text)
+            raw = json.loads(text)
         else:
             import yaml
-            spec = yaml.safe_load(text)
+            raw = yaml.safe_load(text)
     except Exception as e:  # yaml.YAMLError / JSONDecodeError: say where
         raise HarnessError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
                            f"{str(e).splitlines()[0]}") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list) or not spec["runs"]:
-        raise HarnessError(f"{path}: expected a mapping with a non-empty 'runs' list")
-    unknown_top = set(spec) - {"runs", "defaults", "output_dir", "title"}
-    if unknown_top:
-        raise HarnessError(f"{path}: unknown top-level key(s) {sorted(unknown_top)} "
-                           "(known: runs, defaults, output_dir, title)")
-    defaults = spec.get("defaults") or {}
+    spec = parse_model(Spec, raw, str(path))
     runs, names = [], set()
-    for i, entry in enumerate(spec["runs"]):
-        if not isinstance(entry, dict):
-            raise HarnessError(f"{path}: run #{i + 1} is not a mapping")
-        merged = {**defaults, **entry}
-        unknown = set(merged) - SPEC_KEYS
-        if unknown:
-            raise HarnessError(f"{path}: run #{i + 1}: unknown key(s) {sorted(unknown)} "
-                               f"(known: {', '.join(sorted(SPEC_KEYS))})")
-        for key in ("name", "backend"):
-            if not merged.get(key):
-                raise HarnessError(f"{path}: run #{i + 1} needs '{key}' (write \"null\" in quotes: "
-                                   "a bare null is YAML for nothing)")
-        run = RunSpec(**merged)
-        run.name = str(run.name)
-        if not re.fullmatch(r"[A-Za-z0-9._+-]+", run.name) or run.name in names:
-            raise HarnessError(f"{path}: run name '{run.name}' must be unique and use only letters, digits, . _ + -")
-        if run.repeats < 1 or run.warmup_runs < 0:
-            raise HarnessError(f"{path}: run '{run.name}': repeats must be >= 1 and warmup_runs >= 0")
+    for i, entry in enumerate(spec.runs):
+        where = f"{path}: run #{i + 1}" + (f" ({entry['name']})" if isinstance(entry.get("name"), str) else "")
+        if "backend" in entry and entry["backend"] is None:
+            raise HarnessError(f"{where}: backend: write \"null\" in quotes (a bare null is YAML for nothing)")
+        run = parse_model(RunSpec, {**spec.defaults, **entry}, where)
+        if run.name in names:
+            raise HarnessError(f"{where}: run name '{run.name}' is used twice")
         names.add(run.name)
         runs.append(run)
-    return runs, spec
+    return runs, spec.model_dump()
 
 
 # -- running main.py ----------------------------------------------------------------------------------
@@ -160,18 +157,16 @@ def synthetic_dataset(options: dict[str, Any], data_dir: Path) -> Path:
     return out
 
 
-def dataset_args(data: str | dict | None, data_dir: Path) -> list[str]:
+def dataset_args(data: str | SyntheticData | None, data_dir: Path) -> list[str]:
     if data is None:
         return []
     if isinstance(data, str):
         return ["--dataset-path", data]
-    if isinstance(data, dict) and set(data) == {"synthetic"} and isinstance(data["synthetic"], dict):
-        opts = data["synthetic"]
-        args = ["--dataset-path", str(synthetic_dataset(opts, data_dir))]
-        if "num_samples" in opts:
-            args += ["--total-sample-count", str(opts["num_samples"])]
-        return args
-    raise HarnessError(f"data must be a dataset path or {{synthetic: {{...}}}}, got {data!r}")
+    opts = data.synthetic
+    args = ["--dataset-path", str(synthetic_dataset(opts, data_dir))]
+    if "num_samples" in opts:
+        args += ["--total-sample-count", str(opts["num_samples"])]
+    return args
 
 
 def main_command(run: RunSpec, out_dir: Path, data: list[str], accuracy: bool = False) -> list[str]:

@@ -130,18 +130,25 @@ def test_compare_spec_errors(tmp_path):
     from reporting.compare import load_spec
 
     cases = {
-        "runs: []\n": "non-empty 'runs'",
-        "runs:\n  - {name: a, backend: 'null', colour: red}\n": r"unknown key\(s\) \['colour'\]",
-        "runs:\n  - {name: a, backend: null}\n": "needs 'backend'",
-        "runs:\n  - {name: a, backend: 'null'}\n  - {name: a, backend: 'null'}\n": "must be unique",
-        "runs:\n  - {name: a, backend: 'null', repeats: 0}\n": "repeats must be >= 1",
+        "runs: []\n": r"spec0.yaml: runs: List should have at least 1 item",
+        "runs:\n  - {name: a, backend: 'null', colour: red}\n": r"run #1 \(a\): colour: unknown key \(known: name, ",
+        "runs:\n  - {name: a, backend: null}\n": "backend: write \"null\" in quotes",
+        "runs:\n  - {name: a, backend: 'null'}\n  - {name: a, backend: 'null'}\n": "run #2 \\(a\\): run name 'a' is used twice",
+        "runs:\n  - {name: a, backend: 'null', repeats: 0}\n": "repeats: Input should be greater than or equal to 1",
+        "runs:\n  - {name: a, backend: 'null', repeats: two}\n": r"repeats: Input should be a valid integer.*\(got 'two'\)",
+        "runs:\n  - {name: 'a b', backend: 'null'}\n": "name: String should match pattern",
+        "runs:\n  - {name: a, backend: 'null', scenario: Ofline}\n": r"scenario: Input should be 'Offline' or 'Server' \(got 'Ofline'\)",
+        "runs:\n  - {name: a, backend: 'null', data: {synthetc: {}}}\n": "data.str: Input should be a valid string",
+        "defaults: {repeats: 2}\nruns:\n  - {backend: 'null'}\n": "run #1: name: Field required",
         "runs: [\n": "not valid YAML",
+        "title: x\nrun: []\n": "run: unknown key",
     }
     for i, (text, match) in enumerate(cases.items()):
         spec = tmp_path / f"spec{i}.yaml"
         spec.write_text(text)
-        with pytest.raises(HarnessError, match=match):
+        with pytest.raises(HarnessError, match=match) as e:
             load_spec(spec)
+        assert "\n" not in str(e.value)  # one line each
 
 
 @pytest.mark.slow
