@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from quantization.fp8 import FP8Linear  # noqa: E402
-from quantization.fp8_kv import decode_attention_triton, quantize_kv  # noqa: E402
+from quantization.fp8_kv import decode_attention_triton, kernel_configs, quantize_kv  # noqa: E402
 
 
 def timed(fn, reps: int = 20) -> float:
@@ -72,10 +72,10 @@ def main():
         fp8_gb = (2 * k.numel() + 2 * ks.numel() * 4) / 1e9
         row = {"shape": [b, h, hk, L, d], "sdpa_fp16_ms": t16, "sdpa_fp16_GBps": fp16_gb / t16 * 1e3, "triton": {}}
         line = f"decode attention b={b} h={h} kv={hk} L={L}: fp16 SDPA {t16:.3f} ms ({row['sdpa_fp16_GBps']:.0f} GB/s)"
-        for block_n, warps in ((32, 4), (64, 4), (64, 8), (128, 8)):
-            t8 = timed(lambda: decode_attention_triton(q, k8, v8, ks, vs, lengths, d ** -0.5, block_n, warps))
-            row["triton"][f"{block_n}x{warps}"] = {"ms": t8, "GBps": fp8_gb / t8 * 1e3}
-            line += f"; fp8 triton {block_n}/{warps} {t8:.3f} ms ({fp8_gb / t8 * 1e3:.0f} GB/s)"
+        for cfg in kernel_configs(h // hk):
+            t8 = timed(lambda: decode_attention_triton(q, k8, v8, ks, vs, lengths, d ** -0.5, config=cfg))
+            row["triton"][str(cfg)] = {"ms": t8, "GBps": fp8_gb / t8 * 1e3}
+            line += f"\n  fp8 triton (BLOCK_G, BLOCK_N, warps, stages) {cfg}: {t8:.3f} ms ({fp8_gb / t8 * 1e3:.0f} GB/s)"
         res["attention"].append(row)
         print(line, flush=True)
     if args.out:

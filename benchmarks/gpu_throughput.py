@@ -640,6 +640,7 @@ def quant_runs(args, model, prompts, row, res):
     n_match = min(args.match_prompts, len(todo))
     outs: dict[str, list] = {}
     fp16_tps: dict[str, float] = {}
+    logits = {"fp16": last_logits(model, todo[:8])}
     res["quant_matches"] = {}
 
     def free(b):
@@ -680,6 +681,7 @@ def quant_runs(args, model, prompts, row, res):
                 r["x_fp16"] = r["tok_s"] / fp16_tps["loadgen"]
             if cfg is not None:
                 match = {"vs_fp16": compare(outs[label], outs["fp16"]) if "fp16" in outs else None}
+                logits["real"] = last_logits(b.model, todo[:8])
                 if args.check_ties and "fp16" in outs:
                     match["vs_fp16_ties"] = tie_margins(b.model, todo, outs[label], outs["fp16"])
         finally:
@@ -691,10 +693,34 @@ def quant_runs(args, model, prompts, row, res):
                 match["vs_fakequant"] = compare(outs[label], fake)
                 if args.check_ties:
                     match["vs_fakequant_ties"] = tie_margins(fb.model, todo, outs[label], fake)
+                logits["fake"] = last_logits(fb.model, todo[:8])
             finally:
                 free(fb)
+            match["logit_noise"] = logit_noise(logits)
             res["quant_matches"][label] = match
             log.info("MATCH %s %s", label, json.dumps(match))
+
+
+def last_logits(model, prompts) -> torch.Tensor:
+    """Next-token logits after each prompt (one plain forward each, float32 on the CPU)."""
+    with torch.inference_mode():
+        return torch.stack([model(torch.tensor([p], device=model.device)).logits[0, -1].float().cpu()
+                            for p in prompts])
+
+
+def logit_noise(logits: dict) -> dict:
+    """How far the real, the simulated and the fp16 next-token logits lie apart, against the gap
+    between the fp16 model's top two candidates (a greedy choice flips where noise > gap)."""
+    def gap(a, b):
+        d = (a - b).abs()
+        return {"max": d.max().item(), "median_of_row_max": d.amax(dim=1).median().item()}
+
+    top2 = logits["fp16"].topk(2, dim=1).values
+    return {"real_vs_fake": gap(logits["real"], logits["fake"]), "real_vs_fp16": gap(logits["real"], logits["fp16"]),
+            "fake_vs_fp16": gap(logits["fake"], logits["fp16"]),
+            "fp16_top1_minus_top2_median": (top2[:, 0] - top2[:, 1]).median().item(),
+            "real_vs_fake_argmax_equal": int((logits["real"].argmax(1) == logits["fake"].argmax(1)).sum()),
+            "n": len(logits["fp16"])}
 
 
 def warm_all_graphs(backend, prompts):

@@ -121,10 +121,36 @@ def _kernel():
     return _KERNEL
 
 
+# (BLOCK_G, BLOCK_N, num_warps, num_stages) tried once per (group, head_dim, scale kind) on the
+# first CUDA call; BLOCK_G 16 pads the query heads of one KV head to a tensor-core tile (tl.dot),
+# BLOCK_G 1 (one query head per KV head only) reduces with plain multiply-adds.
+def kernel_configs(group: int) -> list[tuple[int, int, int, int]]:
+    if group == 1:
+        return [(16, 64, 4, 3), (16, 32, 4, 3), (16, 64, 4, 2), (16, 128, 8, 3), (1, 64, 4, 3), (1, 32, 4, 2)]
+    g = max(16, triton_next_pow2(group))
+    return [(g, 32, 4, 3), (g, 64, 4, 3), (g, 32, 4, 2), (g, 64, 8, 3)]
+
+
+tuned: dict[tuple, dict] = {}   # (group, head_dim, per_token) -> chosen config and the times tried
+
+
+def _time_ms(fn) -> float:
+    for _ in range(2):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(5):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 5
+
+
 def decode_attention_triton(q, k8, v8, k_scale, v_scale, lengths, scaling: float,
-                            block_n: int = 64, num_warps: int = 4) -> torch.Tensor:
+                            config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """The Triton kernel over the same arguments as decode_attention_reference (k8/v8 may be the
-    uint8 storage or its float8 view)."""
+    uint8 storage or its float8 view). config: (BLOCK_G, BLOCK_N, num_warps, num_stages); None:
+    the fastest of kernel_configs, timed on the first call outside a CUDA graph capture."""
     b, h, _, d = q.shape
     hk = k8.shape[1]
     group = h // hk
@@ -133,14 +159,29 @@ def decode_attention_triton(q, k8, v8, k_scale, v_scale, lengths, scaling: float
     per_token = torch.is_tensor(k_scale)
     ks = k_scale if per_token else out   # unused pointer when the scale is static
     vs = v_scale if per_token else out
-    block_g = 1 if group == 1 else max(16, triton_next_pow2(group))
-    _kernel()[(b, hk)](
-        q, k8.view(torch.uint8), v8.view(torch.uint8), ks, vs, lengths, out, float(scaling),
-        float(k_scale) if not per_token else 1.0, float(v_scale) if not per_token else 1.0,
-        q.stride(0), q.stride(1), k8.stride(0), k8.stride(1), k8.stride(2),
-        ks.stride(0) if per_token else 0, ks.stride(1) if per_token else 0,
-        out.stride(0), out.stride(2),
-        GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, D=d, PER_TOKEN=per_token, num_warps=num_warps)
+
+    def launch(cfg):
+        block_g, block_n, warps, stages = cfg
+        _kernel()[(b, hk)](
+            q, k8.view(torch.uint8), v8.view(torch.uint8), ks, vs, lengths, out, float(scaling),
+            1.0 if per_token else float(k_scale), 1.0 if per_token else float(v_scale),
+            q.stride(0), q.stride(1), k8.stride(0), k8.stride(1), k8.stride(2),
+            ks.stride(0) if per_token else 0, ks.stride(1) if per_token else 0,
+            out.stride(0), out.stride(2),
+            GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, D=d, PER_TOKEN=per_token,
+            num_warps=warps, num_stages=stages)
+
+    if config is None:
+        key = (group, d, per_token)
+        if key not in tuned:
+            if not q.is_cuda or torch.cuda.is_current_stream_capturing():
+                launch(kernel_configs(group)[0])
+                return out
+            times = {cfg: _time_ms(lambda: launch(cfg)) for cfg in kernel_configs(group)}
+            best = min(times, key=times.get)
+            tuned[key] = {"config": best, "ms": {str(c): round(t, 4) for c, t in times.items()}}
+        config = tuned[key]["config"]
+    launch(config)
     return out
 
 

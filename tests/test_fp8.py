@@ -125,8 +125,8 @@ def test_decode_attention_reference_equals_sdpa_on_the_dequantized_cache(static)
 
 INTERPRETED_KERNEL_CHECK = """
 import torch
-from quantization.fp8 import FP8
-from quantization.fp8_kv import decode_attention_reference, decode_attention_triton, quantize_kv
+from quantization.fp8 import FP8, _row_kernel, quantize_rows
+from quantization.fp8_kv import decode_attention_reference, decode_attention_triton, kernel_configs, quantize_kv
 from test_fp8 import kv_case
 for h, hk in ((4, 4), (8, 2)):
     for static in (None, 0.02):
@@ -135,8 +135,20 @@ for h, hk in ((4, 4), (8, 2)):
         v8, vs = quantize_kv(v, static)
         ks, vs = (static, static) if static else (ks, vs)
         ref = decode_attention_reference(q, k8.view(FP8), v8.view(FP8), ks, vs, lengths, 0.25)
-        out = decode_attention_triton(q, k8, v8, ks, vs, lengths, 0.25, block_n=16)
-        print(h, hk, static, torch.isfinite(out).all().item(), (out - ref).abs().max().item())
+        for cfg in kernel_configs(h // hk):
+            cfg = (cfg[0], 16, cfg[2], cfg[3])   # blocks of 16 positions: several blocks, a partial last one
+            out = decode_attention_triton(q, k8, v8, ks, vs, lengths, 0.25, config=cfg)
+            print(h, hk, cfg[0], torch.isfinite(out).all().item(), (out - ref).abs().max().item())
+x = torch.randn(5, 100) * 3
+x[2] = 0
+q8, s8 = torch.empty(5, 100, dtype=FP8), torch.empty(5, 1)
+_row_kernel()[(5,)](x, q8, s8, 100, x.stride(0), BLOCK=128)
+q0, s0 = quantize_rows(x)
+# Triton 3.x's interpreter emulates the float8 cast without carrying a round-up into the exponent
+# (x/s = 127.1 gives 64, not 128), so only most codes can match here; tests/test_fp8_gpu.py
+# checks the GPU cast exactly.
+same = (q8.view(torch.uint8) == q0.view(torch.uint8)).float().mean().item()
+print("rows", torch.equal(s8, s0) and same > 0.95)
 """
 
 
@@ -150,11 +162,13 @@ def test_triton_decode_kernel_in_the_interpreter():
     p = subprocess.run([sys.executable, "-c", INTERPRETED_KERNEL_CHECK], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])}, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    rows = [line.split() for line in p.stdout.splitlines()]
-    assert len(rows) == 4
-    for h, hk, _, finite, err in rows:
-        # grouped heads go through tl.dot with fp16 operands (p in [0, 1]: 2^-11 relative)
-        assert finite == "True" and float(err) < (1e-5 if h == hk else 2e-3), rows
+    lines = p.stdout.splitlines()
+    assert lines[-1] == "rows True"   # the Triton activation quantizer: torch's scales and codes
+    rows = [line.split() for line in lines[:-1]]
+    assert len(rows) == 2 * (6 + 4)
+    for h, hk, block_g, finite, err in rows:
+        # tl.dot tiles (BLOCK_G 16) take fp16 operands: 2^-11 relative on p in [0, 1]
+        assert finite == "True" and float(err) < (1e-5 if block_g == "1" else 2e-3), rows
 
 
 # ---- the backends: real (reference maths) against the simulation -------------------------------

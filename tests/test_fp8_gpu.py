@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
                                 reason="needs a CUDA GPU with fp8 (compute capability >= 8.9)")
 
-from quantization.fp8 import FP8, FP8Linear, fp8_matmul, quantize_rows  # noqa: E402
+from quantization.fp8 import FP8, FP8Linear, quantize_rows, quantize_rows_fast  # noqa: E402
 from quantization.fp8_kv import decode_attention_reference, decode_attention_triton, quantize_kv  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +32,14 @@ def test_scaled_mm_linear_equals_reference(m):
     ref = ((a8.float() @ layer.weight.float().t()) * sa * layer.weight_scale).half()
     assert out.dtype == torch.float16 and rel(out, ref) < 2e-3
     assert 0.01 < rel(out, lin(x)) < 0.1   # fp8 error against fp16: a few %
+
+
+def test_triton_activation_quantizer_gives_torch_codes():
+    x = torch.randn(300, 11008, device="cuda", dtype=torch.float16) * 5
+    x[7] = 0
+    q, s = quantize_rows_fast(x)
+    q0, s0 = quantize_rows(x)
+    assert torch.equal(s, s0) and torch.equal(q.view(torch.uint8), q0.view(torch.uint8))
 
 
 @pytest.mark.parametrize("h,hk,d", [(32, 32, 128), (64, 8, 128)])
@@ -73,4 +81,5 @@ def test_tiny_llama_real_fp8_on_gpu_matches_fakequant(tmp_path):
             assert info["quant"]["kv_cache"]["decode_attention"] == "triton"
             assert b.engine.use_graphs and b.engine.graphs   # the fp8 decode step was captured
         b.close()
-    assert outs["hf"] == outs["fakequant"]
+    same = sum(a == b for a, b in zip(outs["hf"], outs["fakequant"]))
+    assert same == len(prompts), (same, outs)
