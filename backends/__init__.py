@@ -20,6 +20,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "hf": ("backends.hf:HFBackend", "hf"),
     "fakequant": ("backends.fakequant:FakeQuantBackend", "hf"),
     "openai": ("backends.openai:OpenAIBackend", "openai"),
+    "vllm": ("backends.vllm:VLLMBackend", "vllm"),
 }
 
 
