@@ -215,8 +215,8 @@ def main(argv=None) -> int:
 
     responses = load_accuracy_log(args.mlperf_accuracy_file, args.dtype)
     refs_raw = load_references(args.dataset_file, responses)
-    from inputs.tokenizer import load_tokenizer
-    preds_raw = decode(load_tokenizer(args.checkpoint_path), responses, args.dtype)
+    from inputs.tokenizer import load_decoder
+    preds_raw = decode(load_decoder(args.checkpoint_path), responses, args.dtype)
     gen_tok_len = sum(len(r.token_ids) for r in responses)
 
     log.info("scoring %d samples (sentence splitter: %s)", len(responses), splitter_name())

@@ -109,3 +109,45 @@ def load_tokenizer(model_path: str | None = None):
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as e:  # transformers raises many types for unreadable folders
         raise HarnessError(f"cannot load a tokenizer from {path}: {type(e).__name__}: {e}".splitlines()[0]) from e
+
+
+class SentencePieceDecoder:
+    """Decoding as the MLPerf reference's evaluation does it: the slow SentencePiece tokenizer
+    (`use_fast=False`), i.e. SentencePiece's own decode of the ids left after dropping special
+    ones. The fast tokenizer's byte-fallback decoder writes a different number of U+FFFD
+    characters for a response cut inside a multi-byte character, which changes `gen_len`."""
+
+    def __init__(self, model_file: str, tokenizer):
+        import sentencepiece as spm
+
+        self._sp = spm.SentencePieceProcessor(model_file=model_file)
+        self._tokenizer = tokenizer
+        self._special = set(tokenizer.all_special_ids)
+        self._n = len(tokenizer)
+        self.name_or_path = tokenizer.name_or_path
+
+    def __len__(self) -> int:
+        return self._n
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        ids = [int(t) for t in ids if not (skip_special_tokens and int(t) in self._special)]
+        if any(t >= self._sp.get_piece_size() for t in ids):  # tokens added on top of the SentencePiece model
+            return self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+        return self._sp.decode(ids)
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = True) -> list[str]:
+        return [self.decode(s, skip_special_tokens) for s in sequences]
+
+
+def load_decoder(model_path: str | None = None):
+    """What evaluation.py decodes with: for a folder with a SentencePiece `tokenizer.model` (Llama-2),
+    SentencePiece itself, as the reference's slow tokenizer; else the tokenizer of load_tokenizer()."""
+    tokenizer = load_tokenizer(model_path)
+    path = resolve_model_path(model_path)
+    model_file = os.path.join(path, "tokenizer.model") if os.path.isdir(path) else ""
+    if os.path.isfile(model_file):
+        try:
+            return SentencePieceDecoder(model_file, tokenizer)
+        except (RuntimeError, OSError) as e:  # not a SentencePiece model after all
+            log.warning("%s is not a SentencePiece model (%s); decoding with the fast tokenizer", model_file, e)
+    return tokenizer

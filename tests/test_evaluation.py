@@ -378,3 +378,36 @@ def test_recorded_targets_go_beside_the_run_not_into_the_project(run_dir, tiny_t
                             "--num-workers", "1", "--targets-file", str(run_dir / "accuracy_targets.yaml"),
                             "--model-name", "mine"]) == 0
     assert "99% level: PASS" in capsys.readouterr().out and recorded.metrics["rouge1"] > 0
+
+
+def test_sentencepiece_folder_decodes_as_the_reference_slow_tokenizer(tmp_path):
+    """A Llama-2-style folder (tokenizer.model + the fast tokenizer): evaluation decodes with
+    SentencePiece, as the reference's use_fast=False tokenizer does, also for a response cut
+    inside a multi-byte character (where gen_len depends on the replacement characters written)."""
+    import importlib.util
+    import random
+
+    import sentencepiece as spm
+
+    from inputs.tokenizer import SentencePieceDecoder, load_decoder
+
+    spec = importlib.util.spec_from_file_location("processorca_speed", ROOT / "benchmarks" / "processorca_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = random.Random(0)
+    words = "the answer question step total number people water city because".split()
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + "." for _ in range(2000)]
+    folder = tmp_path / "llama-like"
+    folder.mkdir()
+    bench.train_sentencepiece(folder / "tokenizer.model", lines, vocab_size=300)
+    _, fast = bench.llama2_like_tokenizers(folder / "tokenizer.model")
+    fast.save_pretrained(folder)
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+
+    decoder = load_decoder(str(folder))
+    assert isinstance(decoder, SentencePieceDecoder)
+    full = sp.encode("the answer \u4e2d\u6587 city")  # unseen CJK characters: byte-fallback pieces
+    first_byte = next(i for i, t in enumerate(full) if sp.id_to_piece(t).startswith("<0x"))
+    cut = full[:first_byte + 1] + [sp.eos_id()]  # one byte of a three-byte character, then EOS
+    assert decoder.decode(cut) == sp.decode(full[:first_byte + 1])
+    assert decoder.batch_decode([full])[0] == "the answer \u4e2d\u6587 city"
