@@ -16,6 +16,8 @@ import sys
 import time
 
 from common.errors import HarnessError, exit_on_error
+from common.times import iso_utc
+from common.redact import redact_argv
 
 log = logging.getLogger("main")
 
@@ -51,6 +53,9 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--api-server", action="append", default=None,
                    help="OpenAI-compatible server URL (repeatable; --backend openai)")
     p.add_argument("--api-model-name", default=None, help="model name served by --api-server")
+    p.add_argument("--api-key", default=None,
+                   help="API key for --api-server, sent as a bearer token and never recorded "
+                        "(default: $OPENAI_API_KEY)")
     # --- ours ----------------------------------------------------------------------------
     p.add_argument("--backend", default="llamacpp", help="null, llamacpp, hf, fakequant, openai")
     p.add_argument("--backend-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -94,6 +99,8 @@ def backend_options(args) -> dict:
         opts["api_server"] = list(args.api_server)
     if args.api_model_name is not None:
         opts["api_model_name"] = args.api_model_name
+    if args.api_key is not None:
+        opts["api_key"] = args.api_key
     return opts
 
 
@@ -155,7 +162,8 @@ def settings_dict(settings) -> dict:
         if name.startswith("_") or name == "FromConfig":
             continue
         value = getattr(settings, name)
-        out[name] = value if isinstance(value, (int, float, bool, str)) else str(value)
+        # enums by name ("PerformanceOnly", not "TestMode.PerformanceOnly")
+        out[name] = value if isinstance(value, (int, float, bool, str)) else getattr(value, "name", str(value))
     return out
 
 
@@ -241,13 +249,14 @@ def run(args) -> int:
             backend.close()
     finished = time.time()
 
+    info = backend.info()
     run_info = {
         "scenario": args.scenario,
         "mode": "accuracy" if args.accuracy else "performance",
-        "backend": backend.info(),
+        "backend": info,
         "eos_token_ids": sorted(backend.eos_token_ids),
-        "model_path": args.model_path,
-        "dtype": args.dtype,
+        "model_path": info.get("model_path"),  # as the backend resolved it (the embedded GGUF for None)
+        "dtype": info.get("dtype"),            # what runs: a GGUF's quantization, "server" for an API
         "max_new_tokens": args.max_new_tokens,
         "quant_config": args.quant_config,
         "dataset_path": dataset_path,
@@ -258,9 +267,10 @@ def run(args) -> int:
         "user_conf": args.user_conf,
         "loadgen_settings": settings_dict(settings),
         "loadgen_overrides": loadgen_overrides(args),  # flags that replaced user.conf values
-        "command": sys.argv,
-        "started": started,
-        "finished": finished,
+        "command": redact_argv(sys.argv),
+        "started": iso_utc(started),
+        "finished": iso_utc(finished),
+        "duration_s": round(finished - started, 3),
         "status": "interrupted" if outcome.signal else "ok",  # write_run_results settles "failed"
         "signal": outcome.signal,
         "errors": sut.core.errors[:100],

@@ -14,12 +14,20 @@ llama-server, llama-cpp-python's llama_cpp.server, TGI), one or several endpoint
 - Decoding is greedy: temperature 0, max_tokens = max_new_tokens, min_tokens (vLLM,
   llama_cpp.server), ignore_eos (vLLM, llama-server; otherwise emulated with min_tokens = max),
   repetition penalty 1 (llama.cpp servers default to 1.1).
-- request_log() keeps one dict per request: endpoint, HTTP status, failed attempts, timings.
+- Every attempt on an endpoint has a total deadline (deadline_s + deadline_per_token_s *
+  max_new_tokens) besides the gap allowed between reads (timeout_s): a server that streams past
+  max_tokens or sends keep-alives forever cannot hold a query. A stream is closed as soon as
+  max_new_tokens ids (or an end token) have arrived.
+- Credentials: an API key (option api_key, else $OPENAI_API_KEY) goes out as a bearer token;
+  user:password in a URL as basic auth. Neither is ever shown, logged or stored.
+- request_log() keeps one dict per request: endpoint, HTTP status, failed attempts, timings,
+  and whether the server shortened it (finish_reason "length" before max_tokens).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
@@ -28,8 +36,9 @@ from typing import Any, Iterator
 from tqdm import tqdm
 
 from backends.base import Backend
-from backends.openai_client import Endpoint, EndpointPool, LoopThread, Reply, RequestError, _snippet, normalize_url
+from backends.openai_client import Endpoint, EndpointPool, LoopThread, Reply, RequestError, _snippet, describe
 from common.errors import HarnessError
+from common.redact import HIDDEN, redact
 from inputs.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,9 @@ log = logging.getLogger(__name__)
 BALANCE = ("round_robin", "least_outstanding")
 PROMPT_MODES = ("auto", "ids", "text")
 _DONE = object()
+# After a stream's last wanted id: how long to wait for the server to end the reply (for its
+# finish_reason and usage) before closing the request.
+END_GRACE_S = 1.0
 
 
 def _ids_in(choice: dict[str, Any]) -> list[int] | None:
@@ -51,11 +63,19 @@ def _ids_in(choice: dict[str, Any]) -> list[int] | None:
 class OpenAIBackend(Backend):
     name = "openai"
     pinnable = True        # its requests run on a loop thread started in load()
+    # Offline: one batch keeps `concurrency` requests in flight; Server: one stream per worker.
+    default_batch_size = 64
+    default_num_workers = 64
     defaults = {
         "api_server": [],              # base URLs, e.g. http://127.0.0.1:8000 (with or without /v1)
         "api_model_name": "",          # model id the servers serve; empty: the one they all serve
-        "concurrency": 64,             # Offline: requests in flight at once
+        "api_key": "",                 # bearer token; empty: $OPENAI_API_KEY (if set)
+        "concurrency": 64,             # Offline: requests in flight at once (over all generate() calls)
         "timeout_s": 120.0,            # per request: connect, and the longest wait for the next bytes
+        # Total time one attempt may take: a base plus an allowance per requested token, so that a
+        # long non-streaming completion on a busy server fits (2,048 tokens: about 10 minutes).
+        "deadline_s": 120.0,
+        "deadline_per_token_s": 0.25,
         "balance": "round_robin",      # round_robin | least_outstanding
         "failover": True,              # retry a failed request on another endpoint
         "prompt_mode": "auto",         # auto | ids | text
@@ -70,9 +90,13 @@ class OpenAIBackend(Backend):
         if o["prompt_mode"] not in PROMPT_MODES:
             raise HarnessError(f"option prompt_mode must be one of {', '.join(PROMPT_MODES)}, "
                                f"got '{o['prompt_mode']}'")
-        if o["concurrency"] < 1 or o["timeout_s"] <= 0:
-            raise HarnessError("options concurrency and timeout_s must be positive")
+        if o["concurrency"] < 1 or o["timeout_s"] <= 0 or o["deadline_s"] <= 0 or o["deadline_per_token_s"] < 0:
+            raise HarnessError("options concurrency, timeout_s and deadline_s must be positive, "
+                               "deadline_per_token_s not negative")
+        self._api_key = o["api_key"] or os.environ.get("OPENAI_API_KEY", "")
         self._loop: LoopThread | None = None
+        self._sem: asyncio.Semaphore | None = None     # created on the loop thread
+        self.n_shortened = 0
         self._pool: EndpointPool | None = None
         self._tokenizer = None
         self._model = ""
@@ -80,16 +104,22 @@ class OpenAIBackend(Backend):
         self._log_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def deadline_s(self) -> float:
+        """Total time allowed for one attempt of one request on one endpoint."""
+        o = self.options
+        return o["deadline_s"] + o["deadline_per_token_s"] * self.params.max_new_tokens
+
     def load(self) -> None:
-        urls = [normalize_url(u) for u in self.options["api_server"]]
+        urls = list(self.options["api_server"])
         if not urls:
             raise HarnessError("backend 'openai' needs at least one server: --api-server http://HOST:PORT")
         # httpx logs every request at INFO; a run sends tens of thousands.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self._loop = LoopThread()
         o = self.options
-        self._pool = self._loop.run(self._make_pool(urls, o["timeout_s"], o["balance"], o["failover"],
-                                                    o["concurrency"]))
+        self._pool = self._loop.run(self._make_pool(urls, o["timeout_s"], self.deadline_s, o["balance"],
+                                                    o["failover"], o["concurrency"], self._api_key))
         try:
             for ep in self._pool.endpoints:
                 self._check_models(ep)
@@ -101,7 +131,7 @@ class OpenAIBackend(Backend):
                     raise
                 except Exception as e:
                     raise HarnessError(f"server {ep.url}: a one-token test completion failed: "
-                                       f"{type(e).__name__}: {e}".splitlines()[0]) from e
+                                       f"{describe(e)}".splitlines()[0]) from e
             if any(not (ep.accepts_ids and ep.returns_ids) for ep in self._pool.endpoints):
                 self._load_tokenizer()
         except BaseException:
@@ -124,7 +154,13 @@ class OpenAIBackend(Backend):
 
     def info(self) -> dict[str, Any]:
         out = super().info()
+        opts = dict(out["options"])
+        opts["api_server"] = [redact(u) for u in opts["api_server"]]
+        opts["api_key"] = HIDDEN if opts["api_key"] else ""
+        out["options"] = opts
         out["api_model_name"] = self._model
+        out["deadline_s"] = self.deadline_s
+        out["shortened_requests"] = self.n_shortened
         if self._pool is not None:
             out["endpoints"] = [{"url": ep.url, "prompt": "ids" if ep.accepts_ids else "text",
                                  "output": "ids" if ep.returns_ids else "text"} for ep in self._pool.endpoints]
@@ -134,8 +170,8 @@ class OpenAIBackend(Backend):
         try:
             ep.served = self._loop.run(self._pool.models(ep))
         except Exception as e:
-            raise HarnessError(f"OpenAI-compatible server {ep.url} is not usable: GET /v1/models failed: "
-                               f"{type(e).__name__}: {e}".splitlines()[0]) from e
+            raise HarnessError(redact(f"OpenAI-compatible server {ep.url} is not usable: GET /v1/models failed: "
+                                      f"{type(e).__name__}: {e}").splitlines()[0]) from e
 
     def _choose_model(self) -> str:
         want = self.options["api_model_name"]
@@ -227,21 +263,39 @@ class OpenAIBackend(Backend):
     def request_log(self) -> list[dict[str, Any]]:
         """One dict per finished request, in completion order: kind (generate|stream), endpoint
         (that answered, or None), status, failed_attempts ([{endpoint, status, error}]), n_prompt,
-        n_output (ids reported), server_tokens (the server's usage count, if sent), ttft_s,
-        itl_s (list), e2e_s, error."""
+        n_output (ids reported), server_tokens (the server's usage count, if sent), shortened
+        (the server stopped at its own lower limit), ttft_s, itl_s (list), e2e_s, error."""
         with self._log_lock:
             return list(self._log)
 
-    @staticmethod
-    def _entry(kind: str, prompt: list[int], e2e: float, reply: Reply | None,
-               err: BaseException | None) -> dict[str, Any]:
+    def _entry(self, kind: str, prompt: list[int], e2e: float, reply: Reply | None,
+               err: BaseException | None, n_output: int = 0) -> dict[str, Any]:
         failed = reply.failed if reply else getattr(err, "attempts", [])
         usage = (reply.usage or {}) if reply else {}
         return {"kind": kind, "endpoint": reply.endpoint if reply else None,
                 "status": reply.status if reply else (failed[-1].status if failed else None),
-                "failed_attempts": [vars(a) for a in failed], "n_prompt": len(prompt), "n_output": 0,
-                "server_tokens": usage.get("completion_tokens"), "ttft_s": None, "itl_s": [],
-                "e2e_s": e2e, "error": None if err is None else str(err)}
+                "failed_attempts": [vars(a) for a in failed], "n_prompt": len(prompt), "n_output": n_output,
+                "server_tokens": usage.get("completion_tokens"),
+                "shortened": self._shortened(reply, usage.get("completion_tokens"), n_output),
+                "ttft_s": None, "itl_s": [], "e2e_s": e2e, "error": None if err is None else str(err)}
+
+    def _shortened(self, reply: Reply | None, server_tokens: int | None, n_output: int) -> bool:
+        """Whether the server ended a reply for length before max_tokens: it lowered max_tokens
+        itself (vLLM does, to fit its context), so this output is shorter than asked for."""
+        if reply is None or reply.choice.get("finish_reason") != "length":
+            return False
+        n = server_tokens if server_tokens is not None else n_output
+        if n >= self.params.max_new_tokens:
+            return False
+        with self._log_lock:
+            self.n_shortened += 1
+            first = self.n_shortened == 1
+        if first:
+            log.warning("server %s ended a request at %d of the %d tokens asked for (finish_reason "
+                        "'length'): it shortened max_tokens, likely to fit its context; such requests "
+                        "are counted in results.json (backend.shortened_requests)",
+                        reply.endpoint, n, self.params.max_new_tokens)
+        return True
 
     # Offline ----------------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]]) -> list[list[int] | Exception]:
@@ -252,20 +306,21 @@ class OpenAIBackend(Backend):
                 self._record(self._entry("generate", prompt, e2e, None, reply))
                 continue
             ids = self.trim(self._choice_ids(reply.choice))
-            entry = self._entry("generate", prompt, e2e, reply, None)
-            entry["n_output"] = len(ids)
-            self._record(entry)
+            self._record(self._entry("generate", prompt, e2e, reply, None, len(ids)))
             outs.append(ids)
         return outs
 
     async def _complete_all(self, prompts: list[list[int]]) -> list[tuple[float, Reply | Exception]]:
-        """(seconds taken, reply or the exception) per prompt, at most `concurrency` in flight."""
-        sem = asyncio.Semaphore(self.options["concurrency"])
+        """(seconds taken, reply or the exception) per prompt, at most `concurrency` in flight over
+        all calls (the Offline SUT calls generate() from several workers at once)."""
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.options["concurrency"])
+        # The SUT's batches have their own progress bar; a bar here is for long direct calls.
         bar = tqdm(total=len(prompts), desc="requests", unit="req", leave=False,
-                   disable=len(prompts) < 64 or None)
+                   disable=len(prompts) <= 4 * self.default_batch_size or None)
 
         async def one(prompt: list[int]) -> tuple[float, Reply | Exception]:
-            async with sem:
+            async with self._sem:
                 t0 = time.perf_counter()
                 try:
                     reply: Reply | Exception = await self._pool.complete(
@@ -287,9 +342,12 @@ class OpenAIBackend(Backend):
         def emit(kind: str, payload: Any) -> None:
             events.put((kind, payload))
 
+        enough = threading.Event()     # all wanted ids are in: the reply is not read further
+
         async def run() -> None:
             try:
-                events.put(("reply", await self._pool.stream(lambda ep: self.request_body(prompt, True, ep), emit)))
+                events.put(("reply", await self._pool.stream(lambda ep: self.request_body(prompt, True, ep), emit,
+                                                             enough.is_set)))
             except BaseException as e:     # the consumer re-raises it in its own thread
                 events.put(("error", e))
             finally:
@@ -301,13 +359,17 @@ class OpenAIBackend(Backend):
         replay: list[int] = []        # after a restart: ids the new stream must repeat first
         times: list[float] = []
         reply, err, done = None, None, False
+        end_by = None                 # once done: when to stop waiting for the end of the reply
         try:
             while True:
-                kind, payload = events.get()
+                try:
+                    kind, payload = events.get(timeout=None if end_by is None else max(0.0, end_by - time.monotonic()))
+                except queue.Empty:
+                    break             # the server went quiet after the last id: closed below
                 if kind is _DONE:
                     break
                 if kind == "error":
-                    err = payload
+                    err = None if done else payload    # every wanted id is in: nothing was lost
                     break
                 if kind == "reply":
                     reply = payload
@@ -325,6 +387,9 @@ class OpenAIBackend(Backend):
                                            "tokens (decoding not deterministic)")
                     replay = replay[len(head):]
                 ids, done = self._cut(ids, len(sent))
+                if done:
+                    enough.set()
+                    end_by = time.monotonic() + END_GRACE_S
                 if ids:
                     sent.extend(ids)
                     times.append(time.perf_counter())
@@ -337,9 +402,8 @@ class OpenAIBackend(Backend):
         finally:
             if not fut.done():
                 fut.cancel()      # consumer stopped early or failed: abort the HTTP request
-            entry = self._entry("stream", prompt, time.perf_counter() - t0, reply, err)
-            entry.update(n_output=len(sent), ttft_s=times[0] - t0 if times else None,
-                         itl_s=[b - a for a, b in zip(times, times[1:])])
+            entry = self._entry("stream", prompt, time.perf_counter() - t0, reply, err, len(sent))
+            entry.update(ttft_s=times[0] - t0 if times else None, itl_s=[b - a for a, b in zip(times, times[1:])])
             self._record(entry)
 
     def _cut(self, ids: list[int], n_sent: int) -> tuple[list[int], bool]:

@@ -14,10 +14,13 @@ import json
 import logging
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import httpx
+
+from common.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,8 @@ class Attempt:
 
 @dataclass
 class Endpoint:
-    url: str                         # base URL without the /v1 suffix
+    url: str                         # base URL without the /v1 suffix and without credentials
+    auth: httpx.BasicAuth | None = None    # from user:password@ in the given URL
     accepts_ids: bool = False        # `prompt` may be a list of token ids
     returns_ids: bool = False        # replies carry the generated token ids
     served: list[str] = field(default_factory=list)    # model ids from /v1/models
@@ -80,17 +84,29 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def make_endpoint(url: str) -> Endpoint:
+    """An Endpoint for a given URL; credentials in it (http://user:pw@host) move to `auth`, so the
+    URL the endpoint is shown, logged and stored under never holds them."""
+    parts = urllib.parse.urlsplit(normalize_url(url))
+    if parts.username is None and parts.password is None:
+        return Endpoint(parts.geturl())
+    host = parts.netloc.rpartition("@")[2]
+    auth = httpx.BasicAuth(urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or ""))
+    return Endpoint(parts._replace(netloc=host).geturl(), auth=auth)
+
+
 def _snippet(text: str, n: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[:n] + "..."
 
 
-def _describe(e: BaseException) -> str:
+def describe(e: BaseException) -> str:
+    """One line saying why a request failed, for errors and logs (credentials redacted)."""
     if isinstance(e, httpx.TimeoutException):
         return f"timed out ({type(e).__name__})"
     if isinstance(e, httpx.ConnectError):
         return f"cannot connect ({e or type(e).__name__})"
-    return str(e) or type(e).__name__
+    return redact(str(e)) or type(e).__name__
 
 
 class LoopThread:
@@ -118,30 +134,45 @@ class LoopThread:
 class EndpointPool:
     """Sends /v1 requests to a set of endpoints. Use only from the loop thread's coroutines."""
 
-    def __init__(self, urls: list[str], timeout_s: float, balance: str, failover: bool, pool_size: int):
-        self.endpoints = [Endpoint(u) for u in urls]
+    def __init__(self, urls: list[str], timeout_s: float, deadline_s: float, balance: str, failover: bool,
+                 pool_size: int, api_key: str = ""):
+        # A bearer token, where given, replaces credentials written in the URLs.
+        self.endpoints = [make_endpoint(u) for u in urls]
+        if api_key:
+            for ep in self.endpoints:
+                ep.auth = None
+        self.deadline_s = deadline_s
         self.balance = balance
         self.failover = failover
         self._rr = itertools.count()
-        # Connect and per-read timeout: a stalled server fails the request after timeout_s without
-        # limiting how long a healthy stream may take in total. pool=None: waiting for a free
-        # connection is queueing, not a failure.
+        # Connect and per-read timeout: a stalled server fails the request after timeout_s.
+        # pool=None: waiting for a free connection is queueing, not a failure. A whole attempt is
+        # bounded by deadline_s as well, since a server that trickles bytes never trips a read timeout.
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, pool=None),
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=pool_size))
+        # A non-streaming reply sends nothing until it is complete: its read timeout is the deadline.
+        self._complete_timeout = httpx.Timeout(timeout_s, read=deadline_s, pool=None)
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
+    async def _within_deadline(self, coro):
+        try:
+            return await asyncio.wait_for(coro, self.deadline_s)
+        except asyncio.TimeoutError:
+            raise _Retryable(f"timed out: no complete reply within the {self.deadline_s:g} s deadline") from None
+
     # -- start-up checks -------------------------------------------------------------------
     async def models(self, ep: Endpoint) -> list[str]:
-        r = await self.client.get(ep.url + "/v1/models")
+        r = await self.client.get(ep.url + "/v1/models", auth=ep.auth)
         r.raise_for_status()
         return [m["id"] for m in r.json().get("data", [])]
 
     async def post_once(self, ep: Endpoint, body: dict) -> httpx.Response:
         """One non-streaming request to one endpoint, no failover (capability probes)."""
-        return await self.client.post(ep.url + "/v1/completions", json=body)
+        return await self._within_deadline(self.client.post(ep.url + "/v1/completions", json=body, auth=ep.auth))
 
     # -- choosing an endpoint --------------------------------------------------------------
     def _pick(self, tried: set[str]) -> Endpoint | None:
@@ -158,7 +189,7 @@ class EndpointPool:
 
     def _failed(self, ep: Endpoint, e: BaseException, failed: list[Attempt]) -> None:
         status = e.status if isinstance(e, _Retryable) else None
-        failed.append(Attempt(ep.url, status, _describe(e)))
+        failed.append(Attempt(ep.url, status, describe(e)))
         ep.down_until = time.monotonic() + DOWN_COOLDOWN_S
         log.warning("request to %s failed: %s", ep.url, failed[-1].error)
 
@@ -183,12 +214,7 @@ class EndpointPool:
         while (ep := self._pick({a.endpoint for a in failed})) is not None:
             ep.outstanding += 1
             try:
-                r = await self.client.post(ep.url + "/v1/completions", json=body_for(ep))
-                await self._check_status(ep, r)
-                data = r.json()
-                if "error" in data or not data.get("choices"):
-                    raise _Retryable(f"no choices in reply: {_snippet(r.text)}", r.status_code)
-                return Reply(ep.url, r.status_code, data["choices"][0], data.get("usage"), failed)
+                return await self._within_deadline(self._complete_once(ep, body_for(ep), failed))
             except (httpx.TransportError, _Retryable, json.JSONDecodeError) as e:
                 self._failed(ep, e, failed)
                 if not self.failover:
@@ -197,38 +223,36 @@ class EndpointPool:
                 ep.outstanding -= 1
         raise self._give_up(failed)
 
-    async def stream(self, body_for: Callable[[Endpoint], dict], emit: Callable[[str, Any], None]) -> Reply:
+    async def _complete_once(self, ep: Endpoint, body: dict, failed: list[Attempt]) -> Reply:
+        r = await self.client.post(ep.url + "/v1/completions", json=body, auth=ep.auth,
+                                   timeout=self._complete_timeout)
+        await self._check_status(ep, r)
+        data = r.json()
+        if "error" in data or not data.get("choices"):
+            raise _Retryable(f"no choices in reply: {_snippet(r.text)}", r.status_code)
+        return Reply(ep.url, r.status_code, data["choices"][0], data.get("usage"), failed)
+
+    async def stream(self, body_for: Callable[[Endpoint], dict], emit: Callable[[str, Any], None],
+                     enough: Callable[[], bool] = lambda: False) -> Reply:
         """A streaming completion. emit("choice", choice_dict) for every streamed choice, in order;
         emit("restart", endpoint_url) when a failed stream is started over on another endpoint
         (greedy decoding repeats itself, so the consumer drops the part it already has).
-        Returns a Reply whose choice is the last one seen."""
+        Once enough() is true (the consumer has all the tokens it wants) reading stops and the
+        request is closed, whatever the server still sends. Returns a Reply whose choice is the
+        last one seen."""
         failed: list[Attempt] = []
+        emitted = False
+
+        def emit_choice(choice: dict[str, Any]) -> None:
+            nonlocal emitted
+            emitted = True
+            emit("choice", choice)
+
         while (ep := self._pick({a.endpoint for a in failed})) is not None:
             ep.outstanding += 1
             emitted = False
             try:
-                async with self.client.stream("POST", ep.url + "/v1/completions", json=body_for(ep)) as r:
-                    await self._check_status(ep, r)
-                    last, usage = None, None
-                    async for line in r.aiter_lines():
-                        if not line.startswith("data:"):
-                            continue        # SSE comments, keep-alives, blank separators
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            break
-                        obj = json.loads(data)
-                        if "error" in obj:
-                            raise _Retryable(f"error in stream: {_snippet(json.dumps(obj['error']))}", 200)
-                        usage = obj.get("usage") or usage
-                        for choice in obj.get("choices") or []:
-                            last = choice
-                            emitted = True
-                            emit("choice", choice)
-                    if last is None or not last.get("finish_reason"):
-                        # llama_cpp.server ends a stream early this way when another request
-                        # arrives, unless started with --interrupt_requests False.
-                        raise _Retryable("stream ended without a finish_reason", 200)
-                    return Reply(ep.url, r.status_code, last, usage, failed)
+                return await self._within_deadline(self._stream_once(ep, body_for(ep), emit_choice, enough, failed))
             except (httpx.TransportError, _Retryable, json.JSONDecodeError) as e:
                 self._failed(ep, e, failed)
                 if not self.failover:
@@ -238,3 +262,31 @@ class EndpointPool:
             finally:
                 ep.outstanding -= 1
         raise self._give_up(failed)
+
+    async def _stream_once(self, ep: Endpoint, body: dict, emit_choice: Callable[[dict], None],
+                           enough: Callable[[], bool], failed: list[Attempt]) -> Reply:
+        async with self.client.stream("POST", ep.url + "/v1/completions", json=body, auth=ep.auth) as r:
+            await self._check_status(ep, r)
+            last, usage = None, None
+            async for line in r.aiter_lines():
+                if enough():
+                    return Reply(ep.url, r.status_code, last or {}, usage, failed)
+                if not line.startswith("data:"):
+                    continue        # SSE comments, keep-alives, blank separators
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                obj = json.loads(data)
+                if "error" in obj:
+                    raise _Retryable(f"error in stream: {_snippet(json.dumps(obj['error']))}", 200)
+                usage = obj.get("usage") or usage
+                for choice in obj.get("choices") or []:
+                    last = choice
+                    emit_choice(choice)
+            if enough():
+                return Reply(ep.url, r.status_code, last or {}, usage, failed)
+            if last is None or not last.get("finish_reason"):
+                # llama_cpp.server ends a stream early this way when another request
+                # arrives, unless started with --interrupt_requests False.
+                raise _Retryable("stream ended without a finish_reason", 200)
+            return Reply(ep.url, r.status_code, last, usage, failed)

@@ -5,13 +5,16 @@ stops its server on exit.
   subprocess, serving a GGUF model (default: the embedded Gemma 3 270M). It takes text prompts
   and returns text, one request at a time.
 - FakeServer: a small stdlib HTTP server in a thread that speaks the vLLM flavour of
-  /v1/completions (token-id prompts, `token_ids` in replies) with a deterministic answer
-  (fake_answer), and whose behaviour can be switched to a fault: "error500", "stall" (no reply
-  until stopped), "drop" (connection closed mid-reply), "empty" (a reply without tokens, as a
-  model that ends at once).
+  /v1/completions (token-id prompts; replies with `token_ids` and `prompt_token_ids`, a stream's
+  usage in a final chunk without choices, the end token included in the ids when it stops with
+  finish_reason "stop") with a deterministic answer (fake_answer), and whose behaviour can be
+  switched to a fault: "error500", "stall" (no reply until stopped), "drop" (connection closed
+  mid-reply), "empty" (a reply without tokens, as a model that ends at once), "endless" (streams
+  tokens past max_tokens until stopped), "keepalive" (sends only keep-alive bytes until stopped).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -113,16 +116,26 @@ def fake_answer(prompt: list[int], n: int) -> list[int]:
     return [(seed + 7 * i) % 1000 + 2 for i in range(n)]
 
 
+FAKE_EOS = 1      # the fake model's end token
+
+
 class FakeServer:
-    """vLLM-like /v1/models and /v1/completions with switchable faults (attribute `mode`)."""
+    """vLLM-like /v1/models and /v1/completions with switchable faults (attribute `mode`).
+    stop_after=N: answers end with FAKE_EOS after N ids (finish_reason "stop", not before
+    min_tokens nor with ignore_eos); context=N: the server lowers max_tokens to N, as vLLM does
+    to fit its context (finish_reason "length")."""
 
-    MODES = ("ok", "error500", "stall", "drop", "empty")
+    MODES = ("ok", "error500", "stall", "drop", "empty", "endless", "keepalive")
 
-    def __init__(self, model: str = "fake-model", token_delay_s: float = 0.0):
+    def __init__(self, model: str = "fake-model", token_delay_s: float = 0.0, stop_after: int | None = None,
+                 context: int | None = None):
         self.model = model
         self.mode = "ok"
         self.token_delay_s = token_delay_s     # pause between streamed tokens
+        self.stop_after = stop_after
+        self.context = context
         self.bodies: list[dict] = []           # every /v1/completions body received
+        self.headers: list[dict] = []          # the headers of every request received
         self.in_flight = 0                     # completions being answered now
         self.max_in_flight = 0                 # the most at once so far
         self._count_lock = threading.Lock()
@@ -144,6 +157,7 @@ class FakeServer:
                 pass
 
             def do_GET(self):
+                fake.headers.append(dict(self.headers))
                 if self.path.rstrip("/") == "/v1/models":
                     self._json(200, {"object": "list", "data": [{"id": fake.model, "object": "model"}]})
                 else:
@@ -154,6 +168,7 @@ class FakeServer:
                 if self.path.rstrip("/") != "/v1/completions":
                     return self._json(404, {"error": "not found"})
                 fake.bodies.append(body)
+                fake.headers.append(dict(self.headers))
                 with fake._count_lock:
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
@@ -173,7 +188,11 @@ class FakeServer:
                     fake._release.wait(600)
                     self.close_connection = True
                     return
-                ids = [] if fake.mode == "empty" else fake_answer(prompt, int(body.get("max_tokens", 16)))
+                if fake.mode in ("endless", "keepalive"):
+                    return self._forever(body)
+                ids, finish = ([], "stop") if fake.mode == "empty" else self._answer(prompt, body)
+                usage = {"prompt_tokens": len(prompt), "completion_tokens": len(ids),
+                         "total_tokens": len(prompt) + len(ids)}
                 if not body.get("stream"):
                     time.sleep(fake.token_delay_s * len(ids))
                     if fake.mode == "drop":
@@ -181,24 +200,60 @@ class FakeServer:
                         return
                     return self._json(200, {"object": "text_completion", "model": fake.model, "choices": [
                         {"index": 0, "text": "".join(f" t{t}" for t in ids), "token_ids": ids,
-                         "finish_reason": "length" if ids else "stop"}], "usage": {"completion_tokens": len(ids)}})
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
+                         "prompt_token_ids": prompt, "finish_reason": finish}], "usage": usage})
+                self._start_chunked("text/event-stream")
                 if not ids:  # only the closing event
                     self._event({"choices": [{"index": 0, "text": "", "token_ids": [], "finish_reason": "stop"}]})
                 for i, t in enumerate(ids):
                     last = i == len(ids) - 1
-                    self._event({"choices": [{"index": 0, "text": f" t{t}", "token_ids": [t],
-                                              "finish_reason": "length" if last else None}]})
+                    choice = {"index": 0, "text": f" t{t}", "token_ids": [t], "finish_reason": finish if last else None}
+                    if i == 0:
+                        choice["prompt_token_ids"] = prompt
+                    self._event({"choices": [choice]})
                     if fake.mode == "drop" and i == 0:
                         self.close_connection = True
                         return
                     if fake.token_delay_s:
                         time.sleep(fake.token_delay_s)
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    self._event({"choices": [], "usage": usage})
                 self._chunk(b"data: [DONE]\n\n")
                 self._chunk(b"")
+
+            def _answer(self, prompt: list[int], body: dict) -> tuple[list[int], str]:
+                n = int(body.get("max_tokens", 16))
+                if fake.context is not None and fake.context < n:
+                    return fake_answer(prompt, fake.context), "length"
+                stop = fake.stop_after
+                if stop is not None and stop < n and stop >= int(body.get("min_tokens") or 0) \
+                        and not body.get("ignore_eos"):
+                    return fake_answer(prompt, stop) + [FAKE_EOS], "stop"
+                return fake_answer(prompt, n), "length"
+
+            def _forever(self, body: dict):
+                """"endless": one more token every 10 ms, past max_tokens; "keepalive": keep-alive
+                bytes only (SSE comments, or whitespace before a JSON reply). Until the client
+                closes the request or the server stops."""
+                stream = bool(body.get("stream"))
+                self._start_chunked("text/event-stream" if stream else "application/json")
+                ids = itertools.count(2)
+                try:
+                    while not fake._release.wait(0.01):
+                        if fake.mode == "endless" and stream:
+                            t = next(ids)
+                            self._event({"choices": [{"index": 0, "text": f" t{t}", "token_ids": [t],
+                                                      "finish_reason": None}]})
+                        else:
+                            self._chunk(b": keep-alive\n\n" if stream else b" ")
+                except OSError:          # the client closed the request
+                    pass
+                self.close_connection = True
+
+            def _start_chunked(self, content_type: str):
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
 
             def _event(self, obj):
                 self._chunk(f"data: {json.dumps(obj)}\n\n".encode())

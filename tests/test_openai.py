@@ -19,7 +19,7 @@ from backends import make_backend
 from backends.base import GenerationParams
 from backends.openai_client import RequestError, normalize_url
 from common.errors import HarnessError
-from tests.servers import FakeServer, LlamaServer, fake_answer, free_port, wait_for
+from tests.servers import FAKE_EOS, FakeServer, LlamaServer, fake_answer, free_port, wait_for
 
 PROMPTS = [[5, 6, 7], [11, 12], [20], [3, 3, 3, 3], [9, 8]]
 
@@ -180,7 +180,7 @@ def test_failover_moves_requests_off_a_500_server(fake, fake2):
 
 
 def test_stall_times_out_every_request(fake):
-    be = loaded([fake.url], timeout_s=1, failover=False, concurrency=8)
+    be = loaded([fake.url], timeout_s=1, deadline_s=1, deadline_per_token_s=0, failover=False, concurrency=8)
     try:
         fake.mode = "stall"
         t0 = time.monotonic()
@@ -214,6 +214,153 @@ def test_abandoned_stream_is_cancelled():
             it.close()
             assert wait_for(lambda: slow.in_flight == 0, timeout_s=5)
             assert be.request_log()[-1]["n_output"] == 1
+        finally:
+            be.close()
+
+
+# -- endless replies and deadlines --------------------------------------------------------------
+def within(seconds: float, fn):
+    """fn()'s result (or the exception it raised), failing the test if it takes longer."""
+    out: list = []
+
+    def call():
+        try:
+            out.append(fn())
+        except Exception as e:     # noqa: BLE001 - handed to the test
+            out.append(e)
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"still running after {seconds} s"
+    return out[0]
+
+
+def test_stream_stops_reading_at_max_tokens(fake):
+    be = loaded([fake.url], max_new=5, timeout_s=5, deadline_s=30)
+    try:
+        fake.mode = "endless"       # tokens past max_tokens, never a finish_reason
+        assert len(within(5, lambda: sum(be.stream([1]), []))) == 5      # not the 30 s deadline
+        assert wait_for(lambda: fake.in_flight == 0, timeout_s=5)   # the request was closed
+        entry = be.request_log()[-1]
+        assert entry["error"] is None and entry["n_output"] == 5 and entry["endpoint"] == fake.url
+    finally:
+        be.close()
+
+
+def test_keepalives_forever_hit_the_deadline(fake):
+    be = loaded([fake.url], max_new=4, timeout_s=5, deadline_s=1, deadline_per_token_s=0, failover=False)
+    try:
+        fake.mode = "keepalive"     # SSE comments / whitespace every 10 ms: no read timeout ever fires
+        outs = within(4, lambda: be.generate([[1], [2]]))
+        assert all(isinstance(o, RequestError) and "1 s deadline" in str(o) for o in outs)
+        err = within(4, lambda: list(be.stream([3])))
+        assert isinstance(err, RequestError) and "1 s deadline" in str(err)
+        assert wait_for(lambda: fake.in_flight == 0, timeout_s=5)
+    finally:
+        be.close()
+
+
+def test_default_deadline_fits_long_completions():
+    """A non-streaming reply sends nothing until it is complete, so the gap allowed between reads
+    (timeout_s) must not cut it: it waits up to the deadline, which grows with max_tokens."""
+    assert make(["http://127.0.0.1:1"], max_new=2040).deadline_s >= 600    # 2,040 tokens: 10 minutes or more
+    with FakeServer(token_delay_s=0.01) as slow:               # 60 tokens: 0.6 s before the first byte
+        be = loaded([slow.url], max_new=60, timeout_s=0.3, failover=False)
+        try:
+            assert be.generate([[4]]) == [fake_answer([4], 60)]
+        finally:
+            be.close()
+
+
+# -- concurrency by default --------------------------------------------------------------------
+def test_concurrency_is_shared_by_concurrent_generate_calls():
+    with FakeServer(token_delay_s=0.01) as slow:
+        be = loaded([slow.url], concurrency=3)
+        try:
+            calls = [threading.Thread(target=be.generate, args=([[i] for i in range(6)],)) for _ in range(3)]
+            for t in calls:
+                t.start()
+            for t in calls:
+                t.join(30)
+            assert slow.max_in_flight == 3 and len(be.request_log()) == 18
+        finally:
+            be.close()
+
+
+def test_main_offline_uses_concurrency_and_never_records_secrets(tmp_path):
+    """Offline without --batch-size/--num-workers sends requests concurrently; a user:password URL
+    and --api-key authenticate (basic auth is replaced by the bearer token) and appear in no output."""
+    from tests.helpers import results, run_main, tiny_conf, tiny_dataset
+    prompts = [[5 + i, 6, 7] for i in range(8)]
+    password, key = "s3cret-pw", "sk-top-secret-42"
+    with FakeServer(token_delay_s=0.05) as srv:
+        url = srv.url.replace("http://", f"http://alice:{password}@")
+        out = tmp_path / "logs"
+        p = run_main("--backend", "openai", "--api-server", url, "--api-key", key, "--scenario", "Offline",
+                     "--dataset-path", str(tiny_dataset(tmp_path / "data.pkl", prompts=prompts)),
+                     "--user-conf", str(tiny_conf(tmp_path / "user.conf", n=8)), "--output-log-dir", str(out),
+                     "--max-new-tokens", "8", "--total-sample-count", "8", timeout=120)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert srv.max_in_flight >= 4                      # one request at a time before
+        assert srv.headers and all(h.get("Authorization") == f"Bearer {key}" for h in srv.headers)
+    res = results(out)
+    assert res["run"]["command"][res["run"]["command"].index("--api-key") + 1] == "***"
+    assert res["run"]["backend"]["options"]["api_key"] == "***"
+    texts = [p.stdout, p.stderr] + [f.read_text(errors="replace") for f in tmp_path.rglob("*")
+                                    if f.is_file() and f.suffix != ".pkl"]
+    assert any("requests.csv" in str(f) for f in tmp_path.rglob("*"))
+    assert not [t[:200] for t in texts if password in t or key in t]
+
+
+def test_credentials_in_url_go_as_basic_auth_and_are_never_shown(fake, monkeypatch):
+    import base64
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    url = fake.url.replace("http://", "http://alice:pw%40x@")
+    be = loaded([url], failover=False)
+    try:
+        assert fake.headers[-1]["Authorization"] == "Basic " + base64.b64encode(b"alice:pw@x").decode()
+        fake.mode = "error500"
+        outs = be.generate([[1]])
+        shown = str(be.info()) + str(outs) + str(be.request_log())
+        assert "HTTP 500" in shown and "pw" not in shown and "alice" not in shown
+    finally:
+        be.close()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    fake.mode = "ok"
+    be = loaded([url])
+    try:
+        assert fake.headers[-1]["Authorization"] == "Bearer sk-from-env"
+        assert "sk-from-env" not in str(be.info())
+    finally:
+        be.close()
+
+
+def test_redact():
+    from common.redact import redact, redact_argv
+    assert redact("failed: http://u:p@h:1/v1 and https://tok@x") == "failed: http://***@h:1/v1 and https://***@x"
+    assert redact("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
+    assert redact_argv(["main.py", "--api-key", "K", "--api-key=K2", "--backend-arg", "api_key=K3",
+                        "--api-server", "http://u:p@h"]) == \
+        ["main.py", "--api-key", "***", "--api-key=***", "--backend-arg", "api_key=***", "--api-server", "http://***@h"]
+
+
+# -- vLLM behaviours ---------------------------------------------------------------------------
+def test_shortened_requests_are_flagged_and_counted():
+    with FakeServer(context=3) as short:      # lowers max_tokens to 3, finish_reason "length"
+        be = loaded([short.url], max_new=8)
+        try:
+            assert be.generate([[1], [2]]) == [fake_answer([1], 3), fake_answer([2], 3)]
+            assert sum(be.stream([3]), []) == fake_answer([3], 3)
+            assert [e["shortened"] for e in be.request_log()] == [True, True, True]
+            assert be.info()["shortened_requests"] == 3
+        finally:
+            be.close()
+    with FakeServer(stop_after=2) as stops:   # an end token is not a shortened request
+        be = loaded([stops.url], max_new=8)
+        try:
+            assert be.generate([[1]]) == [fake_answer([1], 2) + [FAKE_EOS]]
+            assert not be.request_log()[-1]["shortened"] and be.info()["shortened_requests"] == 0
         finally:
             be.close()
 
