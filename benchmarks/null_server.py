@@ -8,6 +8,11 @@ for both SUTs: when LoadGen's issuing thread is late it issues every query alrea
 call, each still timed from its own scheduled time. --pin-cpu N runs our SUT with pin_cpu=N
 (LoadGen's issuing thread and our worker on CPU N, main.py --pin-cpu); the bare SUT, whose one
 thread hands the GIL to no other, is left unpinned.
+Memory: every Server run also prints the peak growth of the process's resident memory during
+LoadGen's test, per issued query (/proc/self/status VmHWM after the run minus VmRSS before it,
+the peak reset through /proc/self/clear_refs and freed heap handed back with malloc_trim first).
+The bare SUT's figure is what LoadGen itself holds per query; ours minus bare is what our SUT
+adds (records, queue, in-flight state). Linux only; elsewhere the column says n/a.
 Offline: 24,576 samples through our Offline SUT; prints the wall time.
 
     python benchmarks/null_server.py --qps 5000 10000 20000 --bare-qps 80000 160000 --duration-ms 10000
@@ -16,6 +21,9 @@ from __future__ import annotations
 
 import argparse
 import array
+import ctypes
+import ctypes.util
+import gc
 import os
 import re
 import statistics
@@ -88,18 +96,49 @@ def run_loadgen(issue, flush, n_samples, settings, qsl=None):
     return text, wall
 
 
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def memory_baseline():
+    """Resident bytes now, after handing freed heap back to the OS and resetting the peak (Linux);
+    None where that is not possible. Without the trim, memory freed by an earlier run would be
+    reused without showing as growth."""
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # 5: reset the peak resident set size (VmHWM) to the current one
+        return _status_kb("VmRSS") * 1024
+    except (OSError, AttributeError):
+        return None
+
+
+def peak_growth_per_query(baseline, queries):
+    """Peak resident growth since memory_baseline(), in bytes per query (None: not measurable)."""
+    if baseline is None or not queries:
+        return None
+    return (_status_kb("VmHWM") * 1024 - baseline) / queries
+
+
 def figure(text, pattern):
     m = re.search(pattern + r"\s*:\s*([\d.]+)", text)
     return float(m.group(1)) if m else float("nan")
 
 
-def bare_issue():
+def bare_issue(issued):
     tokens = array.array("i", [7] * N_TOKENS)
     ptr, n = tokens.buffer_info()
     first = array.array("i", [7])
     fptr, _ = first.buffer_info()
 
     def issue(qs):
+        issued[0] += len(qs)
         lg.FirstTokenComplete([lg.QuerySampleResponse(q.id, fptr, 4, 1) for q in qs])
         lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, ptr, n * 4, n) for q in qs])
     return issue
@@ -114,18 +153,23 @@ def ours(scenario, n_samples, workers, batch_size=64, pin_cpu=None):
 
 
 def run_server(qps, with_ours, args):
-    """One Server run; (completed QPS, TTFT p99 in ms, VALID)."""
+    """One Server run; (completed QPS, TTFT p99 in ms, VALID, peak memory growth in bytes per query)."""
     settings = settings_for("Server", qps, args.duration_ms, 100, args.coalesce)
     if not with_ours:
-        text, _ = run_loadgen(bare_issue(), lambda: None, args.samples, settings)
+        issued = [0]
+        baseline = memory_baseline()
+        text, _ = run_loadgen(bare_issue(issued), lambda: None, args.samples, settings)
+        per_query = peak_growth_per_query(baseline, issued[0])
     else:
         sut = ours("Server", args.samples, args.workers, pin_cpu=args.pin_cpu)
+        baseline = memory_baseline()
         sut.start()
         text, _ = run_loadgen(sut.issue_queries, sut.flush_queries, args.samples, settings, sut.qsl)
         sut.stop()
-        del sut  # its records (hundreds of MB at 100,000 QPS) go before the next run
+        per_query = peak_growth_per_query(baseline, len(sut.core.records))  # records still held: counted
+        del sut  # its records go before the next run
     return (figure(text, "Completed samples per second"), figure(text, TTFT_P99) / 1e6,
-            "Result is : VALID" in text)
+            "Result is : VALID" in text, per_query)
 
 
 def highest_under(p99s, bound_ms):
@@ -154,18 +198,22 @@ def main():
     print(f"\nServer scenario, null backend, {N_TOKENS} tokens per response, {args.duration_ms} ms per run, "
           f"server_coalesce_queries {'on' if args.coalesce else 'off'}, our SUT pinned to CPU "
           f"{args.pin_cpu if args.pin_cpu is not None else '(none)'}, {args.repeats} run(s) each")
-    print("| repeat | target QPS | SUT | completed QPS | TTFT p99 (ms) | result |")
-    print("|---|---|---|---|---|---|")
+    print("| repeat | target QPS | SUT | completed QPS | TTFT p99 (ms) | result | peak RSS growth (B/query) |")
+    print("|---|---|---|---|---|---|---|")
     plan = [(q, True) for q in args.qps] + [(q, False) for q in args.bare_qps]
     our_name = f"ours ({args.workers} worker{', pinned' if args.pin_cpu is not None else ''})"
     p99s = {"bare LoadGen": {}, our_name: {}}
+    memory = {"bare LoadGen": {}, our_name: {}}
     for rep in range(1, args.repeats + 1):
         for qps, with_ours in plan:
             for name, is_ours in [("bare LoadGen", False)] + ([(our_name, True)] if with_ours else []):
-                done, p99, valid = run_server(qps, is_ours, args)
+                done, p99, valid, per_query = run_server(qps, is_ours, args)
                 p99s[name].setdefault(qps, []).append(p99)
-                print(f"| {rep} | {qps:g} | {name} | {done:.0f} | {p99:.2f} | {'VALID' if valid else 'INVALID'} |",
-                      flush=True)
+                if per_query is not None:
+                    memory[name].setdefault(qps, []).append(per_query)
+                mem = "n/a" if per_query is None else f"{per_query:.0f}"
+                print(f"| {rep} | {qps:g} | {name} | {done:.0f} | {p99:.2f} | {'VALID' if valid else 'INVALID'} "
+                      f"| {mem} |", flush=True)
 
     print(f"\nMedian TTFT p99 (ms) over the runs; highest target with median under {args.bound_ms:g} ms:")
     ceiling = {name: highest_under(by_qps, args.bound_ms) for name, by_qps in p99s.items()}
@@ -174,6 +222,11 @@ def main():
         print(f"  {name}: {cells} -> {ceiling[name]:g}")
     if ceiling["bare LoadGen"]:
         print(f"  ours / bare = {ceiling[our_name] / ceiling['bare LoadGen']:.0%} (goal: >= 50%)")
+    print("\nMedian peak RSS growth (bytes per query) at the targets both SUTs ran:")
+    for qps in sorted(set(memory["bare LoadGen"]) & set(memory[our_name])):
+        bare, our = (statistics.median(memory[n][qps]) for n in ("bare LoadGen", our_name))
+        print(f"  {qps:g} QPS: bare LoadGen {bare:.0f}, ours {our:.0f}, ours - bare {our - bare:.0f} "
+              f"(goal: <= 200)")
 
     n = 24576
     sut = ours("Offline", n, workers=1, batch_size=1024)
