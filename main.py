@@ -17,6 +17,7 @@ import time
 
 from common.errors import HarnessError, exit_on_error
 from common.redact import redact_argv
+from common.times import iso_utc
 
 log = logging.getLogger("main")
 
@@ -161,7 +162,8 @@ def settings_dict(settings) -> dict:
         if name.startswith("_") or name == "FromConfig":
             continue
         value = getattr(settings, name)
-        out[name] = value if isinstance(value, (int, float, bool, str)) else str(value)
+        # enums by name ("PerformanceOnly", not "TestMode.PerformanceOnly")
+        out[name] = value if isinstance(value, (int, float, bool, str)) else getattr(value, "name", str(value))
     return out
 
 
@@ -247,13 +249,14 @@ def run(args) -> int:
             backend.close()
     finished = time.time()
 
+    info = backend.info()
     run_info = {
         "scenario": args.scenario,
         "mode": "accuracy" if args.accuracy else "performance",
-        "backend": backend.info(),
+        "backend": info,
         "eos_token_ids": sorted(backend.eos_token_ids),
-        "model_path": args.model_path,
-        "dtype": args.dtype,
+        "model_path": info.get("model_path"),  # as the backend resolved it (the embedded GGUF for None)
+        "dtype": info.get("dtype"),            # what runs: a GGUF's quantization, "server" for an API
         "max_new_tokens": args.max_new_tokens,
         "quant_config": args.quant_config,
         "dataset_path": dataset_path,
@@ -265,8 +268,9 @@ def run(args) -> int:
         "loadgen_settings": settings_dict(settings),
         "loadgen_overrides": loadgen_overrides(args),  # flags that replaced user.conf values
         "command": redact_argv(sys.argv),
-        "started": started,
-        "finished": finished,
+        "started": iso_utc(started),
+        "finished": iso_utc(finished),
+        "duration_s": round(finished - started, 3),
         "status": "interrupted" if outcome.signal else "ok",  # write_run_results settles "failed"
         "signal": outcome.signal,
         "errors": sut.core.errors[:100],

@@ -119,9 +119,14 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Free the model / connections. Safe to call twice."""
 
+    def running_dtype(self) -> str:
+        """The number format the model actually runs in (results show this, not the --dtype asked
+        for): a GGUF's quantization, "server" when a server chooses, the torch dtype otherwise."""
+        return self.dtype
+
     def info(self) -> dict[str, Any]:
         """What describes this backend in results: name, model, dtype, device, options."""
-        return {"backend": self.name, "model_path": self.model_path, "dtype": self.dtype,
+        return {"backend": self.name, "model_path": self.model_path, "dtype": self.running_dtype(),
                 "device": self.device, "options": self.options,
                 "max_new_tokens": self.params.max_new_tokens, "min_new_tokens": self.params.min_new_tokens,
                 "ignore_eos": self.params.ignore_eos}

@@ -219,6 +219,9 @@ class LlamaCppBackend(Backend):
                 llama_cpp.llama_model_free(self._model)
                 self._model = None
 
+    def running_dtype(self) -> str:
+        return getattr(self, "_model_info", {}).get("quantization") or "gguf"
+
     def info(self) -> dict[str, Any]:
         out = super().info()
         out.update({"model_file": os.path.basename(self.model_path or ""), "n_ctx": self.options["n_ctx"],

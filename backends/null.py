@@ -28,6 +28,9 @@ class NullBackend(Backend):
         "stall_s": 3600.0,
     }
 
+    def running_dtype(self) -> str:
+        return "none"  # no model
+
     def load(self) -> None:
         self.eos_token_ids = frozenset({self.options["eos_id"]})
         self._fail = {int(v) for v in self.options["fail_on"]}

@@ -152,6 +152,9 @@ class OpenAIBackend(Backend):
             self._loop.stop()
         self._loop, self._pool = None, None
 
+    def running_dtype(self) -> str:
+        return "server"  # the server decides
+
     def info(self) -> dict[str, Any]:
         out = super().info()
         opts = dict(out["options"])

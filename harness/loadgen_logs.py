@@ -181,8 +181,14 @@ def loadgen_figures(log_dir: str | Path) -> dict[str, Any]:
         "errors": detail["errors"],
         "warnings": detail["warnings"],
         "recommendations": summary["recommendations"] if summary else [],
-        "test_parameters": summary["test_parameters"] if summary else {},
+        "test_parameters": {},
     }
+    # "ttft_latency (ns)" -> "ttft_latency_ns"; LoadGen's own "WARNING: ..." line there is a warning
+    for name, value in (summary["test_parameters"] if summary else {}).items():
+        if name == "WARNING":
+            figures["warnings"] = [*figures["warnings"], str(value)]
+        else:
+            figures["test_parameters"][_snake(name)] = value
     # Offline logs result_samples_per_second, Server result_completed_samples_per_sec.
     for key in ("result_completed_samples_per_sec", "result_samples_per_second"):
         if key in v:
@@ -226,6 +232,13 @@ def loadgen_figures(log_dir: str | Path) -> dict[str, Any]:
             # The detail log joins LoadGen's "* " bullets on one line; keep plain sentences.
             figures["early_stopping"][kind] = re.sub(r"\s*\*\s+|\s+", " ", text).strip()
     return figures
+
+
+def _snake(name: str) -> str:
+    """LoadGen's 'min_duration (ms)' -> 'min_duration_ms'."""
+    m = re.fullmatch(r"(.*?)\s*\((\w+)\)", name.strip())
+    base = f"{m.group(1)}_{m.group(2)}" if m else name.strip()
+    return re.sub(r"\W+", "_", base).strip("_").lower()
 
 
 def _pct_name(text: str) -> str:

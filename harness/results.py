@@ -39,7 +39,7 @@ from harness.sysmetrics import add_energy_per_token, gpu_names
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ISO-8601 times, snake_case LoadGen parameters, dtype as run
 RESULTS_FILE = "results.json"
 REQUESTS_FILE = "requests.csv"
 # Expected accuracy output next to the logs (evaluation.py --output); read by compare/report.

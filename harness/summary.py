@@ -31,7 +31,7 @@ def loadgen_reasons(lg: dict[str, Any]) -> list[str]:
     if lg.get("perf_constraints_met") is False:
         limits = []
         for kind in ("ttft", "tpot"):
-            limit_ns = params.get(f"{kind}_latency (ns)")
+            limit_ns = params.get(f"{kind}_latency_ns")
             p99 = (lg.get(f"{kind}_ms") or {}).get("p99")
             if limit_ns and p99 is not None and p99 > limit_ns / 1e6:
                 limits.append(f"{kind.upper()} p99 {fmt_num(p99)} ms > limit {fmt_num(limit_ns / 1e6)} ms")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from backends import GenerationParams
 from common.errors import HarnessError, exit_on_error
+from common.times import iso_utc
 from tasks import common
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "tasks"
@@ -72,7 +73,7 @@ def run(argv: list[str] | None = None) -> Path:
     from tasks import multiple_choice, perplexity, summarization
 
     args = build_parser().parse_args(argv)
-    started = common.now_iso()
+    started = iso_utc()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = common.check_output_dir(args.output_dir or os.path.join("results", "tasks", f"{args.task}-{stamp}"))
     options = common.parse_backend_args(args.backend_arg)

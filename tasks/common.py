@@ -7,7 +7,6 @@ backend computes the log-probabilities.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import math
@@ -19,6 +18,7 @@ from typing import Any, Sequence
 from backends import GenerationParams, make_backend
 from backends.base import Backend
 from common.errors import HarnessError
+from common.times import iso_utc
 from harness.results import RESULTS_FILE, environment, write_new_json
 from inputs.models import resolve_model_path
 from inputs.tokenizer import load_tokenizer
@@ -129,10 +129,6 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     return out
 
 
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def write_task_results(output_dir: str | os.PathLike, *, task: str, backend: Backend, dataset: dict[str, Any],
                        metrics: dict[str, Any], settings: dict[str, Any], started: str,
                        samples: list[dict[str, Any]] | None = None) -> Path:
@@ -150,7 +146,7 @@ def write_task_results(output_dir: str | os.PathLike, *, task: str, backend: Bac
         "metrics": metrics,
         "environment": environment(),
         "started": started,
-        "finished": now_iso(),
+        "finished": iso_utc(),
         "samples": samples or [],
     }
     path = out / RESULTS_FILE

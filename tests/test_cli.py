@@ -25,7 +25,7 @@ def test_flags_override_user_conf_and_are_recorded(tmp_path, data):
     r = results(out)
     assert r["run"]["loadgen_overrides"] == {"server_target_qps": 400.0, "min_query_count": 40, "min_duration_ms": 50}
     params = r["loadgen"]["test_parameters"]
-    assert params["target_qps"] == 400 and params["min_query_count"] == 40 and params["min_duration (ms)"] == 50
+    assert params["target_qps"] == 400 and params["min_query_count"] == 40 and params["min_duration_ms"] == 50
     assert r["requests"]["count"] >= 40
 
 
@@ -57,3 +57,37 @@ def test_summary_says_why_a_short_server_run_is_invalid(tmp_path, data):
     p2 = run_main("--backend", "null", "--scenario", "Server", "--dataset-path", str(data), "--user-conf", str(conf),
                   "--output-log-dir", str(tmp_path / "run2"), "--print-loadgen-summary", timeout=120)
     assert p2.returncode == 0 and "MLPerf Results Summary" in p2.stdout
+
+
+def test_results_json_names_and_units(tmp_path, data):
+    """schema 2: ISO-8601 UTC times, enum names, snake_case LoadGen parameters with units (LoadGen's
+    WARNING line among the warnings), and the dtype and model path that actually ran."""
+    out = tmp_path / "run"
+    p = run_main("--backend", "null", "--dataset-path", str(data), "--output-log-dir", str(out),
+                 "--user-conf", str(tiny_conf(tmp_path / "user.conf", n=16)), timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = results(out)
+    run = r["run"]
+    assert r["schema_version"] == 2
+    for key in ("started", "finished"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", run[key]), run[key]
+    assert run["duration_s"] >= 0
+    assert run["loadgen_settings"]["mode"] == "PerformanceOnly" and run["loadgen_settings"]["scenario"] == "Offline"
+    assert run["dtype"] == run["backend"]["dtype"] == "none"
+    assert run["model_path"] == run["backend"]["model_path"]
+    params = r["loadgen"]["test_parameters"]
+    assert params and all(re.fullmatch(r"[a-z0-9_]+", k) for k in params), list(params)
+    assert "ttft_latency_ns" in params and "min_duration_ms" in params
+    assert any("sample_concatenate_permutation" in w for w in r["loadgen"]["warnings"])
+
+
+def test_llamacpp_run_records_the_gguf_quantization_and_path(tmp_path, data):
+    pytest.importorskip("llama_cpp")
+    from inputs.models import default_model_path
+
+    out = tmp_path / "run"
+    p = run_main("--dataset-path", str(data), "--output-log-dir", str(out), "--max-new-tokens", "4",
+                 "--total-sample-count", "2", "--user-conf", str(tiny_conf(tmp_path / "user.conf", n=2)), timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    run = results(out)["run"]
+    assert run["dtype"] == "Q4_K_M" and run["model_path"] == default_model_path()

@@ -274,7 +274,7 @@ def test_run_summary(offline_run, tmp_path):
 def test_loadgen_reasons_explain_each_invalid_verdict():
     lg = {"result": "INVALID", "perf_constraints_met": False, "min_duration_met": True, "min_queries_met": True,
           "ttft_ms": {"p99": 3500.0}, "tpot_ms": {"p99": 50.0},
-          "test_parameters": {"ttft_latency (ns)": 2_000_000_000, "tpot_latency (ns)": 200_000_000},
+          "test_parameters": {"ttft_latency_ns": 2_000_000_000, "tpot_latency_ns": 200_000_000},
           "early_stopping": {"tpot": "Run unsuccessful. Processed 18 queries. Would need to run at least 441 "
                                     "more queries, with the run being successful if every additional query "
                                     "were under latency."},

@@ -1,0 +1,11 @@
+"""Times as results files write them: ISO-8601 in UTC."""
+from __future__ import annotations
+
+import datetime
+
+
+def iso_utc(t: float | None = None) -> str:
+    """Epoch seconds (default: now) as e.g. '2026-11-29T01:53:29.123+00:00'."""
+    when = datetime.datetime.now(datetime.timezone.utc) if t is None else \
+        datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+    return when.isoformat(timespec="milliseconds")
