@@ -26,6 +26,7 @@ llama-server, llama-cpp-python's llama_cpp.server, TGI), one or several endpoint
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import queue
@@ -49,6 +50,21 @@ _DONE = object()
 # After a stream's last wanted id: how long to wait for the server to end the reply (for its
 # finish_reason and usage) before closing the request.
 END_GRACE_S = 1.0
+
+
+def eos_ids_in(folder: str) -> set[int]:
+    """eos_token_id (an int or a list) of a Hugging Face model folder: generation_config.json's,
+    else config.json's; empty when neither says."""
+    for name in ("generation_config.json", "config.json"):
+        try:
+            with open(os.path.join(folder, name)) as f:
+                value = json.load(f).get("eos_token_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        ids = value if isinstance(value, list) else [value]
+        if ids and all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+            return set(ids)
+    return set()
 
 
 def _ids_in(choice: dict[str, Any]) -> list[int] | None:
@@ -96,7 +112,7 @@ class OpenAIBackend(Backend):
         self._api_key = o["api_key"] or os.environ.get("OPENAI_API_KEY", "")
         self._loop: LoopThread | None = None
         self._sem: asyncio.Semaphore | None = None     # created on the loop thread
-        self.n_shortened = 0
+        self.reply_counts = {"shortened": 0, "min_ignored": 0}     # see _judge
         self._pool: EndpointPool | None = None
         self._tokenizer = None
         self._model = ""
@@ -124,6 +140,7 @@ class OpenAIBackend(Backend):
             for ep in self._pool.endpoints:
                 self._check_models(ep)
             self._model = self._choose_model()
+            self._learn_eos()
             for ep in self._pool.endpoints:
                 try:
                     self._probe(ep)
@@ -163,7 +180,7 @@ class OpenAIBackend(Backend):
         out["options"] = opts
         out["api_model_name"] = self._model
         out["deadline_s"] = self.deadline_s
-        out["shortened_requests"] = self.n_shortened
+        out["reply_counts"] = dict(self.reply_counts)
         if self._pool is not None:
             out["endpoints"] = [{"url": ep.url, "prompt": "ids" if ep.accepts_ids else "text",
                                  "output": "ids" if ep.returns_ids else "text"} for ep in self._pool.endpoints]
@@ -180,17 +197,35 @@ class OpenAIBackend(Backend):
         want = self.options["api_model_name"]
         eps = self._pool.endpoints
         if not want:
-            served = {tuple(ep.served) for ep in eps}
+            served = {tuple(self._served_ids(ep)) for ep in eps}
             if len(served) != 1 or len(eps[0].served) != 1:
                 raise HarnessError("the servers do not all serve exactly one model ("
-                                   + "; ".join(f"{ep.url}: {ep.served}" for ep in eps)
+                                   + "; ".join(f"{ep.url}: {self._served_ids(ep)}" for ep in eps)
                                    + "): name it with --api-model-name")
-            return eps[0].served[0]
+            return self._served_ids(eps[0])[0]
         for ep in eps:
-            if want not in ep.served:
+            if want not in self._served_ids(ep):
                 raise HarnessError(f"server {ep.url} does not serve model '{want}' (it serves: "
-                                   f"{', '.join(ep.served) or 'nothing'})")
+                                   f"{', '.join(self._served_ids(ep)) or 'nothing'})")
         return want
+
+    @staticmethod
+    def _served_ids(ep: Endpoint) -> list[str]:
+        return [m["id"] for m in ep.served]
+
+    def _learn_eos(self) -> None:
+        """End-of-sequence ids of the served model, where a server names its model folder (vLLM's
+        /v1/models `root`) and that folder is readable here: generation_config.json's eos_token_id,
+        else config.json's. Streams then stop at them and failed queries end with one."""
+        for ep in self._pool.endpoints:
+            for m in ep.served:
+                root = m.get("root") if m["id"] == self._model else None
+                if isinstance(root, str) and os.path.isdir(root):
+                    ids = eos_ids_in(root)
+                    if ids:
+                        self.eos_token_ids = frozenset(ids)
+                        log.info("openai backend: end-of-sequence ids %s from %s", sorted(ids), root)
+                        return
 
     def _probe(self, ep: Endpoint) -> None:
         """Find out whether the endpoint takes token-id prompts and returns token ids,
@@ -279,26 +314,32 @@ class OpenAIBackend(Backend):
                 "status": reply.status if reply else (failed[-1].status if failed else None),
                 "failed_attempts": [vars(a) for a in failed], "n_prompt": len(prompt), "n_output": n_output,
                 "server_tokens": usage.get("completion_tokens"),
-                "shortened": self._shortened(reply, usage.get("completion_tokens"), n_output),
+                "shortened": self._judge(reply, usage.get("completion_tokens"), n_output) == "shortened",
                 "ttft_s": None, "itl_s": [], "e2e_s": e2e, "error": None if err is None else str(err)}
 
-    def _shortened(self, reply: Reply | None, server_tokens: int | None, n_output: int) -> bool:
-        """Whether the server ended a reply for length before max_tokens: it lowered max_tokens
-        itself (vLLM does, to fit its context), so this output is shorter than asked for."""
-        if reply is None or reply.choice.get("finish_reason") != "length":
-            return False
+    def _judge(self, reply: Reply | None, server_tokens: int | None, n_output: int) -> str | None:
+        """How a finished reply departs from what was asked, counted and warned about once each:
+        "shortened" (finish_reason "length" before max_tokens: the server lowered the limit itself,
+        as vLLM does to fit its context) or "min_ignored" (finish_reason "stop" before min_tokens,
+        or before max_tokens with ignore_eos: the server ignores those request fields)."""
+        finish = reply.choice.get("finish_reason") if reply else None
         n = server_tokens if server_tokens is not None else n_output
-        if n >= self.params.max_new_tokens:
-            return False
+        p = self.params
+        if finish == "length" and n < p.max_new_tokens:
+            kind, why = "shortened", "it shortened max_tokens, likely to fit its context"
+        elif finish == "stop" and n < (p.max_new_tokens if p.ignore_eos else p.min_new_tokens):
+            kind, why = "min_ignored", "it ignores min_tokens / ignore_eos (request fields it does not know)"
+        else:
+            return None
         with self._log_lock:
-            self.n_shortened += 1
-            first = self.n_shortened == 1
+            self.reply_counts[kind] += 1
+            first = self.reply_counts[kind] == 1
         if first:
-            log.warning("server %s ended a request at %d of the %d tokens asked for (finish_reason "
-                        "'length'): it shortened max_tokens, likely to fit its context; such requests "
-                        "are counted in results.json (backend.shortened_requests)",
-                        reply.endpoint, n, self.params.max_new_tokens)
-        return True
+            log.warning("server %s ended a request with finish_reason '%s' after %d tokens (asked: max %d, "
+                        "min %d%s): %s; results.json counts such requests (backend.reply_counts)",
+                        reply.endpoint, finish, n, p.max_new_tokens, p.min_new_tokens,
+                        ", ignore_eos" if p.ignore_eos else "", why)
+        return kind
 
     # Offline ----------------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]]) -> list[list[int] | Exception]:

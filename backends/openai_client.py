@@ -59,7 +59,7 @@ class Endpoint:
     auth: httpx.BasicAuth | None = None    # from user:password@ in the given URL
     accepts_ids: bool = False        # `prompt` may be a list of token ids
     returns_ids: bool = False        # replies carry the generated token ids
-    served: list[str] = field(default_factory=list)    # model ids from /v1/models
+    served: list[dict] = field(default_factory=list)   # /v1/models entries: id, root (vLLM), ...
     outstanding: int = 0             # requests in flight (for least_outstanding)
     down_until: float = 0.0          # time.monotonic() before which new requests skip it
 
@@ -165,10 +165,10 @@ class EndpointPool:
             raise _Retryable(f"timed out: no complete reply within the {self.deadline_s:g} s deadline") from None
 
     # -- start-up checks -------------------------------------------------------------------
-    async def models(self, ep: Endpoint) -> list[str]:
+    async def models(self, ep: Endpoint) -> list[dict]:
         r = await self.client.get(ep.url + "/v1/models", auth=ep.auth)
         r.raise_for_status()
-        return [m["id"] for m in r.json().get("data", [])]
+        return [m for m in r.json().get("data", []) if isinstance(m, dict) and "id" in m]
 
     async def post_once(self, ep: Endpoint, body: dict) -> httpx.Response:
         """One non-streaming request to one endpoint, no failover (capability probes)."""

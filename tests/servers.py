@@ -121,19 +121,22 @@ FAKE_EOS = 1      # the fake model's end token
 
 class FakeServer:
     """vLLM-like /v1/models and /v1/completions with switchable faults (attribute `mode`).
-    stop_after=N: answers end with FAKE_EOS after N ids (finish_reason "stop", not before
-    min_tokens nor with ignore_eos); context=N: the server lowers max_tokens to N, as vLLM does
-    to fit its context (finish_reason "length")."""
+    stop_after=N: answers end with FAKE_EOS after N ids (finish_reason "stop"; not before
+    min_tokens nor with ignore_eos unless honours_min_tokens is False); context=N: the server
+    lowers max_tokens to N, as vLLM does to fit its context (finish_reason "length"); root: the
+    model folder /v1/models names (vLLM's `root`)."""
 
     MODES = ("ok", "error500", "stall", "drop", "empty", "endless", "keepalive")
 
     def __init__(self, model: str = "fake-model", token_delay_s: float = 0.0, stop_after: int | None = None,
-                 context: int | None = None):
+                 context: int | None = None, honours_min_tokens: bool = True, root: str = "fake-model"):
         self.model = model
         self.mode = "ok"
         self.token_delay_s = token_delay_s     # pause between streamed tokens
         self.stop_after = stop_after
         self.context = context
+        self.honours_min_tokens = honours_min_tokens
+        self.root = root
         self.bodies: list[dict] = []           # every /v1/completions body received
         self.headers: list[dict] = []          # the headers of every request received
         self.in_flight = 0                     # completions being answered now
@@ -159,7 +162,8 @@ class FakeServer:
             def do_GET(self):
                 fake.headers.append(dict(self.headers))
                 if self.path.rstrip("/") == "/v1/models":
-                    self._json(200, {"object": "list", "data": [{"id": fake.model, "object": "model"}]})
+                    self._json(200, {"object": "list", "data": [
+                        {"id": fake.model, "object": "model", "root": fake.root, "max_model_len": 2048}]})
                 else:
                     self._json(404, {"error": "not found"})
 
@@ -225,8 +229,8 @@ class FakeServer:
                 if fake.context is not None and fake.context < n:
                     return fake_answer(prompt, fake.context), "length"
                 stop = fake.stop_after
-                if stop is not None and stop < n and stop >= int(body.get("min_tokens") or 0) \
-                        and not body.get("ignore_eos"):
+                if stop is not None and stop < n and not (fake.honours_min_tokens and (
+                        body.get("ignore_eos") or stop < int(body.get("min_tokens") or 0))):
                     return fake_answer(prompt, stop) + [FAKE_EOS], "stop"
                 return fake_answer(prompt, n), "length"
 

@@ -2,7 +2,8 @@
 
 - FakeServer (tests/servers.py): a stdlib server speaking vLLM's flavour of /v1/completions
   (token-id prompts, token ids in replies) with injectable faults: 500s, stalls, dropped
-  connections. Covers the id path, balancing, failover and timeouts without a model.
+  connections, endless streams, keep-alives forever, shortened replies. Covers the id path,
+  balancing, failover, deadlines and credentials without a model.
 - LlamaServer: llama-cpp-python's `python -m llama_cpp.server` with the embedded Gemma 3 270M
   GGUF (text prompts, text replies). Greedy outputs must equal the in-process llama.cpp backend's;
   servers are killed mid-run to check failover.
@@ -353,14 +354,46 @@ def test_shortened_requests_are_flagged_and_counted():
             assert be.generate([[1], [2]]) == [fake_answer([1], 3), fake_answer([2], 3)]
             assert sum(be.stream([3]), []) == fake_answer([3], 3)
             assert [e["shortened"] for e in be.request_log()] == [True, True, True]
-            assert be.info()["shortened_requests"] == 3
+            assert be.info()["reply_counts"] == {"shortened": 3, "min_ignored": 0}
         finally:
             be.close()
     with FakeServer(stop_after=2) as stops:   # an end token is not a shortened request
         be = loaded([stops.url], max_new=8)
         try:
             assert be.generate([[1]]) == [fake_answer([1], 2) + [FAKE_EOS]]
-            assert not be.request_log()[-1]["shortened"] and be.info()["shortened_requests"] == 0
+            assert not be.request_log()[-1]["shortened"]
+            assert be.info()["reply_counts"] == {"shortened": 0, "min_ignored": 0}
+        finally:
+            be.close()
+
+
+def test_ignored_min_tokens_is_counted_and_warned(caplog):
+    with FakeServer(stop_after=2, honours_min_tokens=False) as srv:
+        be = loaded([srv.url], max_new=8, min_new=4)
+        try:
+            assert be.generate([[1]]) == [fake_answer([1], 2) + [FAKE_EOS]]    # 3 ids, 4 asked for
+            assert be.info()["reply_counts"] == {"shortened": 0, "min_ignored": 1}
+            assert "ignores min_tokens" in caplog.text
+        finally:
+            be.close()
+
+
+def test_eos_ids_learned_from_the_served_model_folder(tmp_path):
+    (tmp_path / "generation_config.json").write_text('{"eos_token_id": [1, 106]}')
+    with FakeServer(stop_after=3, root=str(tmp_path), token_delay_s=0.01) as srv:
+        be = loaded([srv.url], max_new=8)
+        try:
+            assert be.eos_token_ids == {1, 106}
+            srv.mode = "endless"      # tokens 2, 3, ... and never a finish_reason: only max tokens end it
+            assert sum(be.stream([1]), []) == list(range(2, 10))
+            srv.mode = "ok"           # the end token is kept once, and ends the stream
+            assert sum(be.stream([1]), []) == fake_answer([1], 3) + [FAKE_EOS]
+        finally:
+            be.close()
+    with FakeServer() as srv:         # a root that is not a folder here: nothing learned
+        be = loaded([srv.url])
+        try:
+            assert be.eos_token_ids == frozenset()
         finally:
             be.close()
 
