@@ -42,6 +42,7 @@ from backends.base import GenerationParams  # noqa: E402
 from backends.fakequant import FakeQuantBackend  # noqa: E402
 from backends.hf import HFBackend  # noqa: E402
 from common.errors import HarnessError  # noqa: E402
+from quantization import fp8_kv  # noqa: E402
 
 log = logging.getLogger("gpu_throughput")
 EOS = 2
@@ -660,25 +661,27 @@ def quant_runs(args, model, prompts, row, res):
             sync()
             before = dict(b.engine.stats)
             t = time.perf_counter()
-            b.generate(todo)
+            if args.loadgen_offline:   # the engine's split is taken around the LoadGen run itself
+                lgr = loadgen_run(b, todo, "Offline", os.path.join(args.log_dir, f"offline_{label}"),
+                                  workers=2, batch_size=slots)
+            else:
+                b.generate(todo)
             sync()
             dt = time.perf_counter() - t
             split = {k: v - before[k] for k, v in b.engine.stats.items()}
             extra = {"seconds": dt, "n_prompts": len(todo), "warmup_s": warm, "split": split, "quant": label,
                      "quant_info": b.info().get("quant"), "graphs": len(b.engine.graphs),
-                     "cuda_graphs": b.engine.use_graphs, "step_ms": decode_step_ms(b.engine, slots, n_in + n_out)}
+                     "cuda_graphs": b.engine.use_graphs, "step_ms": decode_step_ms(b.engine, slots, n_in + n_out),
+                     "fp8_attention_tuning": {str(k): v for k, v in fp8_kv.tuned.items()}}
             if torch.cuda.is_available():
                 extra["max_memory_GiB"] = torch.cuda.max_memory_allocated() / 2**30
-            r = row(f"hf backend slots engine, {slots} slots, {label}", len(todo) * n_out / dt, slots, extra, cfg)
-            fp16_tps.setdefault("engine", r["tok_s"])
-            r["x_fp16"] = r["tok_s"] / fp16_tps["engine"]
             if args.loadgen_offline:
-                lgr = loadgen_run(b, todo, "Offline", os.path.join(args.log_dir, f"offline_{label}"),
-                                  workers=2, batch_size=slots)
-                r = row(f"LoadGen Offline, hf backend, {slots} slots, {label}", lgr["tok_s"], slots,
-                        {"loadgen": lgr, "quant": label}, cfg)
-                fp16_tps.setdefault("loadgen", r["tok_s"])
-                r["x_fp16"] = r["tok_s"] / fp16_tps["loadgen"]
+                extra["loadgen"] = lgr
+                r = row(f"LoadGen Offline, hf backend, {slots} slots, {label}", lgr["tok_s"], slots, extra, cfg)
+            else:
+                r = row(f"hf backend slots engine, {slots} slots, {label}", len(todo) * n_out / dt, slots, extra, cfg)
+            fp16_tps.setdefault("rate", r["tok_s"])
+            r["x_fp16"] = r["tok_s"] / fp16_tps["rate"]
             if cfg is not None:
                 match = {"vs_fp16": compare(outs[label], outs["fp16"]) if "fp16" in outs else None}
                 logits["real"] = last_logits(b.model, todo[:8])

@@ -69,8 +69,9 @@ def _row_kernel():
             mask = offs < K
             x = tl.load(X + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
             amax = tl.max(tl.abs(x), axis=0)
-            scale = tl.where(amax > 0, tl.math.div_rn(amax, 448.0), 1.0)
-            # IEEE division and round-to-nearest casts, as torch does: codes equal the eager ones
+            # as eager torch on CUDA computes it (a tensor divided by a Python number is a multiply
+            # by its reciprocal there; tensor by tensor an IEEE division): the same scales and codes
+            scale = tl.where(amax > 0, amax * (1.0 / 448.0), 1.0)
             q = tl.clamp(tl.math.div_rn(x, scale), -448.0, 448.0)
             tl.store(Q + row * K + offs, q.to(tl.float8e4nv), mask=mask)
             tl.store(S + row, scale)

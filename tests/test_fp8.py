@@ -14,7 +14,7 @@ from common.errors import HarnessError  # noqa: E402
 from quantization.config import load_config, parse_config  # noqa: E402
 from quantization.fake import quantize_model, quantize_weight  # noqa: E402
 from quantization.fp8 import FP8, FP8_MAX, FP8Linear, fake_fp8, fp8_scale  # noqa: E402
-from quantization.fp8_kv import decode_attention_reference, fake_kv, quantize_kv  # noqa: E402
+from quantization.fp8_kv import decode_attention_reference, fake_kv, kernel_configs, quantize_kv  # noqa: E402
 from test_fakequant import VOCAB, tiny_model, write_config  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,7 +148,8 @@ q0, s0 = quantize_rows(x)
 # (x/s = 127.1 gives 64, not 128), so only most codes can match here; tests/test_fp8_gpu.py
 # checks the GPU cast exactly.
 same = (q8.view(torch.uint8) == q0.view(torch.uint8)).float().mean().item()
-print("rows", torch.equal(s8, s0) and same > 0.95)
+# scales: amax times 1/448 as torch does on CUDA (the CPU divides): equal to float32 rounding
+print("rows", torch.allclose(s8, s0, rtol=1e-6, atol=0) and same > 0.95)
 """
 
 
@@ -165,7 +166,7 @@ def test_triton_decode_kernel_in_the_interpreter():
     lines = p.stdout.splitlines()
     assert lines[-1] == "rows True"   # the Triton activation quantizer: torch's scales and codes
     rows = [line.split() for line in lines[:-1]]
-    assert len(rows) == 2 * (6 + 4)
+    assert len(rows) == 2 * (len(kernel_configs(1)) + len(kernel_configs(4)))
     for h, hk, block_g, finite, err in rows:
         # tl.dot tiles (BLOCK_G 16) take fp16 operands: 2^-11 relative on p in [0, 1]
         assert finite == "True" and float(err) < (1e-5 if block_g == "1" else 2e-3), rows
