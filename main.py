@@ -237,8 +237,8 @@ def run(args) -> int:
                                                                   args.audit_conf), sut.core.interrupt)
     finally:
         stopped = sut.stop(2.0 if sut.core.interrupted else 30.0)  # interrupted: not waiting for the backend
-        records = list(sut.core.records)  # a LoadGen still running adds (interrupted) queries
-        sysmetrics = monitor.stop(sum(r.n_output for r in records)) if monitor else None
+        records = sut.core.records.snapshot()  # a LoadGen still running adds (interrupted) queries
+        sysmetrics = monitor.stop(records.output_tokens()) if monitor else None
         if progress is not None:
             progress.close()
         # What LoadGen or a stuck worker still uses is left to the process exit.

@@ -12,6 +12,10 @@ run them on the backend, then report back:
   `streams_per_worker` together: it takes the first chunk of each stream, sends those first
   tokens, then runs each stream to its end and completes them all.
 
+Each query's issue, dispatch (handed to the backend), chunk and completion times go into
+`records` (harness/records.py) when it completes: a few typed-array columns, so a run of
+millions of queries holds about a hundred bytes per query, not an object with lists each.
+
 LoadGen hears about several queries in one call where they are ready together (an Offline
 batch, the queries a Server worker serves together): at tens of thousands of queries per
 second the GIL hand-overs around each call cost more than the Python work between them.
@@ -38,7 +42,9 @@ from __future__ import annotations
 
 import array
 import gc
+import itertools
 import logging
+import math
 import os
 import queue
 import threading
@@ -50,7 +56,7 @@ import mlperf_loadgen as lg
 
 from backends.base import Backend
 from common.errors import HarnessError
-from harness.records import RequestRecord
+from harness.records import RequestLog
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +70,19 @@ INTERRUPTED = "interrupted"
 
 @dataclass(slots=True)
 class _InFlight:
-    """One issued query; `done` guards against completing it twice (worker vs watchdog)."""
-    record: RequestRecord
+    """One issued query until it completes (then it becomes a row of the RequestLog); `done`
+    guards against completing it twice (worker vs watchdog)."""
+    seq: int                   # issue order
+    sample_index: int
+    query_id: int
+    n_input: int
+    t_issued: float
+    t_dispatch: float = math.nan   # handed to the backend
+    t_first: float | None = None
     done: bool = False
     ids: list = field(default_factory=list)   # ids streamed so far (Server); the first one went to LoadGen
+    chunk_times: list = field(default_factory=list)
+    chunk_sizes: list = field(default_factory=list)
 
 
 def _report(complete: Callable, answers: list[tuple[_InFlight, list[int]]]) -> None:
@@ -82,7 +97,7 @@ def _report(complete: Callable, answers: list[tuple[_InFlight, list[int]]]) -> N
     responses = []
     for item, ids in answers:
         n = len(ids)
-        responses.append(lg.QuerySampleResponse(item.record.query_id, addr, n * 4, n))
+        responses.append(lg.QuerySampleResponse(item.query_id, addr, n * 4, n))
         addr += n * 4
     complete(responses)
 
@@ -114,7 +129,8 @@ class SUTCore:
             check_pin_cpu(type(backend), pin_cpu)
         self.pin_cpu = pin_cpu
         self._unpin: tuple[int, set[int]] | None = None   # (issuing thread, its CPUs before the pin)
-        self.records: list[RequestRecord] = []
+        self.records = RequestLog()       # completed queries
+        self._seq = itertools.count()
         self.errors: list[str] = []
         self._queue: queue.SimpleQueue = queue.SimpleQueue()  # C-implemented: the hot path at 10k+ QPS
         self._lock = threading.Lock()
@@ -135,10 +151,8 @@ class SUTCore:
         now = time.perf_counter()
         items = []
         for qs in query_samples:
-            rec = RequestRecord(qs.index, qs.id, len(self.prompts[qs.index]), now)
-            item = _InFlight(rec)
+            item = _InFlight(next(self._seq), qs.index, qs.id, len(self.prompts[qs.index]), now)
             self._inflight[qs.id] = item  # for the watchdog and interrupt()
-            self.records.append(rec)
             items.append(item)
         if self._interrupted:
             self._complete([(item, [], INTERRUPTED) for item in items])
@@ -146,7 +160,7 @@ class SUTCore:
             for item in items:
                 self._queue.put(item)
         else:
-            items.sort(key=lambda it: it.record.n_input)
+            items.sort(key=lambda it: it.n_input)
             for i in range(0, len(items), self.batch_size):
                 self._queue.put(items[i:i + self.batch_size])
 
@@ -156,9 +170,10 @@ class SUTCore:
     # ---- life cycle --------------------------------------------------------------------
     def start(self) -> None:
         # Python's cyclic garbage collector pauses every thread while it walks all live objects,
-        # and the per-request records grow by thousands per second: at 20k QPS its collections
-        # alone pushed TTFT p99 from 1 ms to over 100 ms. The hot path makes no reference cycles
-        # (reference counting frees everything), so the collector is off while LoadGen runs.
+        # and the hot path makes thousands per second: at 20k QPS (when each request was kept as
+        # an object) its collections alone pushed TTFT p99 from 1 ms to over 100 ms. The hot path
+        # makes no reference cycles (reference counting frees everything), so the collector is
+        # off while LoadGen runs.
         gc.collect()
         self._gc_was_enabled = gc.isenabled()
         gc.disable()
@@ -224,24 +239,22 @@ class SUTCore:
                 if item.done:
                     continue
                 item.done = True
-                self._inflight.pop(item.record.query_id, None)
-                rec = item.record
+                self._inflight.pop(item.query_id, None)
                 if error is None and not ids:
                     error = EMPTY_REPLY
                 if error is not None:
                     ids = item.ids or self._failed_ids  # keep a first token already sent to LoadGen
-                    rec.error = error
-                    self.errors.append(f"sample {rec.sample_index}: {error}")
+                    self.errors.append(f"sample {item.sample_index}: {error}")
                     if error != INTERRUPTED:  # interrupt() logs those once
-                        log.error("query for sample %d failed: %s", rec.sample_index, error)
-                if rec.t_first is None and ids:  # nothing streamed: the whole answer arrives now
-                    rec.t_first = now
-                    rec.chunk_times.append(now)
-                    rec.chunk_sizes.append(len(ids))
+                        log.error("query for sample %d failed: %s", item.sample_index, error)
+                if item.t_first is None and ids:  # nothing streamed: the whole answer arrives now
+                    item.t_first = now
+                    item.chunk_times.append(now)
+                    item.chunk_sizes.append(len(ids))
                     if self.streaming:
                         firsts.append((item, ids[:1]))
-                rec.t_done = now
-                rec.n_output = len(ids)
+                self.records.add(item.seq, item.sample_index, item.query_id, item.n_input, len(ids), item.t_issued,
+                                 item.t_dispatch, item.t_first, now, item.chunk_times, item.chunk_sizes, error)
                 finals.append((item, ids))
         _report(lg.FirstTokenComplete, firsts)  # LoadGen needs a query's first token before its end
         _report(lg.QuerySamplesComplete, finals)
@@ -272,8 +285,11 @@ class SUTCore:
             if self._interrupted:
                 self._complete([(item, [], INTERRUPTED) for item in batch])
                 continue
+            dispatched = time.perf_counter()
+            for item in batch:
+                item.t_dispatch = dispatched
             try:
-                outs = self.backend.generate([self.prompts[it.record.sample_index] for it in batch])
+                outs = self.backend.generate([self.prompts[it.sample_index] for it in batch])
                 if len(outs) != len(batch):
                     raise RuntimeError(f"backend returned {len(outs)} outputs for {len(batch)} prompts")
             except Exception as e:  # noqa: BLE001 - any backend failure must still complete the queries
@@ -295,8 +311,9 @@ class SUTCore:
         one call. Returns the streams that go on and the queries that ended (item, ids, error)."""
         going, ended = [], []
         for item in items:
+            item.t_dispatch = time.perf_counter()
             try:
-                stream = iter(self.backend.stream(self.prompts[item.record.sample_index]))
+                stream = iter(self.backend.stream(self.prompts[item.sample_index]))
                 chunk = next(stream, None)
                 while chunk is not None and not chunk:  # empty chunks carry nothing
                     chunk = next(stream, None)
@@ -311,7 +328,7 @@ class SUTCore:
         with self._lock:  # the watchdog may complete a query meanwhile; it then sees the first token
             for item, _, chunk, now in going:
                 if not item.done:
-                    item.record.t_first = now
+                    item.t_first = now
                     firsts.append((item, chunk[:1]))
                     self._add_chunk(item, chunk, now)
             _report(lg.FirstTokenComplete, firsts)
@@ -334,12 +351,12 @@ class SUTCore:
     def _add_chunk(item: _InFlight, chunk: list[int], now: float) -> None:
         if chunk:
             item.ids.extend(chunk)
-            item.record.chunk_times.append(now)
-            item.record.chunk_sizes.append(len(chunk))
+            item.chunk_times.append(now)
+            item.chunk_sizes.append(len(chunk))
 
     def _watchdog(self) -> None:
         while not self._stopping.wait(0.2):
             now = time.perf_counter()
             late = [it for it in self._inflight.copy().values()
-                    if now - it.record.t_issued > self.query_timeout_s]
+                    if now - it.t_issued > self.query_timeout_s]
             self._complete([(it, [], f"timed out after {self.query_timeout_s:g} s") for it in late])

@@ -10,8 +10,8 @@ results.json (schema below) sits next to LoadGen's logs and gathers
   token counts; throughput; errors), with the vLLM/GuideLLM definitions of harness/records.py;
 - "goodput": share and rate of requests meeting every SLO given (optional);
 - "sysmetrics": CPU/memory/GPU samples and aggregates from harness/sysmetrics.py (optional).
-requests.csv has one row per request (RequestRecord.as_row() plus times relative to the
-first issue). Both are written to a temporary file and then linked into place, so a reader
+requests.csv has one row per request (ids, token counts, start time, times relative to the
+first issue, latencies in ms). Both are written to a temporary file and then linked into place, so a reader
 never sees half a file and an existing result is never replaced.
 """
 from __future__ import annotations
@@ -33,8 +33,9 @@ import numpy as np
 
 from common.errors import HarnessError
 from common.files import temp_file_beside
+from common.times import iso_utc
 from harness.loadgen_logs import loadgen_figures
-from harness.records import RequestRecord
+from harness.records import RequestColumns, RequestLog
 from harness.sysmetrics import add_energy_per_token, gpu_names
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- statistics over records -------------------------------------------------------------------
-def distribution_ms(values_s: Iterable[float | None]) -> dict[str, float | int | None]:
-    """count, mean, min, max and p50/p90/p99 (numpy's linear interpolation, as vLLM) in ms."""
-    xs = np.array([v for v in values_s if v is not None], dtype=float) * 1000.0
+def distribution_ms(values_s: Iterable[float | None] | np.ndarray) -> dict[str, float | int | None]:
+    """count, mean, min, max and p50/p90/p99 (numpy's linear interpolation, as vLLM) in ms;
+    None and NaN values are left out."""
+    if not isinstance(values_s, np.ndarray):
+        values_s = np.array([np.nan if v is None else v for v in values_s], dtype=float)
+    xs = values_s[~np.isnan(values_s)] * 1000.0
     out: dict[str, float | int | None] = {"count": int(xs.size)}
     if xs.size == 0:
         out.update({"mean": None, "min": None, "max": None, **{f"p{p}": None for p in PERCENTILES}})
@@ -63,34 +67,43 @@ def distribution_ms(values_s: Iterable[float | None]) -> dict[str, float | int |
     return out
 
 
-def request_stats(records: list[RequestRecord]) -> dict[str, Any]:
+def _duration_s(cols: RequestColumns) -> float | None:
+    """From the first issue to the last completion."""
+    done = cols.t_done[~np.isnan(cols.t_done)]
+    return float(done.max() - cols.t_issued.min()) if done.size else None
+
+
+def request_stats(records: RequestLog) -> dict[str, Any]:
     """Our figures over the per-request records. Failed requests count as errors and are left
     out of the latency distributions (their times say nothing about the model)."""
-    ok = [r for r in records if r.ok]
-    failed = [r for r in records if not r.ok]
-    issued = [r.t_issued for r in records]
-    done = [r.t_done for r in records if r.t_done is not None]
-    duration = (max(done) - min(issued)) if done and issued else None
-    out_tokens = sum(r.n_output for r in ok)
-    in_tokens = sum(r.n_input for r in ok)
+    cols = records.columns()
+    ok = cols.ok
+    n_ok = int(ok.sum())
+    duration = _duration_s(cols)
+    out_tokens = int(cols.n_output[ok].sum())
+    in_tokens = int(cols.n_input[ok].sum())
     error_counts: dict[str, int] = {}
-    for r in failed:
-        error_counts[r.error] = error_counts.get(r.error, 0) + 1
+    for e in cols.errors:
+        if e is not None:
+            error_counts[e] = error_counts.get(e, 0) + 1
     return {
-        "count": len(records),
-        "completed": len(ok),
-        "errors": len(failed),
+        "count": len(cols),
+        "completed": n_ok,
+        "errors": len(cols) - n_ok,
         "error_messages": dict(sorted(error_counts.items(), key=lambda kv: -kv[1])[:10]),
         "duration_s": duration,
-        "input_tokens": {"total": in_tokens, "mean": in_tokens / len(ok) if ok else None},
-        "output_tokens": {"total": out_tokens, "mean": out_tokens / len(ok) if ok else None},
-        "requests_per_s": len(ok) / duration if duration else None,
+        "input_tokens": {"total": in_tokens, "mean": in_tokens / n_ok if n_ok else None},
+        "output_tokens": {"total": out_tokens, "mean": out_tokens / n_ok if n_ok else None},
+        "requests_per_s": n_ok / duration if duration else None,
         "output_tokens_per_s": out_tokens / duration if duration else None,
         "total_tokens_per_s": (in_tokens + out_tokens) / duration if duration else None,
-        "ttft_ms": distribution_ms(r.ttft for r in ok),
-        "tpot_ms": distribution_ms(r.tpot for r in ok),
-        "itl_ms": distribution_ms(g for r in ok for g in r.itl),
-        "e2e_ms": distribution_ms(r.e2e for r in ok),
+        "ttft_ms": distribution_ms(cols.ttft()[ok]),
+        "tpot_ms": distribution_ms(cols.tpot()[ok]),
+        "itl_ms": distribution_ms(cols.itl(ok)),
+        "e2e_ms": distribution_ms(cols.e2e()[ok]),
+        "queue_ms": distribution_ms(cols.queue()[ok]),
+        "ttft_from_dispatch_ms": distribution_ms(cols.ttft_from_dispatch()[ok]),
+        "e2e_from_dispatch_ms": distribution_ms(cols.e2e_from_dispatch()[ok]),
     }
 
 
@@ -118,33 +131,24 @@ def parse_goodput(specs: list[str] | str | None) -> dict[str, float] | None:
     return slo
 
 
-def goodput_stats(records: list[RequestRecord], slo: dict[str, float]) -> dict[str, Any]:
+def goodput_stats(records: RequestLog, slo: dict[str, float]) -> dict[str, Any]:
     """Requests that succeeded and met every SLO: their share of all requests and their rate.
 
     As in vLLM, a one-token output has no TPOT and passes a TPOT limit.
     """
-    issued = [r.t_issued for r in records]
-    done = [r.t_done for r in records if r.t_done is not None]
-    duration = (max(done) - min(issued)) if done and issued else None
-
-    def meets(r: RequestRecord) -> bool:
-        if not r.ok:
-            return False
-        for name, limit_ms in slo.items():
-            value = getattr(r, name)
-            if value is None:
-                if name == "tpot":
-                    continue
-                return False
-            if value * 1000.0 > limit_ms:
-                return False
-        return True
-
-    good = [r for r in records if meets(r)]
-    return {"slo_ms": dict(slo), "good_requests": len(good), "total_requests": len(records),
-            "fraction": len(good) / len(records) if records else None,
-            "requests_per_s": len(good) / duration if duration else None,
-            "output_tokens_per_s": sum(r.n_output for r in good) / duration if duration else None}
+    cols = records.columns()
+    duration = _duration_s(cols)
+    good = cols.ok
+    for name, limit_ms in slo.items():
+        values_ms = getattr(cols, name)() * 1000.0
+        missing = np.isnan(values_ms)
+        with np.errstate(invalid="ignore"):
+            good = good & ((missing & (name == "tpot")) | (~missing & (values_ms <= limit_ms)))
+    n_good, n = int(good.sum()), len(cols)
+    return {"slo_ms": dict(slo), "good_requests": n_good, "total_requests": n,
+            "fraction": n_good / n if n else None,
+            "requests_per_s": n_good / duration if duration else None,
+            "output_tokens_per_s": int(cols.n_output[good].sum()) / duration if duration else None}
 
 
 # -- environment -----------------------------------------------------------------------------------
@@ -195,7 +199,7 @@ def _git_state() -> dict[str, Any] | None:
 
 
 # -- writing and reading ------------------------------------------------------------------------------
-def write_run_results(out_dir: str | Path, run: dict, records: list[RequestRecord],
+def write_run_results(out_dir: str | Path, run: dict, records: RequestLog,
                       sysmetrics: dict | None, goodput: dict | None = None) -> Path:
     """Write results.json and requests.csv into out_dir (the LoadGen log folder); return the
     results.json path. Refuses (HarnessError) when out_dir already holds either file."""
@@ -257,21 +261,35 @@ def settle_status(run: dict, stats: dict, figures: dict) -> None:
     run["status_reasons"] = reasons
 
 
-def _requests_csv(records: list[RequestRecord]) -> str:
-    t0 = min((r.t_issued for r in records), default=0.0)
+REQUESTS_COLUMNS = ("request_id", "seq", "sample_index", "loadgen_query_id", "input_tokens", "output_tokens",
+                    "start_time_utc", "issued_s", "dispatched_s", "first_token_s", "done_s", "queue_ms", "ttft_ms",
+                    "ttft_from_dispatch_ms", "tpot_ms", "e2e_ms", "error")
+
+
+def _requests_csv(records: RequestLog) -> str:
+    """One row per request in issue order; `*_s` times are relative to the first issue,
+    `start_time_utc` is the issue as wall-clock time."""
+    cols = records.columns()
     buf = io.StringIO()
-    fields = None
-    for r in records:
-        row = r.as_row()
-        row.update({"t_issued_s": r.t_issued - t0,
-                    "t_first_s": None if r.t_first is None else r.t_first - t0,
-                    "t_done_s": None if r.t_done is None else r.t_done - t0})
-        if fields is None:
-            fields = list(row)
-            writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-            writer.writeheader()
-        # 9 significant digits: microsecond TPOTs and hour-long runs both keep their precision.
-        writer.writerow({k: (f"{v:.9g}" if isinstance(v, float) else v) for k, v in row.items()})
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(REQUESTS_COLUMNS)
+    if not len(cols):
+        return buf.getvalue()
+    t0 = float(cols.t_issued.min())
+    width = len(str(len(cols) - 1))   # ids sort as text too
+
+    def fmt(values: np.ndarray, scale: float, digits: int) -> list[str]:
+        # Microsecond resolution in both units; absent values stay empty.
+        return ["" if np.isnan(v) else f"{v * scale:.{digits}f}" for v in values.tolist()]
+
+    relative = [fmt(t - t0, 1.0, 6) for t in (cols.t_issued, cols.t_dispatch, cols.t_first, cols.t_done)]
+    latencies = [fmt(x, 1000.0, 3) for x in (cols.queue(), cols.ttft(), cols.ttft_from_dispatch(), cols.tpot(),
+                                              cols.e2e())]
+    starts = [iso_utc(t) for t in cols.wall_time(cols.t_issued).tolist()]
+    for i, (seq, sample) in enumerate(zip(cols.seq.tolist(), cols.sample_index.tolist())):
+        writer.writerow([f"r{seq:0{width}d}-s{sample}", seq, sample, int(cols.query_id[i]), int(cols.n_input[i]),
+                         int(cols.n_output[i]), starts[i], *(c[i] for c in relative), *(c[i] for c in latencies),
+                         cols.errors[i] or ""])
     return buf.getvalue()
 
 

@@ -218,15 +218,15 @@ def tokens_over_time(rows: list[dict], bins: int | None = None) -> tuple[list[fl
     """Output tokens/s over the run from requests.csv rows: each request's first token counts
     at its first-token time, the rest spread evenly until it finished (what a streaming client
     sees; Offline batches show up as steps)."""
-    rows = [r for r in rows if r.get("t_first_s") is not None and r.get("t_done_s") is not None
-            and (r.get("n_output") or 0) > 0]
+    rows = [r for r in rows if r.get("first_token_s") is not None and r.get("done_s") is not None
+            and (r.get("output_tokens") or 0) > 0]
     if not rows:
         return [], []
     # About two requests per bin, 5 to 40 bins: few requests would otherwise draw only spikes.
     bins = bins or min(40, max(5, len(rows) // 2))
-    first = np.array([r["t_first_s"] for r in rows], dtype=float)
-    done = np.array([r["t_done_s"] for r in rows], dtype=float)
-    n = np.array([r["n_output"] for r in rows], dtype=float)
+    first = np.array([r["first_token_s"] for r in rows], dtype=float)
+    done = np.array([r["done_s"] for r in rows], dtype=float)
+    n = np.array([r["output_tokens"] for r in rows], dtype=float)
     end = float(done.max())
     if end <= 0:
         return [], []
@@ -250,9 +250,9 @@ def run_charts(results: dict) -> list[tuple[str, bytes]]:
         charts.append(("output tokens/s over time", line_chart({"tokens/s": (t, tps)}, "Output tokens/s",
                                                                "time since first query (s)", "tokens/s")))
         # Each request's latency at its issue time: queueing and warm-up show as trends.
-        lat = {name: ([r["t_issued_s"] for r in rows if r.get(col) is not None],
-                      [1000 * r[col] for r in rows if r.get(col) is not None])
-               for name, col in (("TTFT", "ttft_s"), ("E2E", "e2e_s"))}
+        lat = {name: ([r["issued_s"] for r in rows if r.get(col) is not None],
+                      [r[col] for r in rows if r.get(col) is not None])
+               for name, col in (("TTFT", "ttft_ms"), ("E2E", "e2e_ms"))}
         charts.append(("latency per request", scatter_chart(lat, "Latency per request", "issued at (s)", "ms")))
     samples = _get(results, "sysmetrics", "samples") or {}
     ts = samples.get("t_s") or []

@@ -204,11 +204,14 @@ def test_dataset_pickle_of_wrong_type(tmp_path):
 
 
 # ---- queries a Server worker serves together (in-process LoadGen) ------------------------------
-def _server_accuracy_run(out_dir, backend, n=64, target_qps=4000, wrap_issue=None, pin_cpu=None, **settings):
-    """Server accuracy run of our SUT on real LoadGen in this process; the core and the log entries.
-    `wrap_issue(issue_queries)` may wrap the SUT's callback; `settings` go to LoadGen."""
+def _server_accuracy_run(out_dir, backend, n=64, target_qps=4000, wrap_issue=None, pin_cpu=None, scenario="Server",
+                         **settings):
+    """Server (or Offline, batch size 1) accuracy run of our SUT on real LoadGen in this process; the
+    core and the log entries. `wrap_issue(issue_queries)` may wrap the SUT's callback; `settings` go to
+    LoadGen."""
     import mlperf_loadgen as lg
 
+    from SUT_offline import SUT
     from SUT_server import SUTServer
 
     class Data:
@@ -221,11 +224,11 @@ def _server_accuracy_run(out_dir, backend, n=64, target_qps=4000, wrap_issue=Non
         def UnloadSamplesFromRam(self, s):  # noqa: N802
             pass
 
-    sut = SUTServer(backend, Data(), pin_cpu=pin_cpu)
+    sut = (SUTServer if scenario == "Server" else SUT)(backend, Data(), pin_cpu=pin_cpu)
     sut.start()
     try:
         issue = wrap_issue(sut.issue_queries) if wrap_issue else sut.issue_queries
-        start_loadgen_test(issue, sut.flush_queries, sut.qsl, out_dir, "Server", accuracy=True,
+        start_loadgen_test(issue, sut.flush_queries, sut.qsl, out_dir, scenario, accuracy=True,
                            target_qps=target_qps, **settings)
     finally:
         sut.stop()
@@ -266,6 +269,34 @@ def test_server_worker_serves_queued_queries_together_only_as_the_backend_allows
     for r in core.records:
         assert r.t_issued <= r.t_first <= r.t_done and len(r.chunk_times) == len(r.chunk_sizes) >= 1
         assert sum(r.chunk_sizes) == r.n_output
+
+
+@pytest.mark.parametrize("scenario", ["Server", "Offline"])
+def test_ttft_from_dispatch_leaves_out_the_time_queued_behind_a_busy_worker(tmp_path, scenario):
+    """One worker, 20 ms per request, 16 queries issued at once (Offline) or within a few ms
+    (Server, 4000 QPS): each waits for those before it. TTFT from dispatch is the backend's 20 ms;
+    TTFT from issue adds the wait, which is the queue time."""
+    import numpy as np
+
+    from backends.base import GenerationParams
+    from backends.null import NullBackend
+    from harness.results import request_stats
+
+    backend = NullBackend(params=GenerationParams(max_new_tokens=8), options={"tokens": "4", "delay_ms": "20"})
+    backend.load()
+    core, entries = _server_accuracy_run(tmp_path, backend, n=16, scenario=scenario)
+    assert len(entries) == 16
+    cols = core.records.columns()
+    ttft, from_dispatch, queue = cols.ttft(), cols.ttft_from_dispatch(), cols.queue()
+    assert len(cols) == 16 and cols.ok.all() and (queue >= 0).all()
+    assert np.allclose(ttft, queue + from_dispatch)
+    assert (from_dispatch >= 0.019).all() and np.median(from_dispatch) < 0.1   # one backend delay
+    assert ttft.max() >= 0.3                         # the last one waited for 15 others
+    assert np.median(ttft) > 3 * np.median(from_dispatch)
+    stats = request_stats(core.records)
+    assert stats["queue_ms"]["p50"] > 50 and stats["queue_ms"]["max"] >= 250
+    assert stats["ttft_from_dispatch_ms"]["p50"] < stats["ttft_ms"]["p50"] / 3
+    assert stats["e2e_from_dispatch_ms"]["p50"] < stats["e2e_ms"]["p50"]
 
 
 def test_server_takes_queries_loadgen_coalesced(tmp_path):

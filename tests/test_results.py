@@ -6,6 +6,7 @@ query at once, in the Offline and Server scenarios with sub-second settings.
 from __future__ import annotations
 
 import array
+import datetime
 import json
 import os
 import re
@@ -19,8 +20,9 @@ from helpers import start_loadgen_test
 
 from common.errors import HarnessError
 from harness.loadgen_logs import DETAIL_FILE, SUMMARY_FILE, loadgen_figures, parse_summary
-from harness.records import RequestRecord
+from harness.records import RequestLog, RequestRecord
 from harness.results import (
+    REQUESTS_COLUMNS,
     distribution_ms,
     goodput_stats,
     load_requests,
@@ -36,7 +38,7 @@ N_TOKENS = 16
 
 
 def run_loadgen(scenario: str, out_dir: Path, target_qps: float = 100, min_duration_ms: int = 300,
-                min_query_count: int = 20, accuracy: bool = False) -> list[RequestRecord]:
+                min_query_count: int = 20, accuracy: bool = False) -> RequestLog:
     """Run real LoadGen with a SUT that completes each query inline; return its records."""
     import mlperf_loadgen as lg
 
@@ -49,6 +51,7 @@ def run_loadgen(scenario: str, out_dir: Path, target_qps: float = 100, min_durat
     def issue(queries):
         for q in queries:
             rec = RequestRecord(sample_index=q.index, query_id=q.id, n_input=8, t_issued=time.perf_counter())
+            rec.t_dispatch = rec.t_issued
             lg.FirstTokenComplete([lg.QuerySampleResponse(q.id, fptr, 4)])
             rec.t_first = time.perf_counter()
             lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, ptr, N_TOKENS * 4, N_TOKENS)])
@@ -63,7 +66,7 @@ def run_loadgen(scenario: str, out_dir: Path, target_qps: float = 100, min_durat
                            min_duration_ms=min_duration_ms, min_query_count=min_query_count)
     finally:
         lg.DestroyQSL(qsl)
-    return records
+    return RequestLog.from_records(records)
 
 
 @pytest.fixture(scope="module")
@@ -149,16 +152,16 @@ def test_corrupt_and_missing_logs(tmp_path, offline_run):
 
 
 # -- metric definitions on a scripted clock ---------------------------------------------------------
-def scripted_records() -> list[RequestRecord]:
-    # Request 0: issued at 0 s, 1 token at 0.1 s, 3 more at once at 0.3 s.
+def scripted_records() -> RequestLog:
+    # Request 0: issued at 0 s, dispatched at 0.02 s, 1 token at 0.1 s, 3 more at once at 0.3 s.
     r0 = RequestRecord(sample_index=0, query_id=10, n_input=100, t_issued=0.0, t_first=0.1, t_done=0.3,
-                       n_output=4, chunk_times=[0.1, 0.3], chunk_sizes=[1, 3])
-    # Request 1: issued at 0.05 s, a single token at 0.25 s (no TPOT).
+                       n_output=4, chunk_times=[0.1, 0.3], chunk_sizes=[1, 3], t_dispatch=0.02)
+    # Request 1: issued at 0.05 s, dispatched at 0.15 s, a single token at 0.25 s (no TPOT).
     r1 = RequestRecord(sample_index=1, query_id=11, n_input=50, t_issued=0.05, t_first=0.25, t_done=0.25,
-                       n_output=1, chunk_times=[0.25], chunk_sizes=[1])
-    # Request 2: failed; completed empty.
+                       n_output=1, chunk_times=[0.25], chunk_sizes=[1], t_dispatch=0.15)
+    # Request 2: failed before it reached the backend; completed empty.
     r2 = RequestRecord(sample_index=2, query_id=12, n_input=70, t_issued=0.1, t_done=0.2, error="boom")
-    return [r0, r1, r2]
+    return RequestLog.from_records([r0, r1, r2])
 
 
 def test_request_stats_scripted_clock():
@@ -179,6 +182,71 @@ def test_request_stats_scripted_clock():
     assert st["itl_ms"]["count"] == 3                            # n_out - 1 gaps: 200, 0, 0
     assert st["itl_ms"]["max"] == pytest.approx(200.0) and st["itl_ms"]["min"] == 0.0
     assert st["e2e_ms"]["p50"] == pytest.approx(250.0)
+    # From dispatch: r0 80 ms, r1 100 ms; queue 20 and 100 ms; r2 never dispatched (and failed).
+    assert st["ttft_from_dispatch_ms"]["count"] == 2
+    assert (st["ttft_from_dispatch_ms"]["min"], st["ttft_from_dispatch_ms"]["max"]) == pytest.approx((80.0, 100.0))
+    assert (st["queue_ms"]["min"], st["queue_ms"]["max"]) == pytest.approx((20.0, 100.0))
+    assert st["e2e_from_dispatch_ms"]["mean"] == pytest.approx((280.0 + 100.0) / 2)
+
+
+def random_records(n: int, seed: int = 0) -> list[RequestRecord]:
+    """Streamed requests on a scripted clock: chunks of 1-4 ids at random gaps, some failed, some
+    one-token, some failed before any token, issued in one order and listed in another."""
+    import random
+
+    rng = random.Random(seed)
+    records = []
+    for seq in range(n):
+        t_issued = seq * 0.01
+        r = RequestRecord(sample_index=rng.randrange(50), query_id=2**63 + seq, n_input=rng.randint(1, 99),
+                          t_issued=t_issued, t_dispatch=t_issued + rng.random() * 0.05, seq=seq)
+        if rng.random() < 0.1:
+            r.error, r.t_done = "boom", r.t_dispatch + 0.5
+        else:
+            t = r.t_dispatch
+            for _ in range(1 if rng.random() < 0.2 else rng.randint(1, 6)):
+                t += rng.random() * 0.02
+                r.chunk_times.append(t)
+                r.chunk_sizes.append(rng.randint(1, 4) if r.chunk_times[1:] else 1)
+            r.t_first, r.t_done, r.n_output = r.chunk_times[0], t + 0.001, sum(r.chunk_sizes)
+            if rng.random() < 0.05:
+                r.error = "failed mid-stream"
+        records.append(r)
+    rng.shuffle(records)   # completion order differs from issue order
+    return records
+
+
+def test_compact_log_gives_the_per_record_metrics():
+    """request_stats over the column store equals the per-record definitions (RequestRecord's
+    properties, the form records had before they became columns)."""
+    records = random_records(400)
+    log = RequestLog.from_records(records)
+    st = request_stats(log)
+    ok = [r for r in records if r.ok]
+    expected = {"ttft_ms": [r.ttft for r in ok], "tpot_ms": [r.tpot for r in ok],
+                "itl_ms": [g for r in ok for g in r.itl], "e2e_ms": [r.e2e for r in ok],
+                "queue_ms": [r.queue for r in ok]}
+    for key, values in expected.items():
+        want = distribution_ms(values)
+        assert st[key]["count"] == want["count"] > 0, key
+        for stat in ("mean", "min", "max", "p50", "p90", "p99"):
+            assert st[key][stat] == pytest.approx(want[stat], abs=1e-9), (key, stat)
+    assert st["count"] == 400 and st["errors"] == sum(not r.ok for r in records)
+    assert st["output_tokens"]["total"] == sum(r.n_output for r in ok)
+    for slo in ({"ttft": 40.0}, {"tpot": 5.0, "e2e": 80.0}):
+        gp = goodput_stats(log, slo)
+
+        def meets(r):
+            return r.ok and all((getattr(r, k) is None and k == "tpot") or
+                                (getattr(r, k) is not None and getattr(r, k) * 1000 <= v) for k, v in slo.items())
+        assert 0 < gp["good_requests"] == sum(meets(r) for r in records) < len(ok)
+    # Back as records: every field survives, in issue order, 64-bit query ids included.
+    back = list(log)
+    assert [r.seq for r in back] == list(range(400))
+    by_seq = {r.seq: r for r in records}
+    assert all(r == by_seq[r.seq] for r in back)
+    assert log.output_tokens() == sum(r.n_output for r in records)
+    assert len(log.snapshot()) == 400 and list(log.snapshot()) == back
 
 
 def test_distribution_empty():
@@ -227,8 +295,10 @@ def test_write_results_schema_and_no_overwrite(server_run, tmp_path):
     assert results["requests"]["output_tokens"]["total"] == N_TOKENS * len(records)
     assert results["goodput"]["total_requests"] == len(records)
     rows = load_requests(out)
-    assert len(rows) == len(records) and rows[0]["n_output"] == N_TOKENS
-    assert {r["query_id"] for r in rows} == {r.query_id for r in records}
+    assert len(rows) == len(records) and rows[0]["output_tokens"] == N_TOKENS
+    assert {r["loadgen_query_id"] for r in rows} == {r.query_id for r in records}
+    started = datetime.datetime.fromisoformat(rows[0]["start_time_utc"]).timestamp()
+    assert time.time() - 600 < started <= time.time()
     assert load_results(out)["_dir"] == str(out)
 
     before = raw
@@ -247,6 +317,28 @@ def test_results_without_loadgen_logs(tmp_path):
     assert results["requests"]["errors"] == 1 and results["goodput"] is None
     text = run_summary(results)
     assert "no figures" in text and "RUN FAILED" in text
+
+
+def test_requests_csv_header_units_ids_and_times(tmp_path):
+    log = scripted_records()
+    write_run_results(tmp_path, {"status": "failed"}, log, None)
+    header = (tmp_path / "requests.csv").read_text().splitlines()[0].split(",")
+    assert header == list(REQUESTS_COLUMNS)
+    timed = [c for c in header if c.startswith(("t_", "issued", "dispatched", "first", "done", "queue", "ttft",
+                                                "tpot", "e2e", "start"))]
+    assert len(timed) == 10 and all(c.endswith(("_s", "_ms", "_utc")) for c in timed)   # every time has its unit
+    r0, r1, r2 = load_requests(tmp_path)
+    assert [r["request_id"] for r in (r0, r1, r2)] == ["r0-s0", "r1-s1", "r2-s2"]   # issue order, sample
+    assert [r["loadgen_query_id"] for r in (r0, r1, r2)] == [10, 11, 12]
+    assert (r0["queue_ms"], r0["ttft_ms"], r0["ttft_from_dispatch_ms"], r0["e2e_ms"]) == (20.0, 100.0, 80.0, 300.0)
+    assert r0["tpot_ms"] == pytest.approx(200 / 3, abs=1e-3) and r1["tpot_ms"] is None   # one token: no TPOT
+    assert (r1["issued_s"], r1["dispatched_s"], r1["first_token_s"], r1["done_s"]) == (0.05, 0.15, 0.25, 0.25)
+    assert r2["error"] == "boom" and r2["dispatched_s"] is None and r2["ttft_ms"] is None and r2["done_s"] == 0.2
+    starts = [datetime.datetime.fromisoformat(r["start_time_utc"]) for r in (r0, r1, r2)]
+    assert all(t.utcoffset() == datetime.timedelta(0) for t in starts)
+    assert (starts[1] - starts[0]).total_seconds() == pytest.approx(0.05, abs=0.001)
+    wall, perf = log.clock_origin   # t_issued 0.0 on the perf_counter clock, as wall-clock time
+    assert starts[0].timestamp() == pytest.approx(wall - perf, abs=0.001)
 
 
 def test_load_results_errors(tmp_path):
