@@ -1,12 +1,14 @@
-"""Plots and one static HTML report over finished runs.
+"""One static HTML report over finished runs.
 
     python -m reporting.report RUN_DIR [RUN_DIR ...] --output report.html
 
 Each RUN_DIR holds a results.json (harness/results.py). The report has a table comparing the
-runs (LoadGen's verdict, throughput, TTFT/TPOT/E2E, goodput, ROUGE, energy), bar charts of
-the same, and per run the tokens/s, CPU, memory and GPU over time. Charts are PNGs embedded as
-base64, so the HTML is one file that opens anywhere. reporting.compare and reporting.sweep build
-their reports with the same functions.
+runs (status, LoadGen's verdict, throughput, TTFT/TPOT/E2E, goodput, energy, ROUGE and the
+accuracy verdict), bar charts of the same, and per run its status, LoadGen's verdict and why,
+the accuracy checks of an accuracy run (its accuracy.json, written by evaluation.py), and the
+charts of reporting/charts.py: tokens/s and latency over time, TTFT/TPOT distributions, CPU,
+memory and GPU. Charts are PNGs embedded as base64, so the HTML is one file that opens
+anywhere. reporting.compare and reporting.sweep build their reports with the same functions.
 
 Runs are grouped: a group is one configuration measured one or more times (repeats) plus,
 optionally, an accuracy run; bar heights are the mean over the repeats, whiskers the min/max.
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import io
 import json
 import logging
 import os
@@ -27,7 +28,10 @@ from typing import Any, Callable
 import numpy as np
 
 from common.errors import HarnessError, exit_on_error
-from harness.results import fmt_num, load_requests, load_results
+from harness.results import fmt_num, load_results
+from harness.summary import loadgen_reasons
+from reporting.charts import bar_chart, run_charts
+from reporting.charts import line_chart  # noqa: F401  (reporting.sweep imports it from here)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,9 @@ METRICS: list[tuple[str, Callable[[dict], Any], str]] = [
     ("errors", lambda r: _get(r, "requests", "errors"), ""),
     ("J/token", lambda r: _get(r, "sysmetrics", "aggregates", "gpu_joules_per_output_token"), "J"),
 ]
-BAR_CHARTS = ("LoadGen tokens/s", "output tokens/s", "TTFT p99", "TPOT p99")
+# Bar charts of the comparison: a title and the metrics drawn side by side in it.
+BAR_CHARTS = (("Throughput", ("LoadGen tokens/s", "output tokens/s"), "tokens/s"),
+              ("TTFT p99", ("TTFT p99",), "ms"), ("TPOT p99", ("TPOT p99",), "ms"))
 
 
 def is_accuracy(results: dict) -> bool:
@@ -83,35 +89,74 @@ def is_accuracy(results: dict) -> bool:
     return mode.startswith("accuracy")
 
 
+def loadgen_verdict(results: dict) -> str:
+    """VALID/INVALID, "accuracy mode" (LoadGen gives no performance verdict there), or why
+    LoadGen's figures are missing."""
+    lg = results.get("loadgen") or {}
+    if lg.get("result"):
+        return str(lg["result"])
+    if is_accuracy(results):
+        return "accuracy mode"
+    return f"no figures ({lg['error']})" if lg.get("error") else "no figures"
+
+
+def accuracy_verdict(results: dict) -> dict[str, Any] | None:
+    """The verdict evaluation.py wrote into accuracy.json: "PASS"/"FAIL" at its accuracy level
+    against the model's targets, or "no verdict" when it had none (scores only); None without
+    an accuracy.json."""
+    acc = results.get("accuracy")
+    if not isinstance(acc, dict):
+        return None
+    level = str(acc.get("accuracy_level") or "99")
+    passed = acc.get("passed")
+    if isinstance(passed, dict) and isinstance(passed.get(level), bool):
+        verdict = "PASS" if passed[level] else "FAIL"
+    else:
+        verdict = "no verdict"
+    checks = (acc.get("checks") or {}).get(level) if verdict != "no verdict" else None
+    return {"verdict": verdict, "level": level, "model_name": acc.get("model_name"),
+            "targets": acc.get("targets"), "targets_source": acc.get("targets_source"),
+            "checks": checks or [], "scores": acc.get("result", acc)}
+
+
+def accuracy_label(verdict: dict[str, Any] | None) -> str | None:
+    if verdict is None:
+        return None
+    if verdict["verdict"] == "no verdict":
+        return "no verdict (no targets)"
+    return f"{verdict['verdict']} ({verdict['level']}%)"
+
+
 def group_row(name: str, group: list[dict]) -> dict[str, Any]:
-    """One table row for a group: means over its performance runs, ROUGE from its accuracy run."""
-    perf = [r for r in group if not is_accuracy(r)]
-    first = (perf or group)[0]
+    """One table row for a group: means over its performance runs (over its accuracy runs when it
+    has none), ROUGE and the accuracy verdict from its accuracy run."""
+    measured = [r for r in group if not is_accuracy(r)] or group
+    first = measured[0]
     backend = _get(first, "run", "backend")
     backend = backend if isinstance(backend, dict) else {"backend": backend}
-    verdicts = sorted({str(_get(r, "loadgen", "result") or "?") for r in perf})
     row: dict[str, Any] = {
         "run": name,
         "scenario": _get(first, "run", "scenario"),
         "backend": backend.get("backend"),
         "model": os.path.basename(str(_get(first, "run", "model_path") or backend.get("model_path") or "default")),
         "dtype": _get(first, "run", "dtype"),
-        "repeats": len(perf),  # an int: printed without decimals
+        "repeats": len(measured),  # an int: printed without decimals
         "status": "/".join(sorted({str(_get(r, "run", "status") or "?") for r in group})),
-        "LoadGen result": "/".join(verdicts) if perf else "-",
+        "LoadGen result": "/".join(sorted({loadgen_verdict(r) for r in measured})),
     }
     for metric, get, _unit in METRICS:
-        values = [v for v in (get(r) for r in perf) if isinstance(v, (int, float))]
+        values = [v for v in (get(r) for r in measured) if isinstance(v, (int, float))]
         row[metric] = float(np.mean(values)) if values else None
         row[f"{metric} range"] = (min(values), max(values)) if len(values) > 1 else None
     rouge = next((s for s in (rouge_scores(r) for r in group) if s), None)
     for k in ROUGE_KEYS:
         row[k] = rouge.get(k) if rouge else None
+    row["accuracy"] = next((accuracy_label(v) for v in map(accuracy_verdict, group) if v), None)
     return row
 
 
 TABLE_COLUMNS = (["run", "scenario", "backend", "model", "dtype", "repeats", "status", "LoadGen result"]
-                 + [m for m, _, _ in METRICS] + ["rouge1", "rougeL"])
+                 + [m for m, _, _ in METRICS] + ["rouge1", "rougeL", "accuracy"])
 
 
 def _header(col: str) -> str:
@@ -132,172 +177,30 @@ def html_table(rows: list[dict], columns: list[str]) -> str:
     head = "".join(f"<th>{html.escape(_header(c))}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt_num(r.get(c)))}</td>" for c in cols) + "</tr>"
                    for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-# -- charts ---------------------------------------------------------------------------------------------
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise HarnessError("plots need matplotlib: pip install -e '.[plots]'") from None
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
-    return buf.getvalue()
-
-
-def bar_chart(labels: list[str], values: list[float | None], title: str, ylabel: str,
-              ranges: list[tuple[float, float] | None] | None = None) -> bytes:
-    """PNG bars, one per label; missing values leave a gap; ranges draw min/max whiskers."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 2), 3.2))
-    x = np.arange(len(labels))
-    heights = [v if v is not None else 0.0 for v in values]
-    bars = ax.bar(x, heights, color="#4c72b0")
-    if ranges:
-        for xi, v, rg in zip(x, values, ranges):
-            if v is not None and rg is not None:
-                ax.errorbar(xi, v, yerr=[[v - rg[0]], [rg[1] - v]], color="black", capsize=4)
-    for bar, v in zip(bars, values):
-        ax.annotate(fmt_num(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, labels, rotation=20 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center")
-    ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    ax.margins(y=0.15)
-    return _png(fig)
-
-
-def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, xlabel: str, ylabel: str,
-               logx: bool = False, from_zero: bool = False) -> bytes:
-    """PNG with one line per named (x, y) series; from_zero starts the y axis at 0 (so a
-    few kilobytes of drift do not look like a leak)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o" if len(xs) <= 20 else None, markersize=4, label=name)
-    if logx:  # concurrency 1, 2, 4, 8: evenly spaced, labelled with the plain values
-        ax.set_xscale("log", base=2)
-        ticks = sorted({x for xs, _ in series.values() for x in xs})
-        ax.set_xticks(ticks, [fmt_num(t) for t in ticks])
-        ax.minorticks_off()
-    if from_zero:
-        ax.set_ylim(bottom=0)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if len(series) > 1:
-        ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def scatter_chart(series: dict[str, tuple[list[float], list[float]]], title: str, xlabel: str,
-                  ylabel: str) -> bytes:
-    """PNG with one set of points per named (x, y) series."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    for name, (xs, ys) in series.items():
-        ax.scatter(xs, ys, s=8, label=name)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def tokens_over_time(rows: list[dict], bins: int | None = None) -> tuple[list[float], list[float]]:
-    """Output tokens/s over the run from requests.csv rows: each request's first token counts
-    at its first-token time, the rest spread evenly until it finished (what a streaming client
-    sees; Offline batches show up as steps)."""
-    rows = [r for r in rows if r.get("first_token_s") is not None and r.get("done_s") is not None
-            and (r.get("output_tokens") or 0) > 0]
-    if not rows:
-        return [], []
-    # About two requests per bin, 5 to 40 bins: few requests would otherwise draw only spikes.
-    bins = bins or min(40, max(5, len(rows) // 2))
-    first = np.array([r["first_token_s"] for r in rows], dtype=float)
-    done = np.array([r["done_s"] for r in rows], dtype=float)
-    n = np.array([r["output_tokens"] for r in rows], dtype=float)
-    end = float(done.max())
-    if end <= 0:
-        return [], []
-    edges = np.linspace(0.0, end, bins + 1)
-    counts = np.histogram(first, bins=edges, weights=np.ones_like(n))[0]
-    span = np.maximum(done - first, 1e-12)
-    lo, hi = edges[:-1][None, :], edges[1:][None, :]
-    overlap = np.clip(np.minimum(hi, done[:, None]) - np.maximum(lo, first[:, None]), 0.0, None)
-    counts = counts + ((n - 1)[:, None] * overlap / span[:, None]).sum(axis=0)
-    width = edges[1] - edges[0]
-    centers = (edges[:-1] + edges[1:]) / 2
-    return centers.tolist(), (counts / width).tolist()
-
-
-def run_charts(results: dict) -> list[tuple[str, bytes]]:
-    """Over-time charts of one run: tokens/s, CPU, memory and each GPU's utilisation/power."""
-    charts: list[tuple[str, bytes]] = []
-    rows = load_requests(results["_dir"])
-    t, tps = tokens_over_time(rows)
-    if t:
-        charts.append(("output tokens/s over time", line_chart({"tokens/s": (t, tps)}, "Output tokens/s",
-                                                               "time since first query (s)", "tokens/s")))
-        # Each request's latency at its issue time: queueing and warm-up show as trends.
-        lat = {name: ([r["issued_s"] for r in rows if r.get(col) is not None],
-                      [r[col] for r in rows if r.get(col) is not None])
-               for name, col in (("TTFT", "ttft_ms"), ("E2E", "e2e_ms"))}
-        charts.append(("latency per request", scatter_chart(lat, "Latency per request", "issued at (s)", "ms")))
-    samples = _get(results, "sysmetrics", "samples") or {}
-    ts = samples.get("t_s") or []
-    if len(ts) >= 2:
-        charts.append(("CPU", line_chart({"process": (ts, samples["cpu_process_pct"]),
-                                          "system": (ts, samples["cpu_system_pct"])},
-                                         "CPU utilisation", "time (s)", "% (100 = one core for process)")))
-        charts.append(("memory", line_chart({"process RSS": (ts, [b / 2**30 for b in samples["rss_bytes"]])},
-                                            "Memory", "time (s)", "GiB", from_zero=True)))
-        gpus = sorted({k.split("_")[0] for k in samples if k.startswith("gpu")})
-        if gpus:
-            util = {g: (ts, _nan(samples[f"{g}_util_pct"])) for g in gpus}
-            mem = {g: (ts, _nan([None if b is None else b / 2**30 for b in samples[f"{g}_mem_used_bytes"]]))
-                   for g in gpus}
-            power = {g: (ts, _nan(samples[f"{g}_power_w"])) for g in gpus}
-            charts.append(("GPU utilisation", line_chart(util, "GPU utilisation", "time (s)", "%")))
-            charts.append(("GPU memory", line_chart(mem, "GPU memory used", "time (s)", "GiB", from_zero=True)))
-            charts.append(("GPU power", line_chart(power, "GPU power", "time (s)", "W")))
-    return charts
-
-
-def _nan(xs: list) -> list[float]:
-    return [float("nan") if x is None else x for x in xs]
+    # Wide tables scroll inside their box instead of running off the page.
+    return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def comparison_charts(rows: list[dict]) -> list[tuple[str, bytes]]:
     labels = [r["run"] for r in rows]
     charts = []
-    for metric in BAR_CHARTS:
-        if any(r.get(metric) is not None for r in rows):
-            unit = next(u for m, _, u in METRICS if m == metric)
-            charts.append((metric, bar_chart(labels, [r.get(metric) for r in rows], metric, unit,
-                                             [r.get(f"{metric} range") for r in rows])))
+    for title, metrics, unit in BAR_CHARTS:
+        metrics = [m for m in metrics if any(r.get(m) is not None for r in rows)]
+        if metrics:
+            charts.append((title, bar_chart(labels, {m: [r.get(m) for r in rows] for m in metrics}, title, unit,
+                                            {m: [r.get(f"{m} range") for r in rows] for m in metrics})))
     for key in ("rouge1", "rougeL"):
         if any(r.get(key) is not None for r in rows):
-            charts.append((key, bar_chart(labels, [r.get(key) for r in rows], key.upper(), "score x 100")))
+            charts.append((key, bar_chart(labels, {key: [r.get(key) for r in rows]}, key.upper(), "score x 100")))
     return charts
 
 
 # -- HTML ------------------------------------------------------------------------------------------------
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
+CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+.wide{overflow-x:auto}table{border-collapse:collapse;margin:1em 0;font-size:12px}td{white-space:nowrap}th,td{border:1px solid #ccc;padding:2px 5px;
 text-align:right}th{background:#eef}td:first-child,th:first-child{text-align:left}
-img{margin:4px;border:1px solid #eee;max-width:100%}.bad{color:#b00}.ok{color:#070}
-details{margin:.5em 0}code{background:#f4f4f4;padding:1px 3px}"""
+img{margin:4px;border:1px solid #eee;max-width:100%}.bad{color:#b00}.ok{color:#070}.none{color:#666}
+details{margin:.5em 0}code{background:#f4f4f4;padding:1px 3px}ul{margin:.2em 0}"""
 
 
 def img_tag(title: str, png: bytes) -> str:
@@ -305,11 +208,41 @@ def img_tag(title: str, png: bytes) -> str:
             f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
 
 
+def _accuracy_section(results: dict) -> str:
+    """The accuracy verdict of an accuracy run with its checks, metric by metric."""
+    v = accuracy_verdict(results)
+    if v is None:
+        return ("<p>Accuracy: <b class='none'>not scored</b> (no accuracy.json: run evaluation.py on "
+                "mlperf_log_accuracy.json)</p>") if is_accuracy(results) else ""
+    cls = {"PASS": "ok", "FAIL": "bad"}.get(v["verdict"], "none")
+    if v["verdict"] == "no verdict":
+        head = ("<p>Accuracy: <b class='none'>no verdict</b>: evaluation.py had no targets for "
+                f"{html.escape(str(v['model_name']))}; scores only.</p>")
+    else:
+        head = (f"<p>Accuracy: <b class='{cls}'>{v['verdict']}</b> at the {html.escape(v['level'])}% level "
+                f"against the targets of {html.escape(str(v['model_name']))}"
+                + (f" <span class='none'>({html.escape(str(v['targets_source']))})</span>"
+                   if v["targets_source"] else "") + "</p>")
+    rows = []
+    targets = v["targets"] or {}
+    for c in v["checks"]:
+        target = c.get("target", targets.get(c.get("metric")))
+        bound = (f">= {fmt_num(c['low'])}" if c.get("high") is None
+                 else f"{fmt_num(c['low'])} to {fmt_num(c['high'])}")
+        share = c["value"] / target if isinstance(target, (int, float)) and target else None
+        rows.append({"metric": c.get("metric"), "score": c.get("value"), "target": target,
+                     "% of target": None if share is None else 100 * share, "needed": bound,
+                     "check": "ok" if c.get("passed") else "FAIL"})
+    if not rows:  # no targets: the scores alone
+        rows = [{"metric": k, "score": s} for k, s in v["scores"].items() if isinstance(s, (int, float))]
+    return head + html_table(rows, ["metric", "score", "target", "% of target", "needed", "check"])
+
+
 def _run_section(name: str, results: dict) -> str:
     lg = results.get("loadgen") or {}
-    verdict = lg.get("result") or lg.get("error") or "?"
-    cls = "ok" if verdict == "VALID" else "bad"
-    reasons = "; ".join(lg.get("invalid_reasons") or [])
+    verdict = loadgen_verdict(results)
+    cls = {"VALID": "ok", "accuracy mode": "none"}.get(verdict, "bad")
+    reasons = loadgen_reasons(lg) if verdict == "INVALID" else []
     run = results.get("run") or {}
     status = str(run.get("status") or "?")
     # The run's status comes first: LoadGen's verdict counts no failed query.
@@ -321,10 +254,9 @@ def _run_section(name: str, results: dict) -> str:
              + "</p>",
              f"<p>{html.escape(str(run.get('scenario')))} {html.escape(str(run.get('mode')))}, folder "
              f"<code>{html.escape(results['_dir'])}</code>. LoadGen: <b class='{cls}'>{html.escape(verdict)}</b>"
-             + (f" ({html.escape(reasons)})" if reasons else "") + "</p>"]
-    if lg.get("early_stopping"):
-        parts.append("<p>Early stopping: " + html.escape("; ".join(f"{k}: {v}" for k, v in
-                                                                  lg["early_stopping"].items())) + "</p>")
+             + (" (no performance verdict in accuracy mode)" if verdict == "accuracy mode" else "") + "</p>"
+             + ("<ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in reasons) + "</ul>" if reasons else ""),
+             _accuracy_section(results)]
     for title, png in run_charts(results):
         parts.append(img_tag(f"{name}: {title}", png))
     return "\n".join(parts)

@@ -1,5 +1,5 @@
-"""Charts and the static HTML report, built from real LoadGen runs; the HTML is opened in
-headless Chromium and the screenshot checked for the charts."""
+"""Charts and the static HTML report, built from real LoadGen runs (and main.py + evaluation.py for
+accuracy runs); the HTML is opened in headless Chromium and the screenshot checked for the charts."""
 from __future__ import annotations
 
 import base64
@@ -12,14 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_main, tiny_dataset
 from test_results import RUN_INFO, run_loadgen
 
 from harness.results import load_results, write_run_results
 from harness.sysmetrics import SystemMonitor
-from reporting.report import build_html, group_dirs, tokens_over_time
+from reporting.charts import cpu_pct_of_all_cores, latencies_ms, request_rows, tokens_over_time
+from reporting.report import build_html, group_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
-BAR_BLUE = (0x4C, 0x72, 0xB0)   # reporting.report's bar colour
+BAR_BLUE = (0x4C, 0x72, 0xB0)   # reporting.charts: the first series of every bar chart
 
 
 @pytest.fixture(scope="module")
@@ -44,21 +46,111 @@ def _pngs(text: str) -> list[bytes]:
     return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', text)]
 
 
+def _alts(text: str) -> list[str]:
+    return re.findall(r'<img alt="([^"]+)"', text)
+
+
 def test_build_html(run_dirs):
     groups = group_dirs([str(d) for d in run_dirs])
     assert list(groups) == ["server-null", "offline-null"]
     text = build_html(groups, title="Demo")
     pngs = _pngs(text)
-    # 4 comparison bars + 2 ROUGE bars + tokens/latency/CPU/memory for the Server run, tokens/latency
-    # for the Offline run.
-    assert len(pngs) >= 12
     assert all(p.startswith(b"\x89PNG\r\n\x1a\n") and len(p) > 3000 for p in pngs)
-    for expected in ("<h1>Demo</h1>", "server-null", "offline-null", "INVALID", "min duration not satisfied",
-                     "rouge1", "41.50", "TTFT p99 (ms)", "goodput (%)"):
+    # LoadGen's and our tokens/s share one chart; per run: tokens/s and latency over time, the latency
+    # CDFs, and CPU and memory where there are system metrics (the Server run).
+    assert _alts(text) == [
+        "Throughput", "TTFT p99", "TPOT p99", "rouge1", "rougeL",
+        "server-null: output tokens/s over time", "server-null: latency per request",
+        "server-null: latency distributions", "server-null: CPU", "server-null: memory",
+        "offline-null: output tokens/s over time", "offline-null: latency per request",
+        "offline-null: latency distributions"]
+    for expected in ("<h1>Demo</h1>", "INVALID", "min duration not reached", "rouge1", "41.50", "TTFT p99 (ms)",
+                     "goodput (%)"):
         assert expected in text, expected
     server = load_results(run_dirs[0])
     assert f"{server['loadgen']['tokens_per_s']:,.0f}" in text or \
         f"{server['loadgen']['tokens_per_s']:.2f}" in text
+    # Each run's status comes before LoadGen's verdict, which counts no failed query.
+    for name in groups:
+        section = text[text.index(f"<h3>{name}</h3>"):]
+        assert section.index("Run status: <b class='ok'>ok</b>") < section.index("LoadGen: <b class='bad'>INVALID")
+    # An accuracy.json with scores only (no targets) gives no verdict, never a PASS.
+    assert "Accuracy: <b class='none'>no verdict</b>" in text and "PASS" not in text
+
+
+def test_latency_distributions_are_the_runs_requests(run_dirs):
+    """The CDFs plot every successful request's TTFT and TPOT from requests.csv: their medians are
+    the ones results.json reports."""
+    for d in run_dirs:
+        results, rows = load_results(d), request_rows(str(d))
+        assert len(rows) == results["requests"]["count"] > 0
+        for metric in ("TTFT", "TPOT"):
+            series = latencies_ms(rows, metric)
+            values = next(iter(series.values()))
+            assert len(values) == results["requests"][f"{metric.lower()}_ms"]["count"]
+            # requests.csv keeps microseconds
+            assert np.percentile(values, 50) == pytest.approx(results["requests"][f"{metric.lower()}_ms"]["p50"],
+                                                              abs=2e-3)
+
+
+def test_cpu_shares_one_scale():
+    """The process's CPU (100 = one core) is scaled to % of all cores, as the system's is."""
+    samples = {"cpu_process_pct": [200.0, 50.0, None], "cpu_system_pct": [100.0, 30.0, 40.0]}
+    series = cpu_pct_of_all_cores(samples, cores=4)
+    assert series["harness process"][:2] == [50.0, 12.5] and np.isnan(series["harness process"][2])
+    assert series["whole system"] == [100.0, 30.0, 40.0]
+
+
+@pytest.fixture(scope="module")
+def accuracy_runs(tmp_path_factory):
+    """One accuracy-mode run of main.py (null backend) scored three times by evaluation.py: against
+    llama2-70b's targets (FAIL), against its own scores recorded as targets (PASS), and with no
+    targets for the model (no verdict)."""
+    base = tmp_path_factory.mktemp("accuracy")
+    data = tiny_dataset(base / "data.pkl", n=8)
+    run = base / "run"
+    p = run_main("--backend", "null", "--scenario", "Offline", "--accuracy", "--dataset-path", str(data),
+                 "--output-log-dir", str(run), timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (base / "none.yaml").write_text("models: {}\n")
+    evals = {"fail": ["--model-name", "llama2-70b"], "pass": ["--record-targets", "demo"],
+             "none": ["--targets-file", str(base / "none.yaml")]}
+    dirs = {}
+    for name, args in evals.items():
+        dirs[name] = base / f"accuracy-{name}"
+        shutil.copytree(run, dirs[name])
+        p = subprocess.run([sys.executable, str(ROOT / "evaluation.py"), "--mlperf-accuracy-file",
+                            str(dirs[name] / "mlperf_log_accuracy.json"), "--dataset-file", str(data), *args],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert p.returncode == (1 if name == "fail" else 0), p.stderr[-2000:]
+    return dirs
+
+
+def test_accuracy_run_shows_its_verdict(accuracy_runs):
+    from reporting.report import group_row
+
+    groups = group_dirs([str(d) for d in accuracy_runs.values()])
+    text = build_html(groups)
+    rows = {name: group_row(name, g) for name, g in groups.items()}
+    for name, row in rows.items():
+        # LoadGen has no verdict in accuracy mode, which is said, not "?"; the run is one repeat.
+        assert row["LoadGen result"] == "accuracy mode" and row["repeats"] == 1, row
+    assert [rows[f"accuracy-{k}"]["accuracy"] for k in ("fail", "pass", "none")] == \
+        ["FAIL (99%)", "PASS (99%)", "no verdict (no targets)"]
+    assert "?" not in re.sub(r"<(pre|code)>.*?</\1>", "", text, flags=re.S)
+    sections = dict(zip(groups, re.split(r"<h3>[^<]+</h3>", text)[1:]))
+    fail, passed, none = (sections[f"accuracy-{k}"] for k in ("fail", "pass", "none"))
+    for section in (fail, passed, none):
+        assert section.index("Run status: <b class='ok'>ok</b>") < section.index(
+            "LoadGen: <b class='none'>accuracy mode</b>") < section.index("Accuracy: ")
+    assert "Accuracy: <b class='bad'>FAIL</b> at the 99% level against the targets of llama2-70b" in fail
+    # Each metric's check: score, target, the bound at this level, the outcome.
+    assert re.search(r"<td>rouge1</td><td>0</td><td>44.43</td><td>0</td><td>&gt;= 43.99</td><td>FAIL</td>", fail)
+    assert re.search(r"<td>tokens_per_sample</td><td>32.00</td><td>294</td><td>10.87</td><td>265 to 324</td>"
+                     r"<td>FAIL</td>", fail)
+    assert "Accuracy: <b class='ok'>PASS</b> at the 99% level against the targets of demo" in passed
+    assert "Accuracy: <b class='none'>no verdict</b>" in none and "<td>rouge1</td><td>0</td>" in none
+    assert len(_pngs(text)) >= 3 * 3      # each run still has its tokens, latency and CDF charts
 
 
 def test_tokens_over_time_conserves_tokens():
@@ -76,7 +168,7 @@ def test_tokens_over_time_conserves_tokens():
 def test_gpu_charts_from_samples(run_dirs):
     """GPU lines come from sysmetrics samples; NVML cannot run here, so the samples are given
     (with a missing reading, as NVML returns for an unsupported field)."""
-    from reporting.report import run_charts
+    from reporting.charts import run_charts
 
     results = load_results(run_dirs[1])
     results["sysmetrics"] = {"samples": {
@@ -84,8 +176,8 @@ def test_gpu_charts_from_samples(run_dirs):
         "rss_bytes": [2**30] * 3, "mem_system_used_bytes": [2**33] * 3,
         "gpu0_util_pct": [0, 95, None], "gpu0_mem_used_bytes": [2**32] * 3, "gpu0_power_w": [80.0, 450.0, 460.0]}}
     titles = [t for t, png in run_charts(results)]
-    assert titles == ["output tokens/s over time", "latency per request", "CPU", "memory", "GPU utilisation",
-                      "GPU memory", "GPU power"]
+    assert titles == ["output tokens/s over time", "latency per request", "latency distributions", "CPU", "memory",
+                      "GPU utilisation", "GPU memory", "GPU power"]
 
 
 def test_report_cli_errors(tmp_path):
@@ -185,6 +277,8 @@ def test_compare_runs_and_reports(tmp_path):
     assert float(rows["fast"]["TTFT p50"]) == pytest.approx(sum(reps) / 2)
     rouge = load_results(out / "fast" / "accuracy")["accuracy"]["result"]["rouge1"]
     assert float(rows["fast"]["rouge1"]) == pytest.approx(rouge) and rows["slow"]["rouge1"] == ""
+    # evaluation.py's verdict against the llama2-70b targets it was given
+    assert rows["fast"]["accuracy"] == "FAIL (99%)" and rows["slow"]["accuracy"] == ""
     text = (out / "report.html").read_text()
     assert "null fast vs slow" in text and len(_pngs(text)) >= 6
     assert "| fast |" in (out / "comparison.md").read_text()
