@@ -22,7 +22,7 @@ def describe_errors(error: ValidationError, known: list[str] | None = None) -> s
     for e in error.errors(include_url=False):
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
         msg = e["msg"]
-        if e["type"] == "extra_forbidden":
+        if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # models, dataclasses
             msg = "unknown key" + (f" (known: {', '.join(known)})" if known and len(e["loc"]) == 1 else "")
         elif e["type"] != "missing" and "input" in e:
             msg += f" (got {e['input']!r})"

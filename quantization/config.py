@@ -1,4 +1,4 @@
-"""The fake-quantization config: a small YAML file, parsed strictly into dataclasses.
+"""The quantization config: a small YAML file, checked by pydantic into frozen dataclasses.
 
     name: w8a8                      # free text, shown in results
     weights:                        # omit (or null) to keep weights as loaded
@@ -26,7 +26,8 @@
       max_tokens: 1024              # each prompt truncated to this many tokens
 
 docs/quantization.md describes every key. Any unknown key, wrong type or out-of-range value is
-a HarnessError naming the key. `--backend fakequant` simulates any valid config; `--backend hf`
+a HarnessError naming the key (pydantic checks types, ranges and choices; check_rules() the rules
+that tie keys together). `--backend fakequant` simulates any valid config; `--backend hf`
 executes the fp8 subset (quantization.fp8) and refuses the rest. Checks that need the model (patterns matching no layer, group
 size dividing in_features, calibration data present) happen in quantization.fake when applied.
 """
@@ -34,67 +35,71 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 from common.errors import HarnessError
+from common.schema import describe_errors
 
 FORMATS = ("int", "fp8_e4m3")
-KV_FORMATS = ("fp8_e4m3",)
-KV_GRANULARITIES = ("per_token", "per_tensor")
-WEIGHT_GRANULARITIES = ("per_tensor", "per_channel", "per_group")
-ACTIVATION_GRANULARITIES = ("per_tensor", "per_token", "per_channel")
-ACTIVATION_MODES = ("dynamic", "static")
 MAX_BITS = 16
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+Bits = Annotated[StrictInt, Field(ge=1, le=MAX_BITS)]
+Format = Literal["int", "fp8_e4m3"]
+Pattern = Annotated[StrictStr, Field(min_length=1)]
+Count = Annotated[StrictInt, Field(ge=1)]
 
 
-@dataclass(frozen=True)
+@dataclass(config=_STRICT)
 class WeightSpec:
-    bits: int = 8
-    granularity: str = "per_channel"
-    group_size: int | None = None
-    symmetric: bool = True
-    format: str = "int"
+    bits: Bits = 8
+    granularity: Literal["per_tensor", "per_channel", "per_group"] = "per_channel"
+    group_size: Count | None = None
+    symmetric: StrictBool = True
+    format: Format = "int"
 
 
-@dataclass(frozen=True)
+@dataclass(config=_STRICT)
 class ActivationSpec:
-    bits: int = 8
-    granularity: str = "per_token"
-    mode: str = "dynamic"
-    symmetric: bool = True
-    format: str = "int"
+    bits: Bits = 8
+    granularity: Literal["per_tensor", "per_token", "per_channel"] = "per_token"
+    mode: Literal["dynamic", "static"] = "dynamic"
+    symmetric: StrictBool = True
+    format: Format = "int"
 
 
-@dataclass(frozen=True)
+@dataclass(config=_STRICT)
 class KVCacheSpec:
-    format: str = "fp8_e4m3"
-    granularity: str = "per_token"
-    scale: float | None = None       # per_tensor only (1.0 when not given)
+    format: Literal["fp8_e4m3"] = "fp8_e4m3"
+    granularity: Literal["per_token", "per_tensor"] = "per_token"
+    scale: Annotated[float, Field(gt=0, strict=True)] | None = None   # per_tensor only (1.0 when not given)
 
 
-@dataclass(frozen=True)
+@dataclass(config=_STRICT)
 class LayerSpec:
-    include: tuple[str, ...] = ("*",)
-    skip: tuple[str, ...] = ()
+    include: tuple[Pattern, ...] = ("*",)
+    skip: tuple[Pattern, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(config=_STRICT)
 class CalibrationSpec:
-    dataset: str | None = None
-    samples: int = 128
-    max_tokens: int = 1024
+    dataset: StrictStr | None = None
+    samples: Count = 128
+    max_tokens: Count = 1024
 
 
-@dataclass(frozen=True)
+@dataclass(config=_STRICT)
 class QuantConfig:
-    name: str = "custom"
+    name: StrictStr = "custom"
     weights: WeightSpec | None = None
     activations: ActivationSpec | None = None
     kv_cache: KVCacheSpec | None = None
-    layers: LayerSpec = field(default_factory=LayerSpec)
-    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
-    path: str | None = None          # the file it was read from (not a YAML key)
+    layers: LayerSpec = LayerSpec()
+    calibration: CalibrationSpec = CalibrationSpec()
+    path: StrictStr | None = None    # the file it was read from (set by load_config)
 
     @property
     def label(self) -> str:
@@ -112,147 +117,65 @@ class QuantConfig:
         return plain(dataclasses.asdict(self))
 
 
-class _Reader:
-    """Checks one mapping of the YAML against the keys it may hold; errors name the full key."""
-
-    def __init__(self, source: str, raw: Any, where: str, known: tuple[str, ...]):
-        self.source, self.where = source, where
-        if not isinstance(raw, dict):
-            self.fail(where or "top level", f"must be a mapping, got {type(raw).__name__}")
-        for key in raw:
-            if key not in known:
-                self.fail(self.key(key), f"unknown key (known here: {', '.join(known)})")
-        self.raw = raw
-
-    def key(self, name: str) -> str:
-        return f"{self.where}.{name}" if self.where else str(name)
-
-    def fail(self, key: str, message: str):
-        raise HarnessError(f"quant config {self.source}: {key}: {message}")
-
-    def get(self, name: str, kind: type, default: Any) -> Any:
-        if name not in self.raw or self.raw[name] is None:
-            return default
-        value = self.raw[name]
-        # bool is an int subclass in Python: `bits: true` must not pass as 1
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.fail(self.key(name), f"must be {kind.__name__}, got {value!r}")
-        return value
-
-    def bits(self) -> int:
-        bits = self.get("bits", int, 8)
-        if not 1 <= bits <= MAX_BITS:
-            self.fail(self.key("bits"), f"must be between 1 and {MAX_BITS}, got {bits}")
-        return bits
-
-    def format_and_bits(self) -> tuple[str, int]:
-        """`format` and `bits`: fp8_e4m3 is 8 bits wide and symmetric by construction."""
-        fmt = self.choice("format", FORMATS, "int")
-        if fmt == "int":
-            return fmt, self.bits()
-        bits = self.get("bits", int, 8)
-        if bits != 8:
-            self.fail(self.key("bits"), f"{fmt} is 8 bits, got {bits}")
-        if self.get("symmetric", bool, True) is not True:
-            self.fail(self.key("symmetric"), f"{fmt} is symmetric (sign bit); remove symmetric: false")
-        return fmt, bits
-
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.get(name, str, default)
-        if value not in choices:
-            self.fail(self.key(name), f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def patterns(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self.get(name, list, list(default))
-        if not all(isinstance(p, str) and p for p in value):
-            self.fail(self.key(name), f"must be a list of non-empty glob patterns, got {value!r}")
-        return tuple(value)
+_ADAPTER = TypeAdapter(QuantConfig)
 
 
-def _weights(source: str, raw: Any) -> WeightSpec:
-    r = _Reader(source, raw, "weights", tuple(f.name for f in dataclasses.fields(WeightSpec)))
-    fmt, bits = r.format_and_bits()
-    granularity = r.choice("granularity", WEIGHT_GRANULARITIES, "per_channel")
-    symmetric = r.get("symmetric", bool, True)
-    group_size = r.get("group_size", int, None)
-    if granularity == "per_group":
-        if group_size is None or group_size < 1:
-            r.fail("weights.group_size", f"per_group needs a positive group_size, got {group_size!r}")
-    elif group_size is not None:
-        r.fail("weights.group_size", f"only used with granularity per_group (granularity is {granularity})")
-    if symmetric and bits < 2:
-        r.fail("weights.bits", "1-bit symmetric has no non-zero level; use symmetric: false")
-    return WeightSpec(bits, granularity, group_size, symmetric, fmt)
-
-
-def _activations(source: str, raw: Any) -> ActivationSpec:
-    r = _Reader(source, raw, "activations", tuple(f.name for f in dataclasses.fields(ActivationSpec)))
-    fmt, bits = r.format_and_bits()
-    granularity = r.choice("granularity", ACTIVATION_GRANULARITIES, "per_token")
-    mode = r.choice("mode", ACTIVATION_MODES, "dynamic")
-    symmetric = r.get("symmetric", bool, True)
-    if mode == "static" and granularity == "per_token":
+def check_rules(cfg: QuantConfig, raw: dict) -> tuple[str, str] | None:
+    """The rules that tie keys together, as (key, message) for the first one broken."""
+    if cfg.weights is None and cfg.activations is None and cfg.kv_cache is None:
+        return "weights", "the config quantizes nothing: give a weights, activations and/or kv_cache section"
+    for section, spec in (("weights", cfg.weights), ("activations", cfg.activations)):
+        if spec is None:
+            continue
+        given = raw.get(section) or {}
+        if spec.format == "fp8_e4m3":
+            if "bits" in given and spec.bits != 8:
+                return f"{section}.bits", f"fp8_e4m3 is 8 bits, got {spec.bits}"
+            if not spec.symmetric:
+                return f"{section}.symmetric", "fp8_e4m3 is symmetric (sign bit); remove symmetric: false"
+        elif spec.symmetric and spec.bits < 2:
+            return f"{section}.bits", "1-bit symmetric has no non-zero level; use symmetric: false"
+    w = cfg.weights
+    if w is not None and w.granularity == "per_group" and w.group_size is None:
+        return "weights.group_size", "per_group needs a positive group_size"
+    if w is not None and w.granularity != "per_group" and w.group_size is not None:
+        return "weights.group_size", f"only used with granularity per_group (granularity is {w.granularity})"
+    a = cfg.activations
+    if a is not None and a.mode == "static" and a.granularity == "per_token":
         # tokens differ from call to call: a calibrated range cannot belong to one token
-        r.fail("activations.granularity", "per_token needs mode: dynamic (static scales are per_tensor or "
-                                          "per_channel)")
-    if symmetric and bits < 2:
-        r.fail("activations.bits", "1-bit symmetric has no non-zero level; use symmetric: false")
-    return ActivationSpec(bits, granularity, mode, symmetric, fmt)
+        return "activations.granularity", "per_token needs mode: dynamic (static scales are per_tensor or per_channel)"
+    kv = cfg.kv_cache
+    if kv is not None and kv.scale is not None and kv.granularity != "per_tensor":
+        return "kv_cache.scale", "only used with granularity per_tensor (per_token scales are dynamic)"
+    return None
 
 
-def _kv_cache(source: str, raw: Any) -> KVCacheSpec:
-    r = _Reader(source, raw, "kv_cache", tuple(f.name for f in dataclasses.fields(KVCacheSpec)))
-    fmt = r.choice("format", KV_FORMATS, "fp8_e4m3")
-    granularity = r.choice("granularity", KV_GRANULARITIES, "per_token")
-    scale = r.raw.get("scale")
-    if scale is not None:
-        if granularity != "per_tensor":
-            r.fail("kv_cache.scale", "only used with granularity per_tensor (per_token scales are dynamic)")
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            r.fail("kv_cache.scale", f"must be a positive number, got {scale!r}")
-        scale = float(scale)
-    elif granularity == "per_tensor":
-        scale = 1.0
-    return KVCacheSpec(fmt, granularity, scale)
-
-
-def _layers(source: str, raw: Any) -> LayerSpec:
-    r = _Reader(source, raw, "layers", ("include", "skip"))
-    return LayerSpec(include=r.patterns("include", ("*",)), skip=r.patterns("skip", ()))
-
-
-def _calibration(source: str, raw: Any, base_dir: str) -> CalibrationSpec:
-    r = _Reader(source, raw, "calibration", tuple(f.name for f in dataclasses.fields(CalibrationSpec)))
-    dataset = r.get("dataset", str, None)
-    if dataset is not None:
-        dataset = os.path.join(base_dir, os.path.expanduser(dataset))
-    samples = r.get("samples", int, 128)
-    max_tokens = r.get("max_tokens", int, 1024)
-    for key, value in (("samples", samples), ("max_tokens", max_tokens)):
-        if value < 1:
-            r.fail(f"calibration.{key}", f"must be at least 1, got {value}")
-    return CalibrationSpec(dataset, samples, max_tokens)
+def _without_nulls(raw: Any) -> Any:
+    """`key: null` in the YAML means "the default", at any level."""
+    if isinstance(raw, dict):
+        return {k: _without_nulls(v) for k, v in raw.items() if v is not None}
+    return raw
 
 
 def parse_config(raw: Any, source: str = "<dict>", base_dir: str = ".") -> QuantConfig:
     """A QuantConfig from already-loaded YAML data (a dict)."""
-    if raw is None:
-        raw = {}
-    top = _Reader(source, raw, "", ("name", "weights", "activations", "kv_cache", "layers", "calibration"))
-    weights = _weights(source, raw["weights"]) if raw.get("weights") is not None else None
-    activations = _activations(source, raw["activations"]) if raw.get("activations") is not None else None
-    kv_cache = _kv_cache(source, raw["kv_cache"]) if raw.get("kv_cache") is not None else None
-    if weights is None and activations is None and kv_cache is None:
-        top.fail("weights", "the config quantizes nothing: give a weights, activations and/or kv_cache section")
-    return QuantConfig(
-        name=top.get("name", str, "custom"),
-        weights=weights,
-        activations=activations,
-        kv_cache=kv_cache,
-        layers=_layers(source, raw.get("layers") or {}),
-        calibration=_calibration(source, raw.get("calibration") or {}, base_dir),
-    )
+    raw = _without_nulls({} if raw is None else raw)
+    if not isinstance(raw, dict):
+        raise HarnessError(f"quant config {source}: top level: must be a mapping, got {type(raw).__name__}")
+    try:
+        cfg = _ADAPTER.validate_python(raw)
+    except ValidationError as e:
+        known = [f.name for f in dataclasses.fields(QuantConfig) if f.name != "path"]
+        raise HarnessError(f"quant config {source}: {describe_errors(e, known)}") from None
+    broken = check_rules(cfg, raw)
+    if broken:
+        raise HarnessError(f"quant config {source}: {broken[0]}: {broken[1]}")
+    if cfg.kv_cache is not None and cfg.kv_cache.granularity == "per_tensor" and cfg.kv_cache.scale is None:
+        cfg = dataclasses.replace(cfg, kv_cache=dataclasses.replace(cfg.kv_cache, scale=1.0))
+    if cfg.calibration.dataset is not None:
+        dataset = os.path.join(base_dir, os.path.expanduser(cfg.calibration.dataset))
+        cfg = dataclasses.replace(cfg, calibration=dataclasses.replace(cfg.calibration, dataset=dataset))
+    return cfg
 
 
 def load_config(path: str) -> QuantConfig:
