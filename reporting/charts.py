@@ -216,15 +216,24 @@ def request_charts(rows: list[dict]) -> list[tuple[str, bytes]]:
         charts.append(("output tokens/s over time", line_chart({"tokens/s": (t, tps)}, "Output tokens/s",
                                                                "time since first query (s)", "tokens/s",
                                                                from_zero=True)))
-        # Each request's latency at its issue time: queueing and warm-up show as trends. TTFT is
-        # drawn last, over E2E, which it equals when all tokens come at once.
+    issued = [r["issued_s"] for r in rows if r.get("issued_s") is not None]
+    # Each request's latency at its issue time: queueing and warm-up show as trends. Not drawn
+    # when every query was issued at once (Offline): the points would stand in one column.
+    if t and issued and max(issued) - min(issued) > 0.01 * t[-1]:
+        # TTFT is drawn last, over E2E, which it equals when all tokens come at once.
         lat = {name: ([r["issued_s"] for r in rows if r.get(col) is not None],
                       [r[col] for r in rows if r.get(col) is not None])
                for name, col in (("E2E", "e2e_ms"), ("TTFT", "ttft_ms"))}
         charts.append(("latency per request", scatter_chart(lat, "Latency per request", "issued at (s)", "ms")))
     panels = {f"{metric} (ms)": series for metric in ("TTFT", "TPOT") if (series := latencies_ms(rows, metric))}
+    title = "Latency distributions (CDF)"
+    # Without streaming (Offline) every token arrives with the last: TPOT is 0 throughout.
+    tpot = panels.get("TPOT (ms)")
+    if tpot and not any(v for values in tpot.values() for v in values):
+        del panels["TPOT (ms)"]
+        title += "; TPOT is 0: all tokens arrived at once"
     if panels:
-        charts.append(("latency distributions", cdf_chart(panels, "Latency distributions (CDF)")))
+        charts.append(("latency distributions", cdf_chart(panels, title)))
     return charts
 
 

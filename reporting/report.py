@@ -189,9 +189,11 @@ def comparison_charts(rows: list[dict]) -> list[tuple[str, bytes]]:
         if metrics:
             charts.append((title, bar_chart(labels, {m: [r.get(m) for r in rows] for m in metrics}, title, unit,
                                             {m: [r.get(f"{m} range") for r in rows] for m in metrics})))
-    for key in ("rouge1", "rougeL"):
-        if any(r.get(key) is not None for r in rows):
-            charts.append((key, bar_chart(labels, {key: [r.get(key) for r in rows]}, key.upper(), "score x 100")))
+    for key in ("rouge1", "rougeL"):  # only the runs that were scored
+        scored = [r for r in rows if r.get(key) is not None]
+        if scored:
+            charts.append((key, bar_chart([r["run"] for r in scored], {key: [r[key] for r in scored]}, key.upper(),
+                                          "score x 100")))
     return charts
 
 
