@@ -253,7 +253,7 @@ class VLLMBackend(Backend):
         if good:
             reply: queue.SimpleQueue = queue.SimpleQueue()
             self._inbox.put(("batch", [prompts[i] for i in good], reply))
-            got = reply.get()
+            got = self._wait(reply)
             if isinstance(got, BaseException):
                 raise got
             for i, ids in zip(good, got):
@@ -272,7 +272,7 @@ class VLLMBackend(Backend):
         finished = False
         try:
             while not finished:
-                item = chunks.get()
+                item = self._wait(chunks)
                 if isinstance(item, BaseException):
                     finished = True
                     raise item
@@ -286,6 +286,15 @@ class VLLMBackend(Backend):
         finally:
             if not finished:                # abandoned or cut: free its sequence in the engine
                 self._inbox.put(("abort", rid))
+
+    def _wait(self, q: queue.SimpleQueue):
+        """The next item of q, or the engine thread's error should it die before answering."""
+        while True:
+            try:
+                return q.get(timeout=1.0)
+            except queue.Empty:
+                if self._dead is not None:
+                    return HarnessError(f"the vLLM engine failed: {_one_line(self._dead)}")
 
     # -- the engine thread -------------------------------------------------------------------
     def _engine_loop(self) -> None:

