@@ -13,6 +13,9 @@ LoadGen's test, per issued query (/proc/self/status VmHWM after the run minus Vm
 the peak reset through /proc/self/clear_refs and freed heap handed back with malloc_trim first).
 The bare SUT's figure is what LoadGen itself holds per query; ours minus bare is what our SUT
 adds (records, queue, in-flight state). Linux only; elsewhere the column says n/a.
+CPU: every Server run also prints the process's CPU time (user + system, every thread: LoadGen's
+and ours) per issued query. On a busy machine it varies far less than TTFT p99 does, so it shows
+a change in the per-query work that the latency figures would hide in their noise.
 Offline: 24,576 samples through our Offline SUT; prints the wall time.
 
     python benchmarks/null_server.py --qps 5000 10000 20000 --bare-qps 80000 160000 --duration-ms 10000
@@ -26,6 +29,7 @@ import ctypes.util
 import gc
 import os
 import re
+import resource
 import statistics
 import sys
 import tempfile
@@ -126,6 +130,11 @@ def peak_growth_per_query(baseline, queries):
     return (_status_kb("VmHWM") * 1024 - baseline) / queries
 
 
+def cpu_s():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def figure(text, pattern):
     m = re.search(pattern + r"\s*:\s*([\d.]+)", text)
     return float(m.group(1)) if m else float("nan")
@@ -153,23 +162,28 @@ def ours(scenario, n_samples, workers, batch_size=64, pin_cpu=None):
 
 
 def run_server(qps, with_ours, args):
-    """One Server run; (completed QPS, TTFT p99 in ms, VALID, peak memory growth in bytes per query)."""
+    """One Server run; (completed QPS, TTFT p99 in ms, VALID, peak memory growth in bytes per query,
+    CPU time in microseconds per query)."""
     settings = settings_for("Server", qps, args.duration_ms, 100, args.coalesce)
     if not with_ours:
         issued = [0]
         baseline = memory_baseline()
+        cpu0 = cpu_s()
         text, _ = run_loadgen(bare_issue(issued), lambda: None, args.samples, settings)
-        per_query = peak_growth_per_query(baseline, issued[0])
+        cpu, n = cpu_s() - cpu0, issued[0]
+        per_query = peak_growth_per_query(baseline, n)
     else:
         sut = ours("Server", args.samples, args.workers, pin_cpu=args.pin_cpu)
         baseline = memory_baseline()
+        cpu0 = cpu_s()
         sut.start()
         text, _ = run_loadgen(sut.issue_queries, sut.flush_queries, args.samples, settings, sut.qsl)
         sut.stop()
-        per_query = peak_growth_per_query(baseline, len(sut.core.records))  # records still held: counted
+        cpu, n = cpu_s() - cpu0, len(sut.core.records)
+        per_query = peak_growth_per_query(baseline, n)  # records still held: counted
         del sut  # its records go before the next run
     return (figure(text, "Completed samples per second"), figure(text, TTFT_P99) / 1e6,
-            "Result is : VALID" in text, per_query)
+            "Result is : VALID" in text, per_query, 1e6 * cpu / n if n else float("nan"))
 
 
 def highest_under(p99s, bound_ms):
@@ -198,22 +212,25 @@ def main():
     print(f"\nServer scenario, null backend, {N_TOKENS} tokens per response, {args.duration_ms} ms per run, "
           f"server_coalesce_queries {'on' if args.coalesce else 'off'}, our SUT pinned to CPU "
           f"{args.pin_cpu if args.pin_cpu is not None else '(none)'}, {args.repeats} run(s) each")
-    print("| repeat | target QPS | SUT | completed QPS | TTFT p99 (ms) | result | peak RSS growth (B/query) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| repeat | target QPS | SUT | completed QPS | TTFT p99 (ms) | result | peak RSS growth (B/query) "
+          "| CPU (us/query) |")
+    print("|---|---|---|---|---|---|---|---|")
     plan = [(q, True) for q in args.qps] + [(q, False) for q in args.bare_qps]
     our_name = f"ours ({args.workers} worker{', pinned' if args.pin_cpu is not None else ''})"
     p99s = {"bare LoadGen": {}, our_name: {}}
     memory = {"bare LoadGen": {}, our_name: {}}
+    cpu_us = {"bare LoadGen": {}, our_name: {}}
     for rep in range(1, args.repeats + 1):
         for qps, with_ours in plan:
             for name, is_ours in [("bare LoadGen", False)] + ([(our_name, True)] if with_ours else []):
-                done, p99, valid, per_query = run_server(qps, is_ours, args)
+                done, p99, valid, per_query, us = run_server(qps, is_ours, args)
                 p99s[name].setdefault(qps, []).append(p99)
+                cpu_us[name].setdefault(qps, []).append(us)
                 if per_query is not None:
                     memory[name].setdefault(qps, []).append(per_query)
                 mem = "n/a" if per_query is None else f"{per_query:.0f}"
                 print(f"| {rep} | {qps:g} | {name} | {done:.0f} | {p99:.2f} | {'VALID' if valid else 'INVALID'} "
-                      f"| {mem} |", flush=True)
+                      f"| {mem} | {us:.1f} |", flush=True)
 
     print(f"\nMedian TTFT p99 (ms) over the runs; highest target with median under {args.bound_ms:g} ms:")
     ceiling = {name: highest_under(by_qps, args.bound_ms) for name, by_qps in p99s.items()}
@@ -227,6 +244,9 @@ def main():
         bare, our = (statistics.median(memory[n][qps]) for n in ("bare LoadGen", our_name))
         print(f"  {qps:g} QPS: bare LoadGen {bare:.0f}, ours {our:.0f}, ours - bare {our - bare:.0f} "
               f"(goal: <= 200)")
+    print("\nMedian CPU time (us per query, all threads):")
+    for name, by_qps in cpu_us.items():
+        print(f"  {name}: " + ", ".join(f"{q:g}: {statistics.median(v):.1f}" for q, v in sorted(by_qps.items())))
 
     n = 24576
     sut = ours("Offline", n, workers=1, batch_size=1024)
