@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 import time
 from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 

@@ -309,7 +309,7 @@ def test_sweep_concurrency(tmp_path):
     rows = list(csv.DictReader(open(out / "sweep.csv")))
     assert [(r["concurrency"], r["input_len"], r["output_len"]) for r in rows] == [("1", "16", "4"), ("4", "16", "4")]
     # Each request sleeps 50 ms in the backend: four workers finish the 8 requests well ahead of one.
-    c1, c4 = (float(r["output tokens/s"]) for r in rows)
+    c1, c4 = (float(r["output_tok_s"]) for r in rows)
     assert c4 > 1.5 * c1
     for r in rows:
         res = load_results(out / f"in16-out4-c{r['concurrency']}")

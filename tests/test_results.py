@@ -236,7 +236,7 @@ def test_compact_log_gives_the_per_record_metrics():
     for slo in ({"ttft": 40.0}, {"tpot": 5.0, "e2e": 80.0}):
         gp = goodput_stats(log, slo)
 
-        def meets(r):
+        def meets(r, slo=slo):
             return r.ok and all((getattr(r, k) is None and k == "tpot") or
                                 (getattr(r, k) is not None and getattr(r, k) * 1000 <= v) for k, v in slo.items())
         assert 0 < gp["good_requests"] == sum(meets(r) for r in records) < len(ok)
