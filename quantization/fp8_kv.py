@@ -71,7 +71,7 @@ def _kernel():
                           stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_sb, stride_sh,
                           stride_ob, stride_oh,
                           GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
-                          D: tl.constexpr, PER_TOKEN: tl.constexpr):
+                          D: tl.constexpr, PER_TOKEN: tl.constexpr, FP32: tl.constexpr):
         b = tl.program_id(0).to(tl.int64)   # int64: a large cache overflows 32-bit offsets
         hk = tl.program_id(1).to(tl.int64)
         n = tl.load(LEN + b).to(tl.int32)
@@ -92,6 +92,8 @@ def _kernel():
             k = tl.load(k_base + kv_off, mask=nmask[:, None], other=0).to(tl.float8e4nv, bitcast=True)
             if BLOCK_G == 1:   # one query head per KV head: a dot per position, no tensor cores
                 s = tl.sum(q.to(tl.float32) * k.to(tl.float32), axis=1)[None, :]
+            elif FP32:   # a float32 model keeps float32 maths (no tf32): same as its SDPA
+                s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
             else:
                 s = tl.dot(q.to(tl.float16), tl.trans(k.to(tl.float16)))
             if PER_TOKEN:
@@ -112,6 +114,8 @@ def _kernel():
             v = tl.load(v_base + kv_off, mask=nmask[:, None], other=0).to(tl.float8e4nv, bitcast=True)
             if BLOCK_G == 1:
                 pv = tl.sum(tl.trans(p) * v.to(tl.float32), axis=0)[None, :]
+            elif FP32:
+                pv = tl.dot(p, v.to(tl.float32), input_precision="ieee")
             else:
                 pv = tl.dot(p.to(tl.float16), v.to(tl.float16))
             acc = acc * alpha[:, None] + pv
@@ -129,10 +133,10 @@ def _kernel():
 # BLOCK_G 1 (one query head per KV head only) reduces with plain multiply-adds.
 def kernel_configs(group: int) -> list[tuple[int, int, int, int]]:
     if group == 1:
-        return [(16, 64, 4, 3), (16, 32, 4, 3), (16, 64, 4, 2), (16, 32, 2, 4), (16, 16, 2, 4), (16, 32, 4, 4),
-                (1, 64, 4, 3)]
+        return [(16, 32, 2, 4), (16, 64, 4, 3), (16, 32, 4, 3), (16, 16, 2, 4), (16, 32, 1, 4), (16, 64, 2, 4),
+                (16, 32, 2, 6), (16, 16, 1, 6), (1, 64, 4, 3)]
     g = max(16, triton_next_pow2(group))
-    return [(g, 32, 4, 3), (g, 64, 4, 3), (g, 32, 4, 2), (g, 64, 8, 3), (g, 32, 2, 4)]
+    return [(g, 32, 2, 4), (g, 32, 4, 3), (g, 64, 4, 3), (g, 64, 2, 4), (g, 16, 1, 4)]
 
 
 tuned: dict[tuple, dict] = {}   # (group, head_dim, per_token) -> chosen config and the times tried
@@ -172,7 +176,7 @@ def decode_attention_triton(q, k8, v8, k_scale, v_scale, lengths, scaling: float
             q.stride(0), q.stride(1), k8.stride(0), k8.stride(1), k8.stride(2),
             ks.stride(0) if per_token else 0, ks.stride(1) if per_token else 0,
             out.stride(0), out.stride(2),
-            GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, D=d, PER_TOKEN=per_token,
+            GROUP=group, BLOCK_G=block_g, BLOCK_N=block_n, D=d, PER_TOKEN=per_token, FP32=q.dtype == torch.float32,
             num_warps=warps, num_stages=stages)
 
     if config is None:

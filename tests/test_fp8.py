@@ -168,8 +168,8 @@ def test_triton_decode_kernel_in_the_interpreter():
     rows = [line.split() for line in lines[:-1]]
     assert len(rows) == 2 * (len(kernel_configs(1)) + len(kernel_configs(4)))
     for h, hk, block_g, finite, err in rows:
-        # tl.dot tiles (BLOCK_G 16) take fp16 operands: 2^-11 relative on p in [0, 1]
-        assert finite == "True" and float(err) < (1e-5 if block_g == "1" else 2e-3), rows
+        # float32 inputs: float32 tiles (the GPU test checks the fp16 operands of 16-bit models)
+        assert finite == "True" and float(err) < 1e-5, rows
 
 
 # ---- the backends: real (reference maths) against the simulation -------------------------------
