@@ -49,7 +49,6 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import mlperf_loadgen as lg
@@ -68,21 +67,24 @@ EMPTY_REPLY = "empty reply (no tokens)"
 INTERRUPTED = "interrupted"
 
 
-@dataclass(slots=True)
 class _InFlight:
     """One issued query until it completes (then it becomes a row of the RequestLog); `done`
-    guards against completing it twice (worker vs watchdog)."""
-    seq: int                   # issue order
-    sample_index: int
-    query_id: int
-    n_input: int
-    t_issued: float
-    t_dispatch: float = math.nan   # handed to the backend
-    t_first: float | None = None
-    done: bool = False
-    ids: list = field(default_factory=list)   # ids streamed so far (Server); the first one went to LoadGen
-    chunk_times: list = field(default_factory=list)
-    chunk_sizes: list = field(default_factory=list)
+    guards against completing it twice (worker vs watchdog). A plain slotted class: one is made
+    for every query on LoadGen's issuing thread, and a dataclass's default factories cost more."""
+    __slots__ = ("seq", "sample_index", "query_id", "n_input", "t_issued", "t_dispatch", "t_first", "done", "ids",
+                 "chunks")
+
+    def __init__(self, seq: int, sample_index: int, query_id: int, n_input: int, t_issued: float):
+        self.seq = seq                  # issue order
+        self.sample_index = sample_index
+        self.query_id = query_id
+        self.n_input = n_input
+        self.t_issued = t_issued
+        self.t_dispatch = math.nan      # handed to the backend
+        self.t_first: float | None = None
+        self.done = False
+        self.ids: list[int] = []        # ids streamed so far (Server); the first one went to LoadGen
+        self.chunks: list[float] = []   # arrival time and ids of each chunk, flat (RequestLog.add)
 
 
 def _report(complete: Callable, answers: list[tuple[_InFlight, list[int]]]) -> None:
@@ -249,12 +251,11 @@ class SUTCore:
                         log.error("query for sample %d failed: %s", item.sample_index, error)
                 if item.t_first is None and ids:  # nothing streamed: the whole answer arrives now
                     item.t_first = now
-                    item.chunk_times.append(now)
-                    item.chunk_sizes.append(len(ids))
+                    item.chunks += (now, len(ids))
                     if self.streaming:
                         firsts.append((item, ids[:1]))
                 self.records.add(item.seq, item.sample_index, item.query_id, item.n_input, len(ids), item.t_issued,
-                                 item.t_dispatch, item.t_first, now, item.chunk_times, item.chunk_sizes, error)
+                                 item.t_dispatch, item.t_first, now, item.chunks, error)
                 finals.append((item, ids))
         _report(lg.FirstTokenComplete, firsts)  # LoadGen needs a query's first token before its end
         _report(lg.QuerySamplesComplete, finals)
@@ -351,8 +352,7 @@ class SUTCore:
     def _add_chunk(item: _InFlight, chunk: list[int], now: float) -> None:
         if chunk:
             item.ids.extend(chunk)
-            item.chunk_times.append(now)
-            item.chunk_sizes.append(len(chunk))
+            item.chunks += (now, len(chunk))
 
     def _watchdog(self) -> None:
         while not self._stopping.wait(0.2):

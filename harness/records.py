@@ -12,14 +12,14 @@ Definitions follow vLLM's benchmarks and GuideLLM:
 Times are seconds from time.perf_counter(); NaN where a time does not exist (a query that
 never reached the backend has no dispatch, one that failed before any token no first token).
 
-A run at 100,000 queries per second makes millions of records, so RequestLog keeps them as
-columns in typed arrays (88 bytes per request plus 12 per streamed chunk) rather than as one
-object with its own lists per request (about 1 KB). RequestRecord is the readable form of
-one request, made on demand.
+A run at 100,000 queries per second makes millions of records, so RequestLog keeps them packed:
+one 72-byte row per request and 16 bytes per streamed chunk, rather than one object with its own
+lists per request (about 1 KB). RequestRecord is the readable form of one request, made on demand.
 """
 from __future__ import annotations
 
 import math
+import struct
 import time
 from array import array
 from collections.abc import Iterable, Iterator
@@ -28,8 +28,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 NAN = math.nan
-_TIMES = ("t_issued", "t_dispatch", "t_first", "t_done")
-_INTS = ("seq", "sample_index", "query_id", "n_input", "n_output", "chunk_start", "n_chunks")
+# One request's row. One struct.pack per request costs less than filling an array per column
+# (this runs for every query, on the path that decides TTFT at 50,000+ queries per second).
+_ROW_FIELDS = (("seq", "Q"), ("query_id", "Q"), ("chunk_start", "Q"), ("sample_index", "I"), ("n_input", "I"),
+               ("n_output", "I"), ("n_chunks", "I"), ("t_issued", "d"), ("t_dispatch", "d"), ("t_first", "d"),
+               ("t_done", "d"))
+_ROW = struct.Struct("<" + "".join(code for _, code in _ROW_FIELDS))
+_ROW_DTYPE = np.dtype([(name, "<" + {"Q": "u8", "I": "u4", "d": "f8"}[code]) for name, code in _ROW_FIELDS])
 
 
 @dataclass(slots=True)
@@ -86,25 +91,24 @@ class RequestLog:
     its lock); readers take columns(), a copy, so a run still adding rows is never disturbed."""
 
     def __init__(self) -> None:
-        self._times = array("d")        # _TIMES per row
-        self._ints = array("Q")         # _INTS per row (LoadGen's query ids are unsigned 64-bit)
-        self._chunk_times = array("d")  # every row's chunk arrival times, row after row
-        self._chunk_sizes = array("I")
+        self._rows = bytearray()        # _ROW after _ROW
+        # Every row's chunks, row after row: arrival time and ids, as pairs of doubles (a count of ids is
+        # exact in one), so each request adds its chunks with one call.
+        self._chunks = array("d")
         self._errors: dict[int, str] = {}   # seq -> why it failed (failures are rare)
         # perf_counter() times become wall-clock ones through this pair, read together.
         self.clock_origin = (time.time(), time.perf_counter())
 
     def add(self, seq: int, sample_index: int, query_id: int, n_input: int, n_output: int, t_issued: float,
-            t_dispatch: float, t_first: float | None, t_done: float, chunk_times: list[float],
-            chunk_sizes: list[int], error: str | None) -> None:
-        start = len(self._chunk_times)
-        self._chunk_times.extend(chunk_times)
-        self._chunk_sizes.extend(chunk_sizes)
+            t_dispatch: float, t_first: float | None, t_done: float, chunks: list[float], error: str | None) -> None:
+        """One completed request; `chunks` is flat: time, ids, time, ids, ... of each chunk."""
+        start = len(self._chunks) // 2
+        self._chunks.extend(chunks)
         if error is not None:
             self._errors[seq] = error
-        self._times.extend((t_issued, t_dispatch, NAN if t_first is None else t_first, t_done))
-        # Last: a row counts once its ints are in, so a reader on another thread sees whole rows only.
-        self._ints.extend((seq, sample_index, query_id, n_input, n_output, start, len(chunk_times)))
+        # Last, in one step: a reader on another thread sees whole rows only.
+        self._rows += _ROW.pack(seq, query_id, start, sample_index, n_input, n_output, len(chunks) // 2, t_issued,
+                                t_dispatch, NAN if t_first is None else t_first, t_done)
 
     @classmethod
     def from_records(cls, records: Iterable[RequestRecord]) -> RequestLog:
@@ -112,44 +116,46 @@ class RequestLog:
         for i, r in enumerate(records):
             log.add(i if r.seq is None else r.seq, r.sample_index, r.query_id, r.n_input, r.n_output, r.t_issued,
                     NAN if r.t_dispatch is None else r.t_dispatch, r.t_first,
-                    NAN if r.t_done is None else r.t_done, r.chunk_times, r.chunk_sizes, r.error)
+                    NAN if r.t_done is None else r.t_done,
+                    [x for chunk in zip(r.chunk_times, r.chunk_sizes) for x in chunk], r.error)
         return log
 
     def __len__(self) -> int:
-        return len(self._ints) // len(_INTS)
+        return len(self._rows) // _ROW.size
 
     def snapshot(self) -> RequestLog:
         """The rows so far, in a log of their own that no longer grows."""
-        n = len(self)
         copy = RequestLog()
-        copy._ints, copy._times = self._ints[:n * len(_INTS)], self._times[:n * len(_TIMES)]
-        copy._chunk_times, copy._chunk_sizes = self._chunk_times[:], self._chunk_sizes[:]
+        copy._rows = self._rows[:len(self) * _ROW.size]
+        copy._chunks = self._chunks[:]
         copy._errors, copy.clock_origin = self._errors.copy(), self.clock_origin
         return copy
 
+    def _table(self) -> np.ndarray:
+        # A sliced copy: a numpy view of the live bytearray would stop add() from growing it.
+        return np.frombuffer(bytes(self._rows[:len(self) * _ROW.size]), dtype=_ROW_DTYPE)
+
     def output_tokens(self) -> int:
         """Generated ids of every request, failed ones included."""
-        return sum(self._ints[_INTS.index("n_output")::len(_INTS)])
+        return int(self._table()["n_output"].sum())
 
     def columns(self) -> RequestColumns:
         """A copy of the rows so far as numpy columns, in issue order."""
-        n = len(self)
-        # Slices copy: a numpy view of the live arrays would stop add() from growing them.
-        ints = np.frombuffer(self._ints[:n * len(_INTS)], dtype=np.uint64).reshape(n, len(_INTS))
-        times = np.frombuffer(self._times[:n * len(_TIMES)], dtype=np.float64).reshape(n, len(_TIMES))
-        order = np.argsort(ints[:, 0], kind="stable")
-        ints, times = ints[order], times[order]
+        table = self._table()
+        table = table[np.argsort(table["seq"], kind="stable")]
+        chunks = np.frombuffer(self._chunks[:len(self._chunks) // 2 * 2], dtype=np.float64)
         errors = self._errors.copy()
-        seq = ints[:, 0].astype(np.int64)
+        seq = table["seq"].astype(np.int64)
+
+        def col(name: str) -> np.ndarray:
+            return table[name].astype(np.float64 if table.dtype[name].kind == "f" else np.int64)
         return RequestColumns(
-            seq=seq, sample_index=ints[:, 1].astype(np.int64), query_id=ints[:, 2].copy(),
-            n_input=ints[:, 3].astype(np.int64), n_output=ints[:, 4].astype(np.int64),
-            chunk_start=ints[:, 5].astype(np.int64), n_chunks=ints[:, 6].astype(np.int64),
-            t_issued=times[:, 0].copy(), t_dispatch=times[:, 1].copy(), t_first=times[:, 2].copy(),
-            t_done=times[:, 3].copy(),
-            chunk_times=np.frombuffer(self._chunk_times[:], dtype=np.float64),
-            chunk_sizes=np.frombuffer(self._chunk_sizes[:], dtype=np.uint32).astype(np.int64),
-            errors=[errors.get(s) for s in seq.tolist()] if errors else [None] * n,
+            seq=seq, sample_index=col("sample_index"), query_id=table["query_id"].copy(),
+            n_input=col("n_input"), n_output=col("n_output"), chunk_start=col("chunk_start"),
+            n_chunks=col("n_chunks"), t_issued=col("t_issued"), t_dispatch=col("t_dispatch"), t_first=col("t_first"),
+            t_done=col("t_done"),
+            chunk_times=chunks[0::2].copy(), chunk_sizes=chunks[1::2].astype(np.int64),
+            errors=[errors.get(s) for s in seq.tolist()] if errors else [None] * len(seq),
             clock_origin=self.clock_origin)
 
     def __iter__(self) -> Iterator[RequestRecord]:
