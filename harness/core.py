@@ -13,7 +13,7 @@ run them on the backend, then report back:
   tokens, then runs each stream to its end and completes them all.
 
 Each query's issue, dispatch (handed to the backend), chunk and completion times go into
-`records` (harness/records.py) when it completes: a few typed-array columns, so a run of
+`records` (harness/records.py) when it completes: one packed row plus its chunks, so a run of
 millions of queries holds about a hundred bytes per query, not an object with lists each.
 
 LoadGen hears about several queries in one call where they are ready together (an Offline

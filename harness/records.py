@@ -87,7 +87,7 @@ class RequestRecord:
 
 
 class RequestLog:
-    """Every completed request, as columns. add() is the only writer (harness/core.py calls it under
+    """Every completed request, packed. add() is the only writer (harness/core.py calls it under
     its lock); readers take columns(), a copy, so a run still adding rows is never disturbed."""
 
     def __init__(self) -> None:
