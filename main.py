@@ -60,7 +60,9 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", default="llamacpp", help="null, llamacpp, hf, fakequant, openai")
     p.add_argument("--backend-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option (repeatable), e.g. --backend-arg n_threads=2")
-    p.add_argument("--quant-config", default=None, help="fake-quant YAML (--backend fakequant)")
+    p.add_argument("--quant-config", default=None,
+                   help="quantization YAML (quant_configs/): --backend fakequant simulates any config; "
+                        "--backend hf executes the FP8 subset on a GPU (docs/quantization.md)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="default 1024 as the reference; 128 for the demo (embedded model and demo data set)")
     p.add_argument("--min-new-tokens", type=int, default=1)
