@@ -79,14 +79,19 @@ def run_summary(results: dict[str, Any]) -> str:
                  + (f" (LoadGen: {fmt_num(lg.get('samples_per_s'))} samples/s, "
                     f"{fmt_num(lg.get('tokens_per_s'))} tok/s)" if lg.get("samples_per_s") is not None else ""))
     lines.append(f"{'Latency (ms)':14}" + "".join(f"{h:>10}" for h in ("p50", "p90", "p99", "mean")))
-    for name, key in (("TTFT", "ttft_ms"), ("TPOT", "tpot_ms"), ("ITL", "itl_ms"), ("E2E", "e2e_ms")):
-        dist = rq.get(key) or {}
+    for name, key in (("TTFT", "ttft_ms"), ("  dispatched", "ttft_from_dispatch_ms"), ("  queued", "queue_ms"),
+                      ("TPOT", "tpot_ms"), ("ITL", "itl_ms"), ("E2E", "e2e_ms")):
+        dist = rq.get(key)
+        if dist is None and name.startswith(" "):  # results written before dispatch times were kept
+            continue
+        dist = dist or {}
         lines.append(f"  {name:12}" + "".join(f"{fmt_num(dist.get(s)):>10}" for s in ("p50", "p90", "p99", "mean")))
     lg_ttft = lg.get("ttft_ms") or {}
     if lg_ttft.get("p50") is not None:
-        lines.append(f"  (per request, from when the SUT received each query; LoadGen times from each query's "
-                     f"scheduled issue: TTFT p50 {fmt_num(lg_ttft.get('p50'))}, p99 {fmt_num(lg_ttft.get('p99'))}"
-                     f"; they differ when LoadGen issues late or queries wait in the SUT's queue)")
+        lines.append(f"  (TTFT and E2E from when the SUT received each query; 'dispatched': TTFT from when a worker "
+                     f"handed it to the backend, as vLLM's --max-concurrency and GuideLLM measure; 'queued': the wait "
+                     f"in between. LoadGen times from each query's scheduled issue: TTFT p50 "
+                     f"{fmt_num(lg_ttft.get('p50'))}, p99 {fmt_num(lg_ttft.get('p99'))})")
     gp = results.get("goodput")
     if gp:
         slo = ", ".join(f"{k}<={v:g}ms" for k, v in gp["slo_ms"].items())

@@ -54,6 +54,7 @@ def test_summary_says_why_a_short_server_run_is_invalid(tmp_path, data):
     m = re.search(r"early stopping \((TTFT|TPOT)\): (\d+) queries processed; the p99 bound needs at least (\d+)", p.stdout)
     assert m and int(m.group(3)) > int(m.group(2)), p.stdout
     assert re.search(r"^  TTFT +[0-9]", p.stdout, re.M) and "Status: ok" in p.stdout
+    assert re.search(r"^    dispatched +[0-9]", p.stdout, re.M) and re.search(r"^    queued +[0-9]", p.stdout, re.M)
     p2 = run_main("--backend", "null", "--scenario", "Server", "--dataset-path", str(data), "--user-conf", str(conf),
                   "--output-log-dir", str(tmp_path / "run2"), "--print-loadgen-summary", timeout=120)
     assert p2.returncode == 0 and "MLPerf Results Summary" in p2.stdout
