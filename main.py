@@ -53,6 +53,9 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--api-server", action="append", default=None,
                    help="OpenAI-compatible server URL (repeatable; --backend openai)")
     p.add_argument("--api-model-name", default=None, help="model name served by --api-server")
+    p.add_argument("--api-endpoint", default=None, choices=["completions", "chat"],
+                   help="--backend openai: /v1/completions (default) or /v1/chat/completions, the prompt as one "
+                        "user message, for servers that serve only chat models")
     p.add_argument("--api-key", default=None,
                    help="API key for --api-server, sent as a bearer token and never recorded "
                         "(default: $OPENAI_API_KEY)")
@@ -103,6 +106,8 @@ def backend_options(args) -> dict:
         opts["api_model_name"] = args.api_model_name
     if args.api_key is not None:
         opts["api_key"] = args.api_key
+    if args.api_endpoint is not None:
+        opts["api_endpoint"] = args.api_endpoint
     return opts
 
 

@@ -2,7 +2,9 @@
 llama-server, llama-cpp-python's llama_cpp.server, TGI), one or several endpoints.
 
 - generate() (Offline) sends one non-streaming /v1/completions request per prompt, at most
-  `concurrency` in flight, all from one background event loop.
+  `concurrency` in flight, all from one background event loop. api_endpoint=chat sends
+  /v1/chat/completions instead, the prompt as one user message (text: chat takes no token ids),
+  for servers that serve only chat models; the server then applies its chat template.
 - stream() (Server) sends `stream: true` and yields each piece as it arrives; several threads
   may stream at once.
 - Prompts go out as token ids where the server accepts them (vLLM, SGLang, llama-server), else
@@ -37,7 +39,8 @@ from typing import Any, Iterator
 from tqdm import tqdm
 
 from backends.base import Backend
-from backends.openai_client import Endpoint, EndpointPool, LoopThread, Reply, RequestError, _snippet, describe
+from backends.openai_client import (ROUTES, Endpoint, EndpointPool, LoopThread, Reply, RequestError, _snippet,
+                                    choice_text, describe)
 from common.errors import HarnessError
 from common.redact import HIDDEN, redact
 from inputs.tokenizer import load_tokenizer
@@ -86,6 +89,7 @@ class OpenAIBackend(Backend):
         "api_server": [],              # base URLs, e.g. http://127.0.0.1:8000 (with or without /v1)
         "api_model_name": "",          # model id the servers serve; empty: the one they all serve
         "api_key": "",                 # bearer token; empty: $OPENAI_API_KEY (if set)
+        "api_endpoint": "completions",  # completions | chat (/v1/chat/completions, prompts as text)
         "concurrency": 64,             # Offline: requests in flight at once (over all generate() calls)
         "timeout_s": 120.0,            # per request: connect, and the longest wait for the next bytes
         # Total time one attempt may take: a base plus an allowance per requested token, so that a
@@ -106,6 +110,11 @@ class OpenAIBackend(Backend):
         if o["prompt_mode"] not in PROMPT_MODES:
             raise HarnessError(f"option prompt_mode must be one of {', '.join(PROMPT_MODES)}, "
                                f"got '{o['prompt_mode']}'")
+        if o["api_endpoint"] not in ROUTES:
+            raise HarnessError(f"option api_endpoint must be one of {', '.join(ROUTES)}, got '{o['api_endpoint']}'")
+        self._chat = o["api_endpoint"] == "chat"
+        if self._chat and o["prompt_mode"] == "ids":
+            raise HarnessError("prompt_mode=ids does not apply to api_endpoint=chat: chat messages are text")
         if o["concurrency"] < 1 or o["timeout_s"] <= 0 or o["deadline_s"] <= 0 or o["deadline_per_token_s"] < 0:
             raise HarnessError("options concurrency, timeout_s and deadline_s must be positive, "
                                "deadline_per_token_s not negative")
@@ -116,6 +125,7 @@ class OpenAIBackend(Backend):
         self._pool: EndpointPool | None = None
         self._tokenizer = None
         self._model = ""
+        self._endpoints: list[dict[str, str]] = []
         self._log: list[dict[str, Any]] = []
         self._log_lock = threading.Lock()
 
@@ -135,7 +145,8 @@ class OpenAIBackend(Backend):
         self._loop = LoopThread()
         o = self.options
         self._pool = self._loop.run(self._make_pool(urls, o["timeout_s"], self.deadline_s, o["balance"],
-                                                    o["failover"], o["concurrency"], self._api_key))
+                                                    o["failover"], o["concurrency"], self._api_key,
+                                                    o["api_endpoint"]))
         try:
             for ep in self._pool.endpoints:
                 self._check_models(ep)
@@ -154,9 +165,11 @@ class OpenAIBackend(Backend):
         except BaseException:
             self.close()
             raise
+        # Kept past close(): results.json says how each endpoint took prompts and gave outputs.
+        self._endpoints = [{"url": ep.url, "prompt": "ids" if ep.accepts_ids else "text",
+                            "output": "ids" if ep.returns_ids else "text"} for ep in self._pool.endpoints]
         log.info("openai backend: model '%s' on %s", self._model,
-                 ", ".join(f"{ep.url} (prompt {'ids' if ep.accepts_ids else 'text'}, "
-                           f"output {'ids' if ep.returns_ids else 'text'})" for ep in self._pool.endpoints))
+                 ", ".join(f"{e['url']} (prompt {e['prompt']}, output {e['output']})" for e in self._endpoints))
 
     @staticmethod
     async def _make_pool(*args) -> EndpointPool:
@@ -181,9 +194,8 @@ class OpenAIBackend(Backend):
         out["api_model_name"] = self._model
         out["deadline_s"] = self.deadline_s
         out["reply_counts"] = dict(self.reply_counts)
-        if self._pool is not None:
-            out["endpoints"] = [{"url": ep.url, "prompt": "ids" if ep.accepts_ids else "text",
-                                 "output": "ids" if ep.returns_ids else "text"} for ep in self._pool.endpoints]
+        if self._endpoints:
+            out["endpoints"] = self._endpoints
         return out
 
     def _check_models(self, ep: Endpoint) -> None:
@@ -233,6 +245,13 @@ class OpenAIBackend(Backend):
         mode = self.options["prompt_mode"]
         base = {"model": self._model, "max_tokens": 1, "temperature": 0.0, "return_token_ids": True,
                 "return_tokens": True}
+        if self._chat:
+            r = self._loop.run(self._pool.post_once(ep, {**base, "messages": [{"role": "user", "content": "Hello"}]}))
+            if r.status_code != 200:
+                raise HarnessError(f"server {ep.url}: a test chat completion failed: HTTP {r.status_code}: "
+                                   f"{_snippet(r.text)}")
+            ep.returns_ids = _ids_in(r.json()["choices"][0]) is not None
+            return
         if mode != "text":
             r = self._loop.run(self._pool.post_once(ep, {**base, "prompt": [1]}))
             ep.accepts_ids = r.status_code == 200
@@ -257,12 +276,11 @@ class OpenAIBackend(Backend):
 
     # -- requests ----------------------------------------------------------------------------
     def request_body(self, prompt: list[int], stream: bool, ep: Endpoint | None = None) -> dict[str, Any]:
-        """The /v1/completions body sent for a prompt (to `ep`, default the first endpoint)."""
+        """The /v1/completions (or chat) body sent for a prompt (to `ep`, default the first endpoint)."""
         ep = ep or self._pool.endpoints[0]
         p = self.params
         body: dict[str, Any] = {
             "model": self._model,
-            "prompt": prompt if ep.accepts_ids else self._prompt_text(prompt),
             "max_tokens": p.max_new_tokens,
             "temperature": 0.0,
             # Servers that lack ignore_eos still stop at EOS only after min_tokens.
@@ -273,6 +291,10 @@ class OpenAIBackend(Backend):
             "return_tokens": True,         # llama-server
             "stream": stream,
         }
+        if self._chat:
+            body["messages"] = [{"role": "user", "content": self._prompt_text(prompt)}]
+        else:
+            body["prompt"] = prompt if ep.accepts_ids else self._prompt_text(prompt)
         if stream:
             body["stream_options"] = {"include_usage": True}
         return body
@@ -289,7 +311,7 @@ class OpenAIBackend(Backend):
         carry no EOS id (as the server's own token count)."""
         ids = _ids_in(choice)
         if ids is None:
-            text = choice.get("text") or ""
+            text = choice_text(choice)
             # Generated text never spells special tokens, so their names are read as plain text.
             ids = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] if text else []
         return ids
@@ -301,7 +323,8 @@ class OpenAIBackend(Backend):
     def request_log(self) -> list[dict[str, Any]]:
         """One dict per finished request, in completion order: kind (generate|stream), endpoint
         (that answered, or None), status, failed_attempts ([{endpoint, status, error}]), n_prompt,
-        n_output (ids reported), server_tokens (the server's usage count, if sent), shortened
+        n_output (ids reported), server_tokens (the server's usage count, if sent), server_prompt_tokens (its
+        prompt count: with a chat template's tokens in chat mode), shortened
         (the server stopped at its own lower limit), ttft_s, itl_s (list), e2e_s, error."""
         with self._log_lock:
             return list(self._log)
@@ -314,6 +337,7 @@ class OpenAIBackend(Backend):
                 "status": reply.status if reply else (failed[-1].status if failed else None),
                 "failed_attempts": [vars(a) for a in failed], "n_prompt": len(prompt), "n_output": n_output,
                 "server_tokens": usage.get("completion_tokens"),
+                "server_prompt_tokens": usage.get("prompt_tokens"),    # chat: with the template's
                 "shortened": self._judge(reply, usage.get("completion_tokens"), n_output) == "shortened",
                 "ttft_s": None, "itl_s": [], "e2e_s": e2e, "error": None if err is None else str(err)}
 

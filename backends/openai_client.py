@@ -24,6 +24,10 @@ from common.redact import redact
 
 log = logging.getLogger(__name__)
 
+# The request path of each API: completions take a prompt (text or token ids); chat takes
+# messages (text), which the server renders with the model's chat template.
+ROUTES = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+
 # After a failure (refused connection, 5xx, timeout) new requests avoid the endpoint this long;
 # it is tried again afterwards, so a restarted server rejoins on its own.
 DOWN_COOLDOWN_S = 5.0
@@ -100,6 +104,15 @@ def _snippet(text: str, n: int = 200) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
+def choice_text(choice: dict[str, Any]) -> str:
+    """The generated text of a reply choice: `text` (completions), `message.content` (chat) or
+    `delta.content` (a chat stream's piece; its first piece holds only the role)."""
+    if "text" in choice:
+        return choice.get("text") or ""
+    part = choice.get("message") or choice.get("delta") or {}
+    return part.get("content") or ""
+
+
 def describe(e: BaseException) -> str:
     """One line saying why a request failed, for errors and logs (credentials redacted)."""
     if isinstance(e, httpx.TimeoutException):
@@ -135,12 +148,13 @@ class EndpointPool:
     """Sends /v1 requests to a set of endpoints. Use only from the loop thread's coroutines."""
 
     def __init__(self, urls: list[str], timeout_s: float, deadline_s: float, balance: str, failover: bool,
-                 pool_size: int, api_key: str = ""):
+                 pool_size: int, api_key: str = "", api: str = "completions"):
         # A bearer token, where given, replaces credentials written in the URLs.
         self.endpoints = [make_endpoint(u) for u in urls]
         if api_key:
             for ep in self.endpoints:
                 ep.auth = None
+        self.path = ROUTES[api]
         self.deadline_s = deadline_s
         self.balance = balance
         self.failover = failover
@@ -172,7 +186,7 @@ class EndpointPool:
 
     async def post_once(self, ep: Endpoint, body: dict) -> httpx.Response:
         """One non-streaming request to one endpoint, no failover (capability probes)."""
-        return await self._within_deadline(self.client.post(ep.url + "/v1/completions", json=body, auth=ep.auth))
+        return await self._within_deadline(self.client.post(ep.url + self.path, json=body, auth=ep.auth))
 
     # -- choosing an endpoint --------------------------------------------------------------
     def _pick(self, tried: set[str]) -> Endpoint | None:
@@ -224,7 +238,7 @@ class EndpointPool:
         raise self._give_up(failed)
 
     async def _complete_once(self, ep: Endpoint, body: dict, failed: list[Attempt]) -> Reply:
-        r = await self.client.post(ep.url + "/v1/completions", json=body, auth=ep.auth,
+        r = await self.client.post(ep.url + self.path, json=body, auth=ep.auth,
                                    timeout=self._complete_timeout)
         await self._check_status(ep, r)
         data = r.json()
@@ -265,7 +279,7 @@ class EndpointPool:
 
     async def _stream_once(self, ep: Endpoint, body: dict, emit_choice: Callable[[dict], None],
                            enough: Callable[[], bool], failed: list[Attempt]) -> Reply:
-        async with self.client.stream("POST", ep.url + "/v1/completions", json=body, auth=ep.auth) as r:
+        async with self.client.stream("POST", ep.url + self.path, json=body, auth=ep.auth) as r:
             await self._check_status(ep, r)
             last, usage = None, None
             async for line in r.aiter_lines():

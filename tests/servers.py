@@ -11,6 +11,9 @@ stops its server on exit.
   switched to a fault: "error500", "stall" (no reply until stopped), "drop" (connection closed
   mid-reply), "empty" (a reply without tokens, as a model that ends at once), "endless" (streams
   tokens past max_tokens until stopped), "keepalive" (sends only keep-alive bytes until stopped).
+  It also answers /v1/chat/completions: one user message (text), read as its UTF-8 bytes in place
+  of token ids; replies carry `message` / `delta` content, and `token_ids` unless chat_ids=False
+  (a server that returns only text).
 """
 from __future__ import annotations
 
@@ -129,7 +132,8 @@ class FakeServer:
     MODES = ("ok", "error500", "stall", "drop", "empty", "endless", "keepalive")
 
     def __init__(self, model: str = "fake-model", token_delay_s: float = 0.0, stop_after: int | None = None,
-                 context: int | None = None, honours_min_tokens: bool = True, root: str = "fake-model"):
+                 context: int | None = None, honours_min_tokens: bool = True, root: str = "fake-model",
+                 chat_ids: bool = True):
         self.model = model
         self.mode = "ok"
         self.token_delay_s = token_delay_s     # pause between streamed tokens
@@ -137,7 +141,8 @@ class FakeServer:
         self.context = context
         self.honours_min_tokens = honours_min_tokens
         self.root = root
-        self.bodies: list[dict] = []           # every /v1/completions body received
+        self.chat_ids = chat_ids               # chat replies carry token_ids
+        self.bodies: list[dict] = []           # every completion (or chat) body received
         self.headers: list[dict] = []          # the headers of every request received
         self.in_flight = 0                     # completions being answered now
         self.max_in_flight = 0                 # the most at once so far
@@ -169,8 +174,10 @@ class FakeServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                if self.path.rstrip("/") != "/v1/completions":
+                path = self.path.rstrip("/")
+                if path not in ("/v1/completions", "/v1/chat/completions"):
                     return self._json(404, {"error": "not found"})
+                self.chat = path == "/v1/chat/completions"
                 fake.bodies.append(body)
                 fake.headers.append(dict(self.headers))
                 with fake._count_lock:
@@ -182,10 +189,31 @@ class FakeServer:
                     with fake._count_lock:
                         fake.in_flight -= 1
 
+            def _prompt(self, body) -> list[int] | None:
+                if not self.chat:
+                    prompt = body.get("prompt")
+                    return prompt if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt) else None
+                msgs = body.get("messages")
+                if "prompt" in body or not (isinstance(msgs, list) and len(msgs) == 1
+                                            and msgs[0].get("role") == "user" and isinstance(msgs[0].get("content"), str)):
+                    return None
+                return list(msgs[0]["content"].encode())
+
+            def _choice(self, ids: list[int], finish, stream: bool) -> dict:
+                text = "".join(f" t{t}" for t in ids)
+                if not self.chat:
+                    return {"index": 0, "text": text, "token_ids": ids, "finish_reason": finish}
+                out = {"index": 0, ("delta" if stream else "message"): {"role": "assistant", "content": text},
+                       "finish_reason": finish}
+                if fake.chat_ids:
+                    out["token_ids"] = ids
+                return out
+
             def _complete(self, body):
-                prompt = body.get("prompt")
-                if not (isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)):
-                    return self._json(400, {"error": "this server takes token-id prompts only"})
+                prompt = self._prompt(body)
+                if prompt is None:
+                    return self._json(400, {"error": "this server takes token-id prompts only" if not self.chat
+                                            else "chat: one user message with text content"})
                 if fake.mode == "error500":
                     return self._json(500, {"error": "injected internal error"})
                 if fake.mode == "stall":
@@ -202,16 +230,21 @@ class FakeServer:
                     if fake.mode == "drop":
                         self.close_connection = True
                         return
-                    return self._json(200, {"object": "text_completion", "model": fake.model, "choices": [
-                        {"index": 0, "text": "".join(f" t{t}" for t in ids), "token_ids": ids,
-                         "prompt_token_ids": prompt, "finish_reason": finish}], "usage": usage})
+                    choice = self._choice(ids, finish, False)
+                    if not self.chat:
+                        choice["prompt_token_ids"] = prompt
+                    return self._json(200, {"object": "chat.completion" if self.chat else "text_completion",
+                                            "model": fake.model, "choices": [choice], "usage": usage})
                 self._start_chunked("text/event-stream")
+                if self.chat:   # as vLLM: a first piece with the role and no tokens
+                    self._event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                              "finish_reason": None}]})
                 if not ids:  # only the closing event
-                    self._event({"choices": [{"index": 0, "text": "", "token_ids": [], "finish_reason": "stop"}]})
+                    self._event({"choices": [self._choice([], "stop", True)]})
                 for i, t in enumerate(ids):
                     last = i == len(ids) - 1
-                    choice = {"index": 0, "text": f" t{t}", "token_ids": [t], "finish_reason": finish if last else None}
-                    if i == 0:
+                    choice = self._choice([t], finish if last else None, True)
+                    if i == 0 and not self.chat:
                         choice["prompt_token_ids"] = prompt
                     self._event({"choices": [choice]})
                     if fake.mode == "drop" and i == 0:

@@ -398,6 +398,88 @@ def test_eos_ids_learned_from_the_served_model_folder(tmp_path):
             be.close()
 
 
+# -- chat endpoint (api_endpoint=chat) ---------------------------------------------------------
+CHAT_TEXTS = ["The capital of France is", "One, two, three,", "Water boils at"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    pytest.importorskip("llama_cpp")
+    from inputs.tokenizer import load_tokenizer
+    return load_tokenizer(None)
+
+
+def _chat_answer(tok, prompt: list[int], n: int) -> list[int]:
+    """FakeServer's chat answer: its prompt is the message text (the ids decoded, BOS dropped) as bytes."""
+    return fake_answer(list(tok.decode(prompt[1:]).encode()), n)
+
+
+def test_bad_api_endpoint_options():
+    with pytest.raises(HarnessError, match="api_endpoint must be one of completions, chat, got 'rest'"):
+        make(["http://127.0.0.1:1"], api_endpoint="rest")
+    with pytest.raises(HarnessError, match="prompt_mode=ids does not apply to api_endpoint=chat"):
+        make(["http://127.0.0.1:1"], api_endpoint="chat", prompt_mode="ids")
+
+
+def test_chat_sends_one_user_message_and_reports_the_servers_ids(fake, tok):
+    prompts = [tok.encode(t) for t in CHAT_TEXTS]
+    be = loaded([fake.url], max_new=6, min_new=2, api_endpoint="chat")
+    try:
+        assert be.info()["endpoints"] == [{"url": fake.url, "prompt": "text", "output": "ids"}]
+        assert be.generate(prompts) == [_chat_answer(tok, p, 6) for p in prompts]
+        body = fake.bodies[-1]
+        assert "prompt" not in body and body["messages"] == [{"role": "user", "content": CHAT_TEXTS[-1]}]
+        assert (body["max_tokens"], body["min_tokens"], body["temperature"]) == (6, 2, 0.0)
+        chunks = list(be.stream(prompts[0]))
+        assert chunks[0] == _chat_answer(tok, prompts[0], 1)       # the role-only piece yields nothing
+        assert sum(chunks, []) == _chat_answer(tok, prompts[0], 6)
+        assert fake.bodies[-1]["stream"] is True
+        assert all(e["error"] is None and e["n_output"] == 6 for e in be.request_log())
+    finally:
+        be.close()
+
+
+def test_chat_text_replies_are_tokenized_with_the_models_tokenizer(tok):
+    def ids(text):
+        return tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    prompt = tok.encode(CHAT_TEXTS[0])
+    with FakeServer(chat_ids=False) as srv:
+        be = loaded([srv.url], max_new=5, api_endpoint="chat")
+        try:
+            assert be.info()["endpoints"] == [{"url": srv.url, "prompt": "text", "output": "text"}]
+            answer = _chat_answer(tok, prompt, 5)
+            # Non-streaming: the whole text at once; streaming: each piece as it arrives. Each fake
+            # token's text " tN" is several ids here: the re-tokenized ids are not the server's, and
+            # max_tokens (5) caps the ids counted here as well.
+            assert be.generate([prompt]) == [ids("".join(f" t{t}" for t in answer))[:5]]
+            assert sum(be.stream(prompt), []) == sum((ids(f" t{t}") for t in answer), [])[:5]
+        finally:
+            be.close()
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "Server"])
+def test_main_chat_endpoint_passes_test06(tmp_path, tok, scenario):
+    from tests.helpers import accuracy_entries, assert_test06, decode_ids, results, run_main, tiny_conf, tiny_dataset
+    prompts = [tok.encode(t) for t in CHAT_TEXTS]
+    out = tmp_path / "logs"
+    with FakeServer(token_delay_s=0.01) as srv:
+        p = run_main("--backend", "openai", "--api-server", srv.url, "--api-endpoint", "chat", "--scenario", scenario,
+                     "--accuracy", "--dataset-path", str(tiny_dataset(tmp_path / "data.pkl", prompts=prompts)),
+                     "--user-conf", str(tiny_conf(tmp_path / "user.conf", n=len(prompts), qps=5.0)),
+                     "--output-log-dir", str(out), "--max-new-tokens", "8",
+                     "--total-sample-count", str(len(prompts)), timeout=120)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert all("messages" in b for b in srv.bodies)
+        url = srv.url
+    assert_test06(out, scenario)
+    got = sorted(decode_ids(e) for e in accuracy_entries(out))
+    assert got == sorted(_chat_answer(tok, q, 8) for q in prompts)
+    backend = results(out)["run"]["backend"]
+    assert backend["options"]["api_endpoint"] == "chat"
+    assert backend["endpoints"] == [{"url": url, "prompt": "text", "output": "ids"}]
+
+
 # -- real llama_cpp.server (text prompts, text replies) ----------------------------------------
 # Distinct plain-text prompts with confident continuations: llama_cpp.server reuses the KV cache of
 # a shared prompt prefix, which changes the decode batch shapes and could flip a near-tie token.
