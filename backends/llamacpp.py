@@ -13,9 +13,10 @@ run really produces max_new_tokens ids instead of running on past an end marker.
 
 Every request starts from an empty KV cache for its sequence (no prefix reuse between requests).
 
-With `speculative=ngram` (backends/speculative.py) each generating sequence adds up to
-`num_draft_tokens` drafted ids after its next id in the same llama_batch; the ids the target's
-own argmax confirms are kept, the KV cache past them is dropped, and a stream gets them together.
+With `speculative=ngram` or `draft_model=PATH` (backends/speculative.py: prompt lookup, or a
+second llama.cpp model) each generating sequence adds up to `num_draft_tokens` drafted ids after
+its next id in the same llama_batch; the ids the target's own argmax confirms are kept, the KV
+cache past them is dropped, and a stream gets them together.
 """
 from __future__ import annotations
 
@@ -119,68 +120,41 @@ class LlamaCppBackend(Backend):
             raise HarnessError(f"llamacpp: eos_ids must be token ids separated by commas, got {o['eos_ids']}") from None
         self.n_threads = o["n_threads"] or len(os.sched_getaffinity(0))
         self.spec_kind = speculative.check_options(o, self.name)
-        if self.spec_kind == "draft":
-            raise HarnessError("llamacpp: speculative=draft (draft_model) is not available in this backend; "
-                               "use speculative=ngram, or draft_model with --backend hf")
         self.spec = speculative.SpecStats(self.spec_kind, o["num_draft_tokens"]) if self.spec_kind else None
-        self._model = self._ctx = self._batch = None
+        self._model = self._ctx = self._batch = self._drafter = None
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def load(self) -> None:
-        global _backend_initialised
-        o = self.options
-        path = resolve_model_path(self.model_path)
-        self.model_path = path
-        _check_gguf_magic(path)
-        with _backend_init_lock:
-            if not _backend_initialised:
-                llama_cpp.llama_backend_init()
-                _backend_initialised = True
+        self.model_path = path = resolve_model_path(self.model_path)
+        self._model = open_model(path, self.options)
+        try:
+            self._start(path)
+        except BaseException:   # free the model, context and draft made so far
+            self.close()
+            raise
 
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = 0x7FFFFFFF if o["n_gpu_layers"] < 0 else o["n_gpu_layers"]
-        with native_output_silenced(not o["verbose"]):
-            self._model = llama_cpp.llama_model_load_from_file(path.encode(), mparams)
-        if not self._model:
-            self._model = None
-            raise HarnessError(f"llama.cpp cannot load {path}: not a valid GGUF model (corrupt, truncated "
-                               "or an unsupported architecture); run with --backend-arg verbose=1 for details")
+    def _start(self, path: str) -> None:
+        o = self.options
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
         if o["n_ctx"] > n_ctx_train:
             log.warning("n_ctx=%d exceeds the model's training context %d", o["n_ctx"], n_ctx_train)
 
-        cparams = llama_cpp.llama_context_default_params()
-        # Sequences get separate KV streams (kv_unified off), each of n_ctx tokens.
-        cparams.n_ctx = o["n_ctx"] * o["n_parallel"]
-        cparams.n_seq_max = o["n_parallel"]
-        cparams.kv_unified = False
-        cparams.n_batch = cparams.n_ubatch = o["n_batch"]
-        cparams.n_threads = cparams.n_threads_batch = self.n_threads
-        cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if o["flash_attn"]
-                                   else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
-        cparams.no_perf = True
-        with native_output_silenced(not o["verbose"]):
-            self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
-        if not self._ctx:
-            self._ctx = None
-            self.close()
-            raise HarnessError(f"llama.cpp cannot create a context with n_ctx={o['n_ctx']} x n_parallel="
-                               f"{o['n_parallel']} (out of memory?); lower n_ctx or n_parallel")
+        self._ctx = open_context(self._model, o, self.n_threads)
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(o["n_batch"], 0, 1)
 
         # Every EOG id of the vocabulary (a few hundred thousand cheap calls, once).
         is_eog = llama_cpp.llama_vocab_is_eog
         if any(not 0 <= t < self.n_vocab for t in self._extra_eos):
-            self.close()
             raise HarnessError(f"llamacpp: eos_ids {sorted(self._extra_eos)} outside the vocabulary (0..{self.n_vocab - 1})")
         eog = sorted({t for t in range(self.n_vocab) if is_eog(self._vocab, t)} | self._extra_eos)
         self.eos_token_ids = frozenset(eog)
         self._eog = np.array(eog, dtype=np.intp)
+        self._drafter = speculative.llamacpp_drafter(self)
 
         desc = ctypes.create_string_buffer(256)
         llama_cpp.llama_model_desc(self._model, desc, len(desc))
@@ -206,6 +180,9 @@ class LlamaCppBackend(Backend):
                 self._cond.notify_all()
             self._thread.join()
             self._thread = None
+        if self._drafter is not None:
+            self._drafter.close()
+            self._drafter = None
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
@@ -357,6 +334,8 @@ class LlamaCppBackend(Backend):
 
     def _release(self, slot: _Slot) -> None:
         llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        if self._drafter is not None:
+            self._drafter.release(slot.seq_id)
         slot.req, slot.n_past, slot.next_token = None, 0, -1
 
     def _step(self) -> None:
@@ -376,7 +355,8 @@ class LlamaCppBackend(Backend):
 
         active = self._active()
         generating = [s for s in active if not s.prefilling]
-        drafts = self._drafts(generating) if self.spec is not None else {}
+        drafts = {} if self._drafter is None else self._drafter.drafts(
+            [(s.seq_id, s.req.prompt, s.req.generated) for s in generating])
         for slot in generating:
             # Room for every other generating sequence's next id stays in the batch.
             draft = drafts.get(slot.seq_id, [])[: max(0, n_batch - len(generating) - n + len(outputs))]
@@ -439,17 +419,6 @@ class LlamaCppBackend(Backend):
         for req in done:
             req.out.put(_DONE)
 
-    def _drafts(self, slots: list[_Slot]) -> dict[int, list[int]]:
-        """Prompt-lookup drafts per sequence, never past max_new_tokens (the cache holds them)."""
-        t0, o, out = time.perf_counter(), self.options, {}
-        for slot in slots:
-            req = slot.req
-            k = min(o["num_draft_tokens"], self.params.max_new_tokens - len(req.generated) - 1)
-            if k > 0:
-                out[slot.seq_id] = speculative.ngram_draft(req.prompt + req.generated, k, o["ngram_max"])
-        self.spec.draft_s += time.perf_counter() - t0
-        return out
-
     def _score_now(self, ids: list[int]) -> list[float]:
         """Log-probabilities of ids[1:] from one causal pass (in chunks) on sequence 0."""
         batch, seq = self._batch, self._slots[0].seq_id
@@ -476,8 +445,10 @@ class LlamaCppBackend(Backend):
         return out
 
 
-def _check_gguf_magic(path: str) -> None:
-    """A clear error for a folder or a non-GGUF file before llama.cpp sees it."""
+def open_model(path: str, o: dict[str, Any]):
+    """A llama.cpp model from a GGUF file (options n_gpu_layers, verbose); HarnessError when it is
+    not one llama.cpp can load (a folder or a non-GGUF file is named before llama.cpp sees it)."""
+    global _backend_initialised
     if os.path.isdir(path):
         raise HarnessError(f"the llamacpp backend needs a .gguf file, got the folder {path}")
     try:
@@ -487,3 +458,35 @@ def _check_gguf_magic(path: str) -> None:
         raise HarnessError(f"cannot read model file {path}: {e.strerror}") from None
     if magic != b"GGUF":
         raise HarnessError(f"{path} is not a GGUF file (starts with {magic!r}, expected b'GGUF')")
+    with _backend_init_lock:
+        if not _backend_initialised:
+            llama_cpp.llama_backend_init()
+            _backend_initialised = True
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.n_gpu_layers = 0x7FFFFFFF if o["n_gpu_layers"] < 0 else o["n_gpu_layers"]
+    with native_output_silenced(not o["verbose"]):
+        model = llama_cpp.llama_model_load_from_file(path.encode(), mparams)
+    if not model:
+        raise HarnessError(f"llama.cpp cannot load {path}: not a valid GGUF model (corrupt, truncated "
+                           "or an unsupported architecture); run with --backend-arg verbose=1 for details")
+    return model
+
+
+def open_context(model, o: dict[str, Any], n_threads: int):
+    """A context of n_parallel sequences with separate KV streams (kv_unified off), each of n_ctx."""
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx = o["n_ctx"] * o["n_parallel"]
+    cparams.n_seq_max = o["n_parallel"]
+    cparams.kv_unified = False
+    cparams.n_batch = cparams.n_ubatch = o["n_batch"]
+    cparams.n_threads = cparams.n_threads_batch = n_threads
+    cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if o["flash_attn"]
+                               else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+    cparams.no_perf = True
+    with native_output_silenced(not o["verbose"]):
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+    if not ctx:
+        raise HarnessError(f"llama.cpp cannot create a context with n_ctx={o['n_ctx']} x n_parallel="
+                           f"{o['n_parallel']} (out of memory?); lower n_ctx or n_parallel")
+    return ctx
+

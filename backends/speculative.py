@@ -10,17 +10,21 @@ Kinds (`--backend-arg speculative=...`):
 - `ngram`: prompt-lookup decoding. The last n ids (n = ngram_max down to 1) are looked up earlier
   in the prompt and the text so far; the ids that followed the latest match are the drafts.
   No second model; strong where the answer copies from the prompt (summaries, extraction).
-- `draft`: a smaller or lower-precision model with the same vocabulary drafts (option draft_model).
+- `draft`: a smaller or lower-precision model with the same vocabulary drafts (option draft_model;
+  llamacpp: a second GGUF in its own llama.cpp context, LlamaCppDraft; hf: transformers' assisted
+  generation, HFAssist).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from common.errors import HarnessError
+from common.native import native_output_silenced
 
 KINDS = ("ngram", "draft")
 
@@ -99,6 +103,7 @@ class SpecStats:
     accepted: int = 0
     draft_s: float = 0.0        # finding / producing drafts
     verify_s: float = 0.0       # target forward passes that verified drafts
+    draft_model: str = ""       # the draft model's file name (draft_model option), "" for ngram
 
     def add(self, drafted: int, accepted: int) -> None:
         if drafted:
@@ -114,7 +119,8 @@ class SpecStats:
                 "mean_accepted_per_step": round(self.accepted / self.steps, 4) if self.steps else None,
                 "steps": self.steps, "steps_without_draft": self.steps_without_draft,
                 "drafted": self.drafted, "accepted": self.accepted,
-                "draft_s": round(self.draft_s, 4), "verify_s": round(self.verify_s, 4)}
+                "draft_s": round(self.draft_s, 4), "verify_s": round(self.verify_s, 4),
+                **({"draft_model": self.draft_model} if self.draft_model else {})}
 
 
 class HFAssist:
@@ -174,3 +180,180 @@ class HFAssist:
         s.verify_s += self._forward_s
         # Outside the target's passes: the draft model (or the lookup) and generate()'s own loop.
         s.draft_s += time.perf_counter() - self._wall - self._forward_s
+
+
+# ---- llama.cpp drafters -------------------------------------------------------------------------
+
+class DraftRequest(NamedTuple):
+    seq_id: int
+    context: list[int]     # prompt + generated ids; the last one is not in the target's cache yet
+    k: int                 # ids to draft (1..num_draft_tokens)
+    n_generated: int
+
+
+def llamacpp_drafter(target) -> "Drafter | None":
+    """The drafter of a loaded LlamaCppBackend for its speculative kind (None when off)."""
+    if target.spec_kind == "draft":
+        return LlamaCppDraft(target)
+    return NgramDrafter(target) if target.spec_kind == "ngram" else None
+
+
+class Drafter:
+    """Drafts for the llamacpp engine thread: drafts() once per decode step for every generating
+    sequence; release() when a sequence's slot is freed; close() at the end."""
+
+    def __init__(self, target):
+        self.stats: SpecStats = target.spec
+        self.params, self.options = target.params, target.options
+
+    def drafts(self, seqs: list[tuple[int, list[int], list[int]]]) -> dict[int, list[int]]:
+        """(seq_id, prompt, generated) -> drafted ids per seq_id, never past max_new_tokens (the
+        target's cache holds every drafted id until verified)."""
+        t0, wanted = time.perf_counter(), []
+        for seq_id, prompt, generated in seqs:
+            k = min(self.options["num_draft_tokens"], self.params.max_new_tokens - len(generated) - 1)
+            if k > 0:
+                wanted.append(DraftRequest(seq_id, prompt + generated, k, len(generated)))
+        out = self.propose(wanted) if wanted else {}
+        self.stats.draft_s += time.perf_counter() - t0
+        return out
+
+    def propose(self, wanted: list[DraftRequest]) -> dict[int, list[int]]:
+        raise NotImplementedError
+
+    def release(self, seq_id: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NgramDrafter(Drafter):
+    def propose(self, wanted: list[DraftRequest]) -> dict[int, list[int]]:
+        return {r.seq_id: ngram_draft(r.context, r.k, self.options["ngram_max"]) for r in wanted}
+
+
+class LlamaCppDraft(Drafter):
+    """A second GGUF model (the draft_model option; same vocabulary as the target, checked id by
+    id) drafting greedily in a llama.cpp context of its own, with the target's n_ctx, n_parallel,
+    n_batch and threads. Each step it first feeds the ids of each sequence its cache lacks (the
+    prompt at the first step, later the target's kept ids), all sequences in one decode, then
+    drafts the remaining ids one decode per id, all sequences together. Its cache keeps the drafts
+    the target accepted and drops the rest, so a step feeds it one or two ids per sequence."""
+
+    def __init__(self, target):
+        import llama_cpp
+
+        from backends.llamacpp import open_context, open_model
+
+        super().__init__(target)
+        self._ll, o, path = llama_cpp, target.options, target.options["draft_model"]
+        self._model = self._ctx = self._batch = None
+        try:
+            self._model = open_model(path, o)
+            vocab = llama_cpp.llama_model_get_vocab(self._model)
+            self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+            check_same_vocab(target.n_vocab, self.n_vocab, path, target.name)
+            text = llama_cpp.llama_vocab_get_text
+            differ = next((i for i in range(self.n_vocab) if text(vocab, i) != text(target._vocab, i)), None)
+            if differ is not None:
+                raise HarnessError(f"{target.name}: draft model {path} has another vocabulary than the target "
+                                   f"(token {differ} is {text(vocab, differ)!r} there, "
+                                   f"{text(target._vocab, differ)!r} in the target); speculative decoding "
+                                   "needs the same vocabulary")
+            self._ctx = open_context(self._model, o, target.n_threads)
+        except BaseException as e:
+            self.close()
+            if isinstance(e, HarnessError) and "draft model" not in str(e):
+                raise HarnessError(f"{target.name}: draft model: {e}") from None
+            raise
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(o["n_batch"], 0, 1)
+        self._eog, self._eos = target._eog, target.eos_token_ids
+        self.stats.draft_model = os.path.basename(path)
+        # Per sequence: the ids in the draft's cache, and how many of them are known to equal the
+        # context (everything before the previous step's drafts).
+        self._fed: dict[int, list[int]] = {}
+        self._synced: dict[int, int] = {}
+
+    def release(self, seq_id: int) -> None:
+        if self._fed.pop(seq_id, None) is not None:
+            self._ll.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        self._synced.pop(seq_id, None)
+
+    def close(self) -> None:
+        ll = self._ll
+        if self._batch is not None:
+            ll.llama_batch_free(self._batch)
+        with native_output_silenced(not self.options["verbose"]):
+            if self._ctx is not None:
+                ll.llama_free(self._ctx)
+            if self._model is not None:
+                ll.llama_model_free(self._model)
+        self._batch = self._ctx = self._model = None
+
+    def propose(self, wanted: list[DraftRequest]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        # Catch up: drop the rejected drafts from the cache and feed what the cache lacks; the
+        # last id always goes in again if cached already, since its logits give the first draft.
+        feeds: list[tuple[DraftRequest, list[int]]] = []
+        for r in wanted:
+            fed = self._fed.setdefault(r.seq_id, [])
+            same = self._synced.get(r.seq_id, 0)
+            while same < min(len(fed), len(r.context)) and fed[same] == r.context[same]:
+                same += 1
+            same = min(same, len(r.context) - 1)
+            if same < len(fed):
+                self._ll.llama_memory_seq_rm(self._mem, r.seq_id, same, -1)
+                del fed[same:]
+            feeds.append((r, r.context[same:]))
+            self._synced[r.seq_id] = len(r.context)
+        self._decode_rows(feeds, out)
+        # Then one id per decode for every sequence still drafting.
+        for _ in range(1, max(r.k for r in wanted)):
+            # A drafted end id would end generation if accepted: nothing to draft after it.
+            going = [(r, d[-1:]) for r in wanted if len(d := out[r.seq_id]) < r.k
+                     and not (d[-1] in self._eos and not self._eog_banned(r, len(d) - 1))]
+            if not going:
+                break
+            self._decode_rows(going, out)
+        return out
+
+    def _eog_banned(self, r: DraftRequest, j: int) -> bool:
+        """Whether the target bans end ids at the j-th drafted position (as in its own pick)."""
+        return self.params.ignore_eos or r.n_generated + j < self.params.min_new_tokens
+
+    def _decode_rows(self, feeds: list[tuple[DraftRequest, list[int]]], out: dict[int, list[int]]) -> None:
+        """Feed each sequence its ids (in batches of n_batch) and append the draft's greedy id after
+        the last one to out[seq_id]."""
+        ll, batch, n_batch = self._ll, self._batch, self.options["n_batch"]
+        last: list[tuple[DraftRequest, int]] = []   # (request, batch row of its last id)
+        n = 0
+
+        def flush() -> None:
+            nonlocal n
+            batch.n_tokens = n
+            rc = ll.llama_decode(self._ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode of the draft model returned {rc} ({n} tokens)")
+            for r, row in last:
+                logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self._ctx, row), shape=(self.n_vocab,))
+                if self._eog_banned(r, len(out.get(r.seq_id, ()))):
+                    logits[self._eog] = -np.inf   # llama.cpp's buffer, rewritten by the next decode
+                out.setdefault(r.seq_id, []).append(int(np.argmax(logits)))
+            last.clear()
+            n = 0
+
+        for r, ids in feeds:
+            fed = self._fed[r.seq_id]
+            for i, token in enumerate(ids):
+                if n == n_batch:
+                    flush()
+                batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, len(fed), 1
+                batch.seq_id[n][0], batch.logits[n] = r.seq_id, i == len(ids) - 1
+                fed.append(token)
+                if i == len(ids) - 1:
+                    last.append((r, n))
+                n += 1
+        if n:
+            flush()

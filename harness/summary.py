@@ -92,6 +92,14 @@ def run_summary(results: dict[str, Any]) -> str:
                      f"handed it to the backend, as vLLM's --max-concurrency and GuideLLM measure; 'queued': the wait "
                      f"in between. LoadGen times from each query's scheduled issue: TTFT p50 "
                      f"{fmt_num(lg_ttft.get('p50'))}, p99 {fmt_num(lg_ttft.get('p99'))})")
+    spec = backend.get("speculative")
+    if spec:
+        drafter = spec.get("draft_model") or spec.get("kind", "?")
+        rate = spec.get("acceptance_rate")
+        lines.append(f"Speculative ({drafter}, K={spec.get('num_draft_tokens')}): draft acceptance "
+                     f"{fmt_num(None if rate is None else 100 * rate)}%, "
+                     f"{fmt_num(spec.get('mean_accepted_per_step'))} accepted/step over {spec.get('steps', 0)} "
+                     f"steps (draft {fmt_num(spec.get('draft_s'))} s, verify {fmt_num(spec.get('verify_s'))} s)")
     gp = results.get("goodput")
     if gp:
         slo = ", ".join(f"{k}<={v:g}ms" for k, v in gp["slo_ms"].items())

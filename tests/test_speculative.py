@@ -1,12 +1,17 @@
 """Speculative decoding (backends/speculative.py): prompt-lookup drafts, the acceptance rule, option
-errors, and the llama.cpp backend with speculative=ngram on the embedded Gemma 3 270M, in-process
-and through the real LoadGen (Offline and Server, TEST06).
+errors, and the llama.cpp backend with speculative=ngram and with a draft model (the embedded GGUF
+drafting for itself) on the embedded Gemma 3 270M, in-process and through the real LoadGen
+(Offline and Server, TEST06).
 
 llama.cpp's CPU kernels round a multi-token decode differently from a one-token decode (logits
 differ by up to ~1.4 on this model, measured in docs/backends.md), so exact equality with the plain
 run holds only where the plain run's choice is clear; the tests check exactly that, and that every
 kept id is the target's near-argmax under a separate full-sequence pass (as for n_parallel > 1).
 """
+import os
+import shutil
+import threading
+
 import numpy as np
 import pytest
 
@@ -44,6 +49,17 @@ def test_stats_report_acceptance_and_mean_accepted():
     s.add(0, 0)
     d = s.to_dict()
     assert (d["acceptance_rate"], d["mean_accepted_per_step"], d["steps"], d["steps_without_draft"]) == (0.5, 1.5, 2, 1)
+
+
+def test_run_summary_shows_the_speculative_figures():
+    from harness.summary import run_summary
+
+    spec = {**SpecStats("draft", 4, steps=10, drafted=40, accepted=31, draft_s=1.5, verify_s=2.25).to_dict(),
+            "draft_model": "draft.gguf"}
+    text = run_summary({"run": {"backend": {"backend": "llamacpp", "speculative": spec}}})
+    assert ("Speculative (draft.gguf, K=4): draft acceptance 77.50%, 3.10 accepted/step over 10 steps "
+            "(draft 1.50 s, verify 2.25 s)") in text
+    assert "Speculative" not in run_summary({"run": {"backend": {"backend": "llamacpp"}}})
 
 
 @pytest.mark.parametrize("opts, message", [
@@ -85,18 +101,28 @@ def prompts(raw):
     return [raw.tokenize(t.encode(), add_bos=True, special=True) for t in TEXTS]
 
 
+SPEC_OPTIONS = {"ngram": {"speculative": "ngram", "num_draft_tokens": "4"},
+                "draft": {"draft_model": default_model_path(), "num_draft_tokens": "4"}}
+
+
 @pytest.fixture(scope="module")
-def pair():
-    """(plain, ngram) llama.cpp backends on the embedded model, 24 new tokens."""
-    made = []
-    for extra in ({}, {"speculative": "ngram", "num_draft_tokens": "4"}):
+def backends():
+    """{"plain", "ngram", "draft"}: llama.cpp backends on the embedded model, 24 new tokens; the
+    draft model is the target's own GGUF."""
+    made = {}
+    for name, extra in (("plain", {}), *SPEC_OPTIONS.items()):
         be = make_backend("llamacpp", params=GenerationParams(24, 1, False),
                           options={"n_ctx": "256", "n_threads": "1", **extra})
         be.load()
-        made.append(be)
+        made[name] = be
     yield made
-    for be in made:
+    for be in made.values():
         be.close()
+
+
+@pytest.fixture(scope="module")
+def pair(backends):
+    return backends["plain"], backends["ngram"]
 
 
 def logits_rows(raw, prompt, out):
@@ -135,11 +161,84 @@ def test_ngram_generate_and_stream_match_plain_and_accept_drafts(pair, raw, prom
     assert "speculative" not in plain.info()
 
 
-def test_ngram_respects_max_min_and_ignore_eos(raw, prompts):
+def test_draft_model_drafting_for_itself_is_nearly_always_accepted(backends, raw, prompts):
+    """The target's own GGUF as the draft: its one-id-at-a-time argmax is what the target's plain
+    run picks, so drafts are accepted up to batch-shape noise, and outputs follow the ngram rule."""
+    plain, draft = backends["plain"], backends["draft"]
+    expected, got = plain.generate(prompts), draft.generate(prompts)
+    for prompt, a, b in zip(prompts, expected, got):
+        check_lossless(raw, prompt, a, b)
+    stats = draft.info()["speculative"]
+    assert stats["kind"] == "draft" and stats["draft_model"] == os.path.basename(default_model_path())
+    assert stats["acceptance_rate"] >= 0.9 and stats["mean_accepted_per_step"] >= 3.5, stats
+    assert stats["draft_s"] > 0 and stats["verify_s"] > 0
+    chunks = [list(draft.stream(p)) for p in prompts]
+    assert [[t for c in cs for t in c] for cs in chunks] == got
+    assert max(len(c) for cs in chunks for c in cs) == 5    # K accepted drafts + the target's own id
+
+
+def test_draft_model_with_sequences_decoded_together(raw, prompts):
+    """n_parallel=3 with n_batch=16 (shorter than the prompts, so the draft feeds prompts in
+    chunks): concurrent streams share the target's and the draft's decodes, slots are reused, and
+    every id is the target's near-argmax."""
+    be = make_backend("llamacpp", params=GenerationParams(16, 1, False),
+                      options={"n_ctx": "128", "n_threads": "1", "n_parallel": "3", "n_batch": "16",
+                               **SPEC_OPTIONS["draft"]})
+    be.load()
+    try:
+        assert min(len(p) for p in prompts) > 16
+        many = prompts * 2
+        got: dict[int, list[int]] = {}
+        threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, [t for c in be.stream(many[i]) for t in c]))
+                   for i in range(len(many))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert sorted(got) == list(range(len(many)))
+        for prompt, out in zip(many, (got[i] for i in range(len(many)))):
+            assert len(out) == 16
+            rows = logits_rows(raw, prompt, out)
+            assert max(float(r.max() - r[t]) for r, t in zip(rows, out)) < BATCH_NOISE
+        assert be.info()["speculative"]["acceptance_rate"] >= 0.9
+    finally:
+        be.close()
+
+
+def test_draft_model_errors_are_one_line(tmp_path, prompts):
+    # Same size, one token's text changed: another vocabulary all the same.
+    other = tmp_path / "other-vocab.gguf"
+    shutil.copy(default_model_path(), other)
+    with open(other, "r+b") as f:
+        head = f.read(16 << 20)
+        at = head.index(b"\x06" + b"\x00" * 7 + b"<mask>")   # token 4 in tokenizer.ggml.tokens
+        f.seek(at + 8)
+        f.write(b"<MASK>")
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model")
+    for path, message in ((other, r"has another vocabulary than the target \(token 4 is b'<MASK>' there"),
+                          (tmp_path / "missing.gguf", "draft model: cannot read model file"),
+                          (junk, "draft model: .* is not a GGUF file")):
+        be = make_backend("llamacpp", params=GenerationParams(8, 1, False),
+                          options={"n_ctx": "64", "n_threads": "1", "draft_model": str(path)})
+        with pytest.raises(HarnessError, match=message):
+            be.load()
+        be.close()
+    from helpers import run_main, tiny_dataset
+
+    p = run_main("--backend", "llamacpp", "--accuracy", "--backend-arg", f"draft_model={other}",
+                 "--dataset-path", str(tiny_dataset(tmp_path / "d.pkl", prompts=prompts)),
+                 "--output-log-dir", str(tmp_path / "out"), timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines()[-1].startswith("error: llamacpp: draft model "), p.stderr[-1000:]
+
+
+@pytest.mark.parametrize("kind", ["ngram", "draft"])
+def test_speculation_respects_max_min_and_ignore_eos(raw, prompts, kind):
     newline = raw.tokenize(b"\n", add_bos=False, special=False)[0]
     for params in (GenerationParams(7, 1, False), GenerationParams(9, 9, True), GenerationParams(10, 4, False)):
         outs = {}
-        for extra in ({}, {"speculative": "ngram", "num_draft_tokens": "6"}):
+        for extra in ({}, {**SPEC_OPTIONS[kind], "num_draft_tokens": "6"}):
             be = make_backend("llamacpp", params=params, options={"n_ctx": "256", "n_threads": "1",
                                                                   "eos_ids": str(newline), **extra})
             be.load()
@@ -155,9 +254,10 @@ def test_ngram_respects_max_min_and_ignore_eos(raw, prompts):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["Offline", "Server"])
-def test_main_ngram_run_end_to_end(tmp_path, scenario, pair, prompts):
-    """main.py through the real LoadGen with speculative=ngram: the logged ids are the backend's
-    in-process ids, TEST06 passes, and results.json carries the acceptance figures."""
+@pytest.mark.parametrize("kind", ["ngram", "draft"])
+def test_main_speculative_run_end_to_end(tmp_path, scenario, kind, backends, prompts):
+    """main.py through the real LoadGen with speculative=ngram or a draft model: the logged ids are
+    the backend's in-process ids, TEST06 passes, and results.json carries the acceptance figures."""
     from helpers import accuracy_entries, assert_test06, decode_ids, results, run_main, tiny_conf, tiny_dataset
 
     data = tiny_dataset(tmp_path / "d.pkl", prompts=prompts)
@@ -165,10 +265,11 @@ def test_main_ngram_run_end_to_end(tmp_path, scenario, pair, prompts):
     p = run_main("--scenario", scenario, "--accuracy", "--backend", "llamacpp", "--dataset-path", str(data),
                  "--user-conf", str(conf), "--output-log-dir", str(tmp_path / "out"), "--max-new-tokens", "24",
                  "--num-workers", "2", "--backend-arg", "n_ctx=256", "--backend-arg", "n_threads=1",
-                 "--backend-arg", "speculative=ngram", "--backend-arg", "num_draft_tokens=4", timeout=180)
+                 *[a for k, v in SPEC_OPTIONS[kind].items() for a in ("--backend-arg", f"{k}={v}")], timeout=180)
     assert p.returncode == 0, p.stderr[-2000:]
     entries = sorted(accuracy_entries(tmp_path / "out"), key=lambda e: e["qsl_idx"])
-    assert [decode_ids(e) for e in entries] == pair[1].generate(prompts)
+    assert [decode_ids(e) for e in entries] == backends[kind].generate(prompts)
     assert_test06(tmp_path / "out", scenario)
     spec = results(tmp_path / "out")["run"]["backend"]["speculative"]
-    assert spec["drafted"] > 0 and spec["acceptance_rate"] is not None
+    assert spec["kind"] == kind and spec["drafted"] > 0 and spec["acceptance_rate"] is not None
+    assert "draft acceptance" in p.stdout    # the run summary shows them
