@@ -4,6 +4,9 @@ stops its server on exit.
 - LlamaServer: llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`) in a
   subprocess, serving a GGUF model (default: the embedded Gemma 3 270M). It takes text prompts
   and returns text, one request at a time.
+- VLLMServer: vLLM's OpenAI-compatible API server (`python -m vllm.entrypoints.openai.api_server`)
+  in a subprocess of the venv that has vLLM, serving a Hugging Face folder; token-id prompts,
+  token ids in replies, and chat with the tokenizer of gemma_chat_tokenizer.
 - FakeServer: a small stdlib HTTP server in a thread that speaks the vLLM flavour of
   /v1/completions (token-id prompts; replies with `token_ids` and `prompt_token_ids`, a stream's
   usage in a final chunk without choices, the end token included in the ids when it stops with
@@ -17,6 +20,7 @@ stops its server on exit.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -60,19 +64,25 @@ class LlamaServer:
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
+    name = "llama_cpp.server"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "llama_cpp.server", "--model", self.model_path, "--host", LOOPBACK,
+                "--port", str(self.port), "--model_alias", self.alias, "--n_ctx", str(self.n_ctx),
+                "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
+                # Without this a new request cuts the running stream short.
+                "--interrupt_requests", "False"]
+
     def start(self) -> "LlamaServer":
         self.port = free_port()
-        self._log = tempfile.NamedTemporaryFile("w+", prefix="llama-server-", suffix=".log")
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", self.model_path, "--host", LOOPBACK,
-               "--port", str(self.port), "--model_alias", self.alias, "--n_ctx", str(self.n_ctx),
-               "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
-               # Without this a new request cuts the running stream short.
-               "--interrupt_requests", "False"]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="openai-server-", suffix=".log")
+        # A session of its own: kill() ends the server's child processes too (vLLM's engine core).
+        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 if httpx.get(self.url + "/v1/models", timeout=2.0).status_code == 200:
                     return self
@@ -80,7 +90,7 @@ class LlamaServer:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"llama_cpp.server not up after {self.start_timeout_s} s:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.name} not up after {self.start_timeout_s} s:\n{self.log_tail()}")
 
     def log_tail(self, n: int = 2000) -> str:
         if self._log is None:
@@ -92,7 +102,7 @@ class LlamaServer:
     def kill(self) -> None:
         """Die at once, as a crashed server does (SIGKILL)."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stop(self) -> None:
@@ -111,6 +121,89 @@ class LlamaServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# Gemma 3's chat format (the GGUF carries no chat template); BOS comes from the template, as
+# vLLM tokenizes a rendered chat without adding special tokens.
+GEMMA_CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>"
+                       "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
+                       "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+def gemma_chat_tokenizer(out_dir: str, gguf: str | None = None) -> str:
+    """A Hugging Face tokenizer folder (with GEMMA_CHAT_TEMPLATE) for a Gemma 3 GGUF, so that a
+    server can render chats for the converted model. transformers' own rebuild from a GGUF splits
+    Gemma 3 words into single characters; this one goes through a SentencePiece BPE model made
+    from the GGUF's pieces, scores and types, and tokenizes as llama.cpp does (the demo prompts,
+    whitespace runs, special tokens)."""
+    from gguf import GGUFReader
+    from sentencepiece import sentencepiece_model_pb2 as spm
+    from tokenizers import AddedToken
+    from tokenizers.processors import TemplateProcessing
+    from transformers import GemmaTokenizer
+    from transformers.tokenization_utils_sentencepiece import SentencePieceExtractor
+
+    fields = GGUFReader(resolve_model_path(gguf)).fields
+    piece = spm.ModelProto.SentencePiece
+    kinds = {1: piece.NORMAL, 2: piece.UNKNOWN, 3: piece.CONTROL, 4: piece.USER_DEFINED, 5: piece.UNUSED,
+             6: piece.BYTE}     # GGUF token types
+    model = spm.ModelProto()
+    model.trainer_spec.model_type = spm.TrainerSpec.BPE
+    model.trainer_spec.byte_fallback = True
+    model.normalizer_spec.name = "identity"
+    model.normalizer_spec.add_dummy_prefix = False
+    model.normalizer_spec.remove_extra_whitespaces = False
+    special: dict[int, list[str]] = {piece.CONTROL: [], piece.USER_DEFINED: []}
+    for text, score, kind in zip(*(fields[f"tokenizer.ggml.{k}"].contents() for k in ("tokens", "scores", "token_type"))):
+        model.pieces.add(piece=text, score=score, type=kinds[kind])
+        special.get(kinds[kind], []).append(text)
+    with tempfile.NamedTemporaryFile(suffix=".model") as f:
+        f.write(model.SerializeToString())
+        f.flush()
+        vocab, _, merges = SentencePieceExtractor(f.name).extract()
+    tok = GemmaTokenizer(vocab=vocab, merges=merges)
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in special[piece.CONTROL]], special_tokens=True)
+    tok.add_tokens([AddedToken(t, normalized=False) for t in special[piece.USER_DEFINED]])
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
+                                                              special_tokens=[("<bos>", tok.bos_token_id)])
+    tok.chat_template = GEMMA_CHAT_TEMPLATE
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+class VLLMServer(LlamaServer):
+    """`python -m vllm.entrypoints.openai.api_server` on a free loopback port, run by `python` (a
+    venv's interpreter that has vLLM), serving the Hugging Face folder `model_dir` (float32, eager:
+    it starts in about 40 s on 2 cores). With `tokenizer` it renders chats too; without, it takes
+    token-id prompts only (--skip-tokenizer-init). Its KV cache is $VLLM_CPU_KVCACHE_SPACE GiB."""
+
+    name = "vLLM's API server"
+
+    def __init__(self, model_dir: str, python: str = sys.executable, tokenizer: str | None = None,
+                 dtype: str = "float32", max_model_len: int = 2048, start_timeout_s: float = 300.0):
+        super().__init__(start_timeout_s=start_timeout_s)
+        self.model_path, self.python, self.tokenizer = model_dir, python, tokenizer
+        self.dtype, self.max_model_len = dtype, max_model_len
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
+                "--host", LOOPBACK, "--port", str(self.port), "--dtype", self.dtype,
+                "--max-model-len", str(self.max_model_len), "--enforce-eager",
+                *(["--tokenizer", self.tokenizer] if self.tokenizer else ["--skip-tokenizer-init"])]
+
+    def stop(self) -> None:
+        # vLLM's engine core runs in a child process: SIGTERM lets the server end it; whatever
+        # of the server's session is left after that is killed.
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        super().stop()
 
 
 def fake_answer(prompt: list[int], n: int) -> list[int]:

@@ -5,12 +5,14 @@ vLLM is not in the project's venv (it pins its own numpy and transformers): thes
 `vllm` and skipped where vLLM cannot be imported. Run them in the venv of README's "vLLM" section:
     .venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py
 Each vLLM start takes about a minute on 2 cores and some GB of memory, so one engine runs at a time:
-the in-process tests share one (class scope), closed before main.py starts its own.
+the in-process tests share one (class scope), closed before main.py starts its own, and the
+server tests share one vLLM API server (module scope), started after those and stopped at the end.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import threading
 import time
 
@@ -144,3 +146,99 @@ def test_main_accuracy_run_passes_test06(tmp_path, prompts, scenario):
     res = results(out)
     run = res["run"]
     assert run["backend"]["backend"] == "vllm" and run["eos_token_ids"] == [1, 106, 212]
+
+
+# -- the openai backend against vLLM's own API server ------------------------------------------
+@pytest.fixture(scope="module")
+def inprocess_ids(prompts):
+    """--backend vllm's greedy ids for the prompts (float32, eager), from an engine closed before
+    the server below starts: one vLLM at a time."""
+    be = _vllm()
+    try:
+        return be.generate(prompts)
+    finally:
+        be.close()
+
+
+@pytest.fixture(scope="module")
+def vllm_server(inprocess_ids, tmp_path_factory):
+    """vLLM's API server (float32, eager, as the in-process engine) on a free loopback port, with
+    the embedded model's converted folder and a Gemma chat tokenizer; stopped after the module.
+    Started by the interpreter running these tests: the venv with vLLM (.venv-vllm)."""
+    from backends.vllm import VLLMBackend
+    from tests.servers import VLLMServer, gemma_chat_tokenizer
+
+    folder = VLLMBackend(model_path=None)._model_folder()
+    tok = gemma_chat_tokenizer(str(tmp_path_factory.mktemp("chat-tokenizer")))
+    with VLLMServer(folder, python=sys.executable, tokenizer=tok, start_timeout_s=300) as srv:
+        yield srv
+
+
+def _openai(url, max_new=MAX_NEW, **options):
+    be = make_backend("openai", params=GenerationParams(max_new), options={"api_server": url, **options})
+    be.load()
+    return be
+
+
+@vllm_test
+def test_openai_backend_on_vllm_server_equals_inprocess_vllm(vllm_server, prompts, inprocess_ids):
+    be = _openai(vllm_server.url)
+    try:
+        assert be.info()["endpoints"] == [{"url": vllm_server.url, "prompt": "ids", "output": "ids"}]
+        assert be.eos_token_ids == {1, 106, 212}              # from the served folder (vLLM's `root`)
+        assert be.generate(prompts) == inprocess_ids
+        streams = [list(be.stream(p)) for p in prompts[:3]]
+        assert [sum(s, []) for s in streams] == inprocess_ids[:3]
+        assert all(len(s) >= len(ids) // 2 for s, ids in zip(streams, inprocess_ids))   # streamed, not one chunk
+        assert not any(e["shortened"] or e["error"] for e in be.request_log())
+    finally:
+        be.close()
+
+
+@vllm_test
+def test_chat_endpoint_on_vllm_server_reports_the_models_own_ids(vllm_server, prompts):
+    """Chat: the prompt goes out as text in one user message; the server renders the chat template
+    and returns its token ids, which must be the greedy continuation of that rendered prompt."""
+    from inputs.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(None)
+    chat = _openai(vllm_server.url, api_endpoint="chat")
+    plain = _openai(vllm_server.url)
+    try:
+        assert chat.info()["endpoints"] == [{"url": vllm_server.url, "prompt": "text", "output": "ids"}]
+        got = chat.generate(prompts[:3])
+        # tests/servers.py's GEMMA_CHAT_TEMPLATE, rendered here with llama.cpp's tokenizer
+        rendered = [tok.encode(f"<start_of_turn>user\n{tok.decode(p[1:])}<end_of_turn>\n<start_of_turn>model\n")
+                    for p in prompts[:3]]
+        assert got == plain.generate(rendered)
+        assert [sum(chat.stream(p), []) for p in prompts[:2]] == got[:2]
+        log = chat.request_log()
+        assert [e["server_prompt_tokens"] for e in log[:3]] == [len(r) for r in rendered]
+        assert all(e["n_output"] == e["server_tokens"] for e in log if e["kind"] == "generate")
+    finally:
+        chat.close()
+        plain.close()
+
+
+@pytest.mark.parametrize("scenario,endpoint", [("Offline", "completions"), ("Server", "completions"),
+                                               ("Server", "chat")])
+@vllm_test
+def test_main_openai_on_vllm_server_passes_test06(tmp_path, vllm_server, prompts, inprocess_ids, scenario, endpoint):
+    from tests.helpers import accuracy_entries, assert_test06, decode_ids, results, run_main, tiny_conf, tiny_dataset
+
+    data = tiny_dataset(tmp_path / "data.pkl", prompts=prompts)
+    conf = tiny_conf(tmp_path / "user.conf", n=len(prompts), qps=2.0)
+    out = tmp_path / "logs"
+    p = run_main("--backend", "openai", "--api-server", vllm_server.url, "--api-endpoint", endpoint,
+                 "--scenario", scenario, "--accuracy", "--dataset-path", str(data), "--user-conf", str(conf),
+                 "--output-log-dir", str(out), "--max-new-tokens", str(MAX_NEW),
+                 "--total-sample-count", str(len(prompts)), timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert_test06(out, scenario)
+    got = [decode_ids(e) for e in sorted(accuracy_entries(out), key=lambda e: e["qsl_idx"])]
+    if endpoint == "completions":
+        assert got == inprocess_ids
+    else:
+        assert all(1 <= len(g) <= MAX_NEW for g in got)
+    run = results(out)["run"]
+    assert run["eos_token_ids"] == [1, 106, 212] and run["backend"]["reply_counts"]["shortened"] == 0
