@@ -28,15 +28,6 @@ def chat(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def raw():
-    """llama-cpp-python's own high-level model: the reference for tokens and logits."""
-    llm = llama_cpp.Llama(default_model_path(), n_ctx=512, n_threads=1, n_threads_batch=1,
-                          logits_all=True, verbose=False)
-    yield llm
-    llm.close()
-
-
-@pytest.fixture(scope="module")
 def prompts(raw):
     return [raw.tokenize(chat(q).encode(), add_bos=True, special=True) for q in QUESTIONS]
 

@@ -89,14 +89,6 @@ TEXTS = ["Repeat exactly: the quick brown fox jumps over the lazy dog. the quick
 
 
 @pytest.fixture(scope="module")
-def raw():
-    llm = llama_cpp.Llama(default_model_path(), n_ctx=512, n_threads=1, n_threads_batch=1,
-                          logits_all=True, verbose=False)
-    yield llm
-    llm.close()
-
-
-@pytest.fixture(scope="module")
 def prompts(raw):
     return [raw.tokenize(t.encode(), add_bos=True, special=True) for t in TEXTS]
 
