@@ -17,7 +17,7 @@ import time
 
 from common.errors import HarnessError, exit_on_error
 from common.redact import redact_argv
-from common.times import iso_utc
+from common.times import iso_utc, stamp
 
 log = logging.getLogger("main")
 
@@ -207,7 +207,7 @@ def run(args) -> int:
     dataset = Dataset(dataset_path, args.total_sample_count)
     if args.output_log_dir is None:
         mode = "accuracy" if args.accuracy else "performance"
-        args.output_log_dir = os.path.join("output-logs", f"{args.scenario.lower()}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+        args.output_log_dir = os.path.join("output-logs", f"{args.scenario.lower()}-{mode}-{stamp()}")
     out_tmp = claim_output_dir(args.output_log_dir)
 
     started = time.time()

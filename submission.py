@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 from common.errors import HarnessError, exit_on_error
+from common.times import stamp
 from harness.loadgen_logs import loadgen_figures
 from harness.results import environment, write_new, write_new_json
 from mlsubmit import layout
@@ -190,7 +191,7 @@ class Submission:
             self.note_rate(run, full)
             return
         if full.exists():  # finished before an interruption, never placed: keep it aside, run again
-            full.rename(full.with_name(f"{run.kind}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}"))
+            full.rename(full.with_name(f"{run.kind}.incomplete-{stamp()}"))
         remaining = sum(self.estimate(r)[0] for r in self.runs[run.index - 1:])
         secs, why = self.estimate(run)
         print(f"{run.label}: about {fmt_duration(secs)} ({why}); about {fmt_duration(remaining)} left in all, "
@@ -250,7 +251,7 @@ class Submission:
     def fail(self, run: Run, run_dir: Path, why: str) -> None:
         kept = ""
         if run_dir.exists():
-            dest = self.logs / "failed" / f"{run.scenario}-{run.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+            dest = self.logs / "failed" / f"{run.scenario}-{run.kind}-{stamp()}"
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(run_dir, dest)
             kept = f"; its logs: {dest}"

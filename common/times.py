@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 
 def iso_utc(t: float | None = None) -> str:
@@ -9,3 +10,8 @@ def iso_utc(t: float | None = None) -> str:
     when = datetime.datetime.now(datetime.timezone.utc) if t is None else \
         datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
     return when.isoformat(timespec="milliseconds")
+
+
+def stamp() -> str:
+    """Local date and time for new folder and file names, e.g. '20261129-015329'."""
+    return time.strftime("%Y%m%d-%H%M%S")

@@ -17,6 +17,7 @@ from typing import Any
 from harness.results import fmt_num
 
 # LoadGen's early-stopping text: "Processed 18 queries. Would need to run at least 441 more queries"
+DISPATCH_KEYS = ("ttft_from_dispatch_ms", "queue_ms")
 _EARLY_STOP = re.compile(r"Processed (\d+) queries\.\s*Would need to run at least (\d+) more")
 
 
@@ -81,10 +82,9 @@ def run_summary(results: dict[str, Any]) -> str:
     lines.append(f"{'Latency (ms)':14}" + "".join(f"{h:>10}" for h in ("p50", "p90", "p99", "mean")))
     for name, key in (("TTFT", "ttft_ms"), ("  dispatched", "ttft_from_dispatch_ms"), ("  queued", "queue_ms"),
                       ("TPOT", "tpot_ms"), ("ITL", "itl_ms"), ("E2E", "e2e_ms")):
-        dist = rq.get(key)
-        if dist is None and name.startswith(" "):  # results written before dispatch times were kept
+        if key in DISPATCH_KEYS and key not in rq:  # results written before dispatch times were kept
             continue
-        dist = dist or {}
+        dist = rq.get(key) or {}
         lines.append(f"  {name:12}" + "".join(f"{fmt_num(dist.get(s)):>10}" for s in ("p50", "p90", "p99", "mean")))
     lg_ttft = lg.get("ttft_ms") or {}
     if lg_ttft.get("p50") is not None:

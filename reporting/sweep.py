@@ -29,11 +29,11 @@ import csv
 import io
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from common.errors import HarnessError, exit_on_error
+from common.times import stamp
 from reporting.compare import fresh_output_dir, run_main, synthetic_dataset
 from reporting.report import build_html, html_table, img_tag, line_chart, markdown_table, write_html
 
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     min_queries = args.min_query_count or args.num_samples
     # Absolute: the runs it starts work in the repository's folder, not in this one.
     out = fresh_output_dir(Path(args.output_dir or Path("output-logs") /
-                                f"sweep-{args.backend}-{time.strftime('%Y%m%d-%H%M%S')}").absolute())
+                                f"sweep-{args.backend}-{stamp()}").absolute())
 
     from tqdm import tqdm
 

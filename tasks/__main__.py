@@ -7,14 +7,13 @@ Each command loads one backend (the flags of main.py: --backend, --model-path, -
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
 from pathlib import Path
 
 from backends import GenerationParams
 from common.errors import HarnessError, exit_on_error
-from common.times import iso_utc
+from common.times import iso_utc, stamp
 from tasks import common
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "tasks"
@@ -74,8 +73,7 @@ def run(argv: list[str] | None = None) -> Path:
 
     args = build_parser().parse_args(argv)
     started = iso_utc()
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = common.check_output_dir(args.output_dir or os.path.join("results", "tasks", f"{args.task}-{stamp}"))
+    out_dir = common.check_output_dir(args.output_dir or os.path.join("results", "tasks", f"{args.task}-{stamp()}"))
     options = common.parse_backend_args(args.backend_arg)
     if args.quant_config is not None:
         options["quant_config"] = args.quant_config
