@@ -427,9 +427,11 @@ def test_chat_sends_one_user_message_and_reports_the_servers_ids(fake, tok):
     try:
         assert be.info()["endpoints"] == [{"url": fake.url, "prompt": "text", "output": "ids"}]
         assert be.generate(prompts) == [_chat_answer(tok, p, 6) for p in prompts]
-        body = fake.bodies[-1]
-        assert "prompt" not in body and body["messages"] == [{"role": "user", "content": CHAT_TEXTS[-1]}]
-        assert (body["max_tokens"], body["min_tokens"], body["temperature"]) == (6, 2, 0.0)
+        bodies = fake.bodies[-len(prompts):]        # requests run concurrently: order them by content
+        assert all("prompt" not in b for b in bodies)
+        assert sorted(b["messages"][0]["content"] for b in bodies) == sorted(CHAT_TEXTS)
+        assert all(len(b["messages"]) == 1 and b["messages"][0]["role"] == "user" for b in bodies)
+        assert {(b["max_tokens"], b["min_tokens"], b["temperature"]) for b in bodies} == {(6, 2, 0.0)}
         chunks = list(be.stream(prompts[0]))
         assert chunks[0] == _chat_answer(tok, prompts[0], 1)       # the role-only piece yields nothing
         assert sum(chunks, []) == _chat_answer(tok, prompts[0], 6)
