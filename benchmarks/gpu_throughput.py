@@ -364,7 +364,8 @@ def main():
         return r
 
     if args.profile:
-        profile_engine(model, prompts, n_in, n_out, args)
+        for name in [c for c in args.quant_configs.split(",") if c] or ["fp16"]:
+            profile_engine(model, prompts, n_in, n_out, args, "" if name == "fp16" else name)
         return
     if args.overlap_probe:
         res["overlap"] = overlap_probe(model, prompts, n_in, n_out, args)
@@ -500,12 +501,13 @@ def main():
               f"TTFT p99 {s['ttft_p99_ms']} ms | TPOT p99 {s['tpot_p99_ms']} ms | errors {s['errors']} |")
 
 
-def profile_engine(model, prompts, n_in, n_out, args):
-    """Kernel-time table for one prefill group and a few eager decode steps of the slots engine."""
+def profile_engine(model, prompts, n_in, n_out, args, quant_config: str = ""):
+    """Kernel-time table for one prefill group and a few eager decode steps of the slots engine
+    (quant_config: a quant config YAML the engine executes, '' for the model as built)."""
     from torch.profiler import ProfilerActivity, profile
 
     slots = int(args.slots.split(",")[-1])
-    b = load_backend(args, slots, cuda_graphs="false")
+    b = load_backend(args, slots, cuda_graphs="false", quant_config=quant_config)
     b.generate(prompts[:2])  # warm-up
     eng = b.engine
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
@@ -523,10 +525,12 @@ def profile_engine(model, prompts, n_in, n_out, args):
                     fn()
                 sync()
                 dt = (time.perf_counter() - t) / 3
-            print(f"\n== {label}: {dt * 1000:.1f} ms wall each ==")
+            print(f"\n== {quant_config or 'fp16'}: {label}: {dt * 1000:.1f} ms wall each ==")
             key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
-            print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=60))
+            print(prof.key_averages().table(sort_by=key, row_limit=22, max_name_column_width=60))
     b.close()
+    gc.collect()
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
 
 def overlap_probe(model, prompts, n_in, n_out, args) -> dict:
