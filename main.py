@@ -197,6 +197,9 @@ def run(args) -> int:
     if args.max_new_tokens is None:
         args.max_new_tokens = DEMO_MAX_NEW_TOKENS if demo else 1024
     params = GenerationParams(args.max_new_tokens, args.min_new_tokens, args.ignore_eos)
+    if params.max_new_tokens < 2:   # LoadGen's token latencies (use_token_latencies) reject 1-token replies
+        raise HarnessError(f"--max-new-tokens {params.max_new_tokens}: LoadGen's LLM mode needs at least 2 output "
+                           "tokens per query (it logs 'Number of tokens need to be greater than 1' for each)")
     backend = backend_cls(model_path=args.model_path, dtype=args.dtype, device=args.device, params=params,
                           options=backend_options(args))
     settings = build_settings(args)

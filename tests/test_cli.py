@@ -41,6 +41,15 @@ def test_bad_override_is_one_line_and_exit_2(tmp_path, data, flag, value, messag
     assert not (tmp_path / "run").exists()
 
 
+def test_one_output_token_is_refused_before_loadgen(tmp_path, data):
+    """LoadGen's LLM mode rejects every 1-token reply ('Number of tokens need to be greater than 1'):
+    refused in one line before any model loads or any folder is made."""
+    p = run_main("--backend", "null", "--dataset-path", str(data), "--output-log-dir", str(tmp_path / "run"),
+                 "--max-new-tokens", "1", timeout=60)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error: --max-new-tokens 1: LoadGen's LLM mode needs")
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 def test_summary_says_why_a_short_server_run_is_invalid(tmp_path, data):
     """A short Server run is INVALID by early stopping; the summary says how many queries it needs,
     and LoadGen's own summary stays in its file unless --print-loadgen-summary."""
