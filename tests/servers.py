@@ -41,9 +41,19 @@ LOOPBACK = "127.0.0.1"
 
 
 def free_port() -> int:
+    """A loopback port free now (another process may take it before it is used: see refused_port)."""
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def refused_port():
+    """A loopback port that refuses connections for the block: it is held, bound but not
+    listening, so no other process can take it meanwhile."""
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        yield s.getsockname()[1]
 
 
 class LlamaServer:
@@ -74,6 +84,16 @@ class LlamaServer:
                 "--interrupt_requests", "False"]
 
     def start(self) -> "LlamaServer":
+        # The port is free when chosen but only bound by the server later: should another process
+        # take it meanwhile, the server exits at once and starts again on another port.
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except _PortTaken:
+                if attempt == 2:
+                    raise RuntimeError(f"{self.name}: three ports taken before it could bind them") from None
+
+    def _start_once(self) -> "LlamaServer":
         self.port = free_port()
         self._log = tempfile.NamedTemporaryFile("w+", prefix="openai-server-", suffix=".log")
         # A session of its own: kill() ends the server's child processes too (vLLM's engine core).
@@ -82,15 +102,20 @@ class LlamaServer:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+                tail = self.log_tail()
+                self.stop()
+                if "address already in use" in tail.lower():
+                    raise _PortTaken()
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
             try:
                 if httpx.get(self.url + "/v1/models", timeout=2.0).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        tail = self.log_tail()
         self.stop()
-        raise RuntimeError(f"{self.name} not up after {self.start_timeout_s} s:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.name} not up after {self.start_timeout_s} s:\n{tail}")
 
     def log_tail(self, n: int = 2000) -> str:
         if self._log is None:
@@ -98,6 +123,14 @@ class LlamaServer:
         self._log.flush()
         with open(self._log.name) as f:
             return f.read()[-n:]
+
+    def requests_answered(self) -> int:
+        """Requests to /v1 answered so far: the lines of uvicorn's access log, written as a reply
+        starts (for a non-streaming completion: once it is complete)."""
+        if self._log is None:
+            return 0
+        with open(self._log.name, errors="replace") as f:
+            return sum('"POST /v1/' in line for line in f)
 
     def kill(self) -> None:
         """Die at once, as a crashed server does (SIGKILL)."""
@@ -121,6 +154,10 @@ class LlamaServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class _PortTaken(Exception):
+    """The server could not bind its port: another process took it first."""
 
 
 # Gemma 3's chat format (the GGUF carries no chat template); BOS comes from the template, as

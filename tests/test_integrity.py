@@ -197,14 +197,14 @@ def test_empty_mount_point_receives_the_results(tmp_path, data):
 
 
 def test_failed_load_leaves_no_partial_folder(tmp_path, data):
-    from tests.servers import free_port
+    from tests.servers import refused_port
 
-    p = _main(tmp_path, data, "--backend", "openai", "--api-server", f"http://127.0.0.1:{free_port()}")
-    assert p.returncode == 2 and "not usable" in p.stderr, p.stderr[-2000:]
-    assert not _partials(tmp_path) and not (tmp_path / "out").exists()
-    (tmp_path / "empty").mkdir()  # an existing empty target is left as it was
-    p = _main(tmp_path, data, "--backend", "openai", "--api-server", f"http://127.0.0.1:{free_port()}",
-              out="empty")
+    with refused_port() as port:
+        p = _main(tmp_path, data, "--backend", "openai", "--api-server", f"http://127.0.0.1:{port}")
+        assert p.returncode == 2 and "not usable" in p.stderr, p.stderr[-2000:]
+        assert not _partials(tmp_path) and not (tmp_path / "out").exists()
+        (tmp_path / "empty").mkdir()  # an existing empty target is left as it was
+        p = _main(tmp_path, data, "--backend", "openai", "--api-server", f"http://127.0.0.1:{port}", out="empty")
     assert p.returncode == 2 and not _partials(tmp_path) and not os.listdir(tmp_path / "empty")
 
 

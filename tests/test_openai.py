@@ -20,7 +20,7 @@ from backends import make_backend
 from backends.base import GenerationParams
 from backends.openai_client import RequestError, normalize_url
 from common.errors import HarnessError
-from tests.servers import FAKE_EOS, FakeServer, LlamaServer, fake_answer, free_port, wait_for
+from tests.servers import FAKE_EOS, FakeServer, LlamaServer, fake_answer, refused_port, wait_for
 
 PROMPTS = [[5, 6, 7], [11, 12], [20], [3, 3, 3, 3], [9, 8]]
 
@@ -65,11 +65,12 @@ def test_normalize_url():
 
 
 def test_server_not_up_is_a_clear_error():
-    url = f"http://127.0.0.1:{free_port()}"
-    t0 = time.monotonic()
-    with pytest.raises(HarnessError, match=f"{url} is not usable.*ConnectError"):
-        loaded([url], timeout_s=2)
-    assert time.monotonic() - t0 < 10
+    with refused_port() as port:
+        url = f"http://127.0.0.1:{port}"
+        t0 = time.monotonic()
+        with pytest.raises(HarnessError, match=f"{url} is not usable.*ConnectError"):
+            loaded([url], timeout_s=2)
+        assert time.monotonic() - t0 < 10
 
 
 def test_wrong_model_name_says_what_is_served(fake):
@@ -578,9 +579,12 @@ def test_killed_server_fails_over_then_all_dead_fails_fast(text_prompts, expecte
 
             # Now the survivor dies too: every request still finishes, with the reason.
             outs.clear()
+            answered = survivor.requests_answered()
             gen = threading.Thread(target=lambda: outs.extend(be.generate(text_prompts[:4])))
             gen.start()
-            time.sleep(0.5)
+            # Killed once it has answered the first of the four (about 0.2 s each, one at a time), so
+            # the other three are still to come; a fixed pause could outlast all four.
+            assert wait_for(lambda: survivor.requests_answered() > answered, timeout_s=60, poll_s=0.01)
             survivor.kill()
             t0 = time.monotonic()
             gen.join(60)
