@@ -70,7 +70,7 @@ def test_server_not_up_is_a_clear_error():
         t0 = time.monotonic()
         with pytest.raises(HarnessError, match=f"{url} is not usable.*ConnectError"):
             loaded([url], timeout_s=2)
-        assert time.monotonic() - t0 < 10
+        assert time.monotonic() - t0 < 30      # fails at once: no retrying for long
 
 
 def test_wrong_model_name_says_what_is_served(fake):
@@ -83,7 +83,7 @@ def test_stalled_server_fails_load_in_bounded_time(fake):
     t0 = time.monotonic()
     with pytest.raises(HarnessError, match="test completion failed.*ReadTimeout"):
         loaded([fake.url], timeout_s=1)
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 30      # the 1 s read timeout, not the 600 s stall
 
 
 # -- token-id path (vLLM-like server) ----------------------------------------------------------
@@ -189,7 +189,7 @@ def test_stall_times_out_every_request(fake):
         outs = be.generate(PROMPTS)
         with pytest.raises(RequestError, match="timed out"):
             list(be.stream([1]))
-        assert time.monotonic() - t0 < 6        # 1 s per wave of requests, not the 600 s stall
+        assert time.monotonic() - t0 < 30       # 1 s per wave of requests, not the 600 s stall
         assert all(isinstance(o, RequestError) and "timed out" in str(o) for o in outs)
     finally:
         be.close()
@@ -209,12 +209,12 @@ def test_stream_dropped_midway_restarts_on_other_endpoint(fake, fake2):
 
 def test_abandoned_stream_is_cancelled():
     with FakeServer(token_delay_s=0.2) as slow:
-        be = loaded([slow.url], max_new=50)
+        be = loaded([slow.url], max_new=1000)
         try:
             it = be.stream([1])
             assert next(it) == fake_answer([1], 1)
             it.close()
-            assert wait_for(lambda: slow.in_flight == 0, timeout_s=5)
+            assert wait_for(lambda: slow.in_flight == 0, timeout_s=30)   # not the 200 s the whole reply takes
             assert be.request_log()[-1]["n_output"] == 1
         finally:
             be.close()
@@ -242,8 +242,8 @@ def test_stream_stops_reading_at_max_tokens(fake):
     be = loaded([fake.url], max_new=5, timeout_s=5, deadline_s=30)
     try:
         fake.mode = "endless"       # tokens past max_tokens, never a finish_reason
-        assert len(within(5, lambda: sum(be.stream([1]), []))) == 5      # not the 30 s deadline
-        assert wait_for(lambda: fake.in_flight == 0, timeout_s=5)   # the request was closed
+        assert len(within(20, lambda: sum(be.stream([1]), []))) == 5      # not the 30 s deadline
+        assert wait_for(lambda: fake.in_flight == 0, timeout_s=30)   # the request was closed
         entry = be.request_log()[-1]
         assert entry["error"] is None and entry["n_output"] == 5 and entry["endpoint"] == fake.url
     finally:
@@ -254,11 +254,11 @@ def test_keepalives_forever_hit_the_deadline(fake):
     be = loaded([fake.url], max_new=4, timeout_s=5, deadline_s=1, deadline_per_token_s=0, failover=False)
     try:
         fake.mode = "keepalive"     # SSE comments / whitespace every 10 ms: no read timeout ever fires
-        outs = within(4, lambda: be.generate([[1], [2]]))
+        outs = within(20, lambda: be.generate([[1], [2]]))    # bounded: the server never stops by itself
         assert all(isinstance(o, RequestError) and "1 s deadline" in str(o) for o in outs)
-        err = within(4, lambda: list(be.stream([3])))
+        err = within(20, lambda: list(be.stream([3])))
         assert isinstance(err, RequestError) and "1 s deadline" in str(err)
-        assert wait_for(lambda: fake.in_flight == 0, timeout_s=5)
+        assert wait_for(lambda: fake.in_flight == 0, timeout_s=30)
     finally:
         be.close()
 
