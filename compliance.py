@@ -26,7 +26,7 @@ import numpy as np
 
 from accuracy.mlperf_log import DTYPES, decode_ids, read_entries
 from common.errors import HarnessError, exit_on_error
-from common.files import temp_file_beside
+from common.files import make_folder, temp_file_beside
 
 LLAMA2_EOS = 2
 
@@ -119,6 +119,8 @@ def main(argv=None) -> int:
         target = os.path.join(args.output_dir, "verify_accuracy.txt") if args.output_dir else None
         if target and os.path.exists(target):
             raise HarnessError(f"{target} exists; results are never overwritten")
+        if target:
+            make_folder(args.output_dir, "--output-dir")  # before the report: a bad folder is bad input
         entries = read_entries(args.accuracy_log)
         result = check(entries, args.scenario, eos_ids_for(args.accuracy_log, args.eos_token_id), args.dtype)
         text = report_text(result)
@@ -126,7 +128,6 @@ def main(argv=None) -> int:
             print("  " + line)
         print(text, end="")
         if target:
-            os.makedirs(args.output_dir, exist_ok=True)
             fd, tmp = temp_file_beside(target)
             try:
                 with os.fdopen(fd, "w") as f:

@@ -28,7 +28,7 @@ from accuracy.rouge import ROUGE_TYPES, RougeScores, score_pairs
 from accuracy.sentences import newline_sentences_chunk, splitter_name
 from accuracy.targets import LEVELS, TARGETS_FILE, get_targets, load_targets, record_targets
 from common.errors import HarnessError, exit_on_error
-from common.files import temp_file_beside
+from common.files import make_folder, temp_file_beside
 from common.parallel import chunked_map
 from inputs.models import DEFAULT_MODEL_NAME
 
@@ -153,7 +153,7 @@ def file_sha256(path: str) -> str:
 
 def write_new(folder: Path, stem: str, suffixes: tuple[str, ...], contents: dict[str, str]) -> dict[str, Path]:
     """Write stem.<suffix> files without overwriting: the first free stem, stem.1, stem.2 ... for all of them."""
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, "--log-dir")
     for n in range(1000):
         name = stem if n == 0 else f"{stem}.{n}"
         paths = {s: folder / f"{name}{s}" for s in suffixes}
@@ -177,15 +177,19 @@ def write_new(folder: Path, stem: str, suffixes: tuple[str, ...], contents: dict
 
 
 def write_per_sample_csv(path: str, responses, preds_raw, scores):
-    if os.path.exists(path):
-        raise HarnessError(f"{path} exists already; give a new --per-sample-csv path")
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["qsl_idx", "gen_output_tok_len", *ROUGE_TYPES, "gen_output_text"])
-        for r, text, s in zip(responses, preds_raw, scores):
-            w.writerow([r.qsl_idx, len(r.token_ids), *(getattr(s, k) for k in ROUGE_TYPES), text])
-    os.replace(tmp, path)
+    """The whole file or none, and never over an existing one."""
+    fd, tmp = temp_file_beside(path)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["qsl_idx", "gen_output_tok_len", *ROUGE_TYPES, "gen_output_text"])
+            for r, text, s in zip(responses, preds_raw, scores):
+                w.writerow([r.qsl_idx, len(r.token_ids), *(getattr(s, k) for k in ROUGE_TYPES), text])
+        os.link(tmp, path)
+    except FileExistsError:
+        raise HarnessError(f"{path} exists already; give a new --per-sample-csv path") from None
+    finally:
+        os.unlink(tmp)
 
 
 def main(argv=None) -> int:
@@ -210,8 +214,14 @@ def main(argv=None) -> int:
         if targets_file.exists() and args.record_targets in load_targets(targets_file):
             raise HarnessError(f"{targets_file} already has targets for {args.record_targets!r}; "
                                "remove that entry first to re-record it")
-    if args.per_sample_csv and os.path.exists(args.per_sample_csv):
+    if args.per_sample_csv and os.path.lexists(args.per_sample_csv):
         raise HarnessError(f"{args.per_sample_csv} exists already; give a new --per-sample-csv path")
+    # Every output folder before the scoring, which can take minutes: a bad one fails at once.
+    make_folder(log_dir, "--log-dir")
+    if args.per_sample_csv:
+        make_folder(os.path.dirname(os.path.abspath(args.per_sample_csv)), "the folder of --per-sample-csv")
+    if args.record_targets is not None:
+        make_folder(targets_file.parent, "the folder of --targets-file")
 
     responses = load_accuracy_log(args.mlperf_accuracy_file, args.dtype)
     refs_raw = load_references(args.dataset_file, responses)

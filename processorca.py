@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from common.errors import HarnessError, exit_on_error
+from common.files import make_folder
 from inputs.fast_tokenize import load_tokenizer, tokenize
 
 log = logging.getLogger("processorca")
@@ -86,6 +87,14 @@ class OrcaSettings:
     calibration_size: int = 1000
     prompt_format: str = "llama2"          # or "chat": the tokenizer's own chat template
     response_init_token: int | None = None  # appended to every tok_input (29871 for Llama-2)
+
+    def __post_init__(self):  # before any tokenizing: a bad number fails in a second
+        if self.seqlen_limit < 1:
+            raise HarnessError(f"--seqlen_limit must be positive, got {self.seqlen_limit}")
+        if self.num_total_samples < 1:
+            raise HarnessError(f"--num_total_samples must be positive, got {self.num_total_samples}")
+        if self.calibration_size < 0:
+            raise HarnessError(f"--calibration_subset_size must be >= 0, got {self.calibration_size}")
 
 
 @dataclass
@@ -172,8 +181,6 @@ def _object_column(lists: list[list[int]], index) -> pd.Series:
 def filter_and_tokenize(df: pd.DataFrame, tokenizer, settings: OrcaSettings) -> pd.DataFrame:
     """The reference's full set: rows of an OpenOrca frame (id, system_prompt, question, output)
     that pass every filter, in their original order, with the COLUMNS added."""
-    if settings.seqlen_limit < 1:
-        raise HarnessError(f"--seqlen_limit must be positive, got {settings.seqlen_limit}")
     df = df.copy()
     df["input"] = format_prompts(df, settings.prompt_format, tokenizer)
     df["origin"] = [i.split(".")[0] for i in df["id"]]
@@ -242,10 +249,7 @@ def output_files(ds: OrcaDataset, num_total_samples: int) -> dict[str, pd.DataFr
 def export(files: dict[str, pd.DataFrame], export_dir: str | os.PathLike) -> list[Path]:
     """Write every pickle, and the same table as parquet beside it (readable without running code
     from the file, see common/tables.py), into a temporary folder first, then move them into export_dir."""
-    export_dir = Path(export_dir)
-    if export_dir.exists() and not export_dir.is_dir():
-        raise HarnessError(f"--export_dir {export_dir} is a file; give a folder")
-    export_dir.mkdir(parents=True, exist_ok=True)
+    export_dir = make_folder(export_dir, "--export_dir")
     tmp = Path(tempfile.mkdtemp(prefix=".processorca-", dir=export_dir))
     names = [n for name in files for n in (name, str(Path(name).with_suffix(".parquet")))]
     try:
@@ -289,6 +293,7 @@ def main(argv=None) -> None:
                             response_init_token=resolve_response_init_token(args.response_init_token, tokenizer))
     log.info("%d rows read from %s; response init token: %s", len(df), args.dataset_pq_path,
              settings.response_init_token)
+    make_folder(args.export_dir, "--export_dir")  # before the slow filtering and tokenizing
     ds = build(df, tokenizer, settings)
     for path in export(output_files(ds, settings.num_total_samples), args.export_dir):
         log.info("wrote %s", path)

@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 from common.errors import HarnessError, exit_on_error
+from common.files import make_folder, read_text
 from common.times import stamp
 from harness.loadgen_logs import loadgen_figures
 from harness.results import environment, write_new, write_new_json
@@ -72,8 +73,7 @@ class Submission:
 
         self.args, self.passthrough = args, passthrough
         self.flags = parse_main_flags(passthrough)
-        if not os.path.isfile(self.flags.user_conf):
-            raise HarnessError(f"user config not found: {self.flags.user_conf}")
+        self.user_conf = read_text(self.flags.user_conf, "user config", allow_empty=True)
         if os.path.exists("audit.conf"):
             # main.py would apply it to every run: performance and accuracy runs must not be audited.
             raise HarnessError("audit.conf in the current folder would turn every run into a compliance run; "
@@ -106,11 +106,12 @@ class Submission:
     def settings(self) -> dict:
         return {"submitter": self.submitter, "system_name": self.system, "division": self.args.division,
                 "benchmark": self.benchmark, "model_name": self.model_name, "main_flags": self.passthrough,
-                "user_conf": Path(self.flags.user_conf).read_text(), "cwd": os.getcwd()}
+                "user_conf": self.user_conf, "cwd": os.getcwd()}
 
     def claim(self) -> None:
         """Lock the folder for this process; a resumed submission must use the same settings."""
-        self.logs.mkdir(parents=True, exist_ok=True)
+        make_folder(self.out, "--output-dir")
+        self.logs.mkdir(exist_ok=True)
         self._lock = open(self.logs / ".lock", "w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -157,7 +158,7 @@ class Submission:
     def write_scenario_files(self, scenario: str) -> None:
         folder = self.scenario_dir(scenario)
         files = {
-            "user.conf": Path(self.flags.user_conf).read_text(),
+            "user.conf": self.user_conf,
             "mlperf.conf": (HERE / "mlperf.conf").read_text(),
             "measurements.json": json.dumps(measurements(self.flags.backend, self.flags.model_path, self.model_name,
                                                          self.flags.dtype, self.flags.quant_config), indent=2) + "\n",

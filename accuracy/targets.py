@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from common.errors import HarnessError
-from common.files import temp_file_beside
+from common.files import read_text, temp_file_beside
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +90,22 @@ class ModelTargets:
         return LevelResult(level, checks)
 
 
-def load_targets(path: Path = TARGETS_FILE) -> dict[str, ModelTargets]:
-    """All model targets in the file (an unreadable file is a HarnessError)."""
+def _read_file(path: Path, models_required: bool = True) -> dict:
+    """The targets file's top-level mapping; a HarnessError for an unreadable file, bad YAML, or
+    no 'models:' mapping (a missing one is allowed when not `models_required`)."""
+    text = read_text(path, "accuracy targets file", allow_empty=True)
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError as e:
-        raise HarnessError(f"accuracy targets file not found: {path}") from e
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise HarnessError(f"accuracy targets file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
-    models = data.get("models") if isinstance(data, dict) else None
-    if not isinstance(models, dict):
+    if not isinstance(data, dict) or not isinstance(data.get("models", None if models_required else {}), dict):
         raise HarnessError(f"accuracy targets file {path} has no 'models:' mapping")
+    return data
+
+
+def load_targets(path: Path = TARGETS_FILE) -> dict[str, ModelTargets]:
+    """All model targets in the file (an unreadable file is a HarnessError)."""
+    models = _read_file(path)["models"]
     out = {}
     for name, entry in models.items():
         metrics = entry.get("metrics") if isinstance(entry, dict) else None
@@ -124,8 +129,8 @@ def get_targets(name: str, path: Path = TARGETS_FILE) -> ModelTargets:
 def record_targets(name: str, result: dict, source: str, path: Path = TARGETS_FILE) -> ModelTargets:
     """Add `name` with this run's scores to the targets file (atomic; an existing name is refused)."""
     path = Path(path)
-    data = yaml.safe_load(path.read_text()) if path.exists() else None
-    data = data if isinstance(data, dict) else {}
+    # An existing file that is not a targets file is refused, never replaced.
+    data = _read_file(path, models_required=False) if path.exists() else {}
     models = data.setdefault("models", {})
     if name in models:
         raise HarnessError(f"{path} already has targets for {name!r}; remove that entry first to re-record it")

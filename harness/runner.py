@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from common.errors import HarnessError
+from common.files import make_folder
 from harness.results import RESULTS_FILE
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,14 @@ def claim_output_dir(path: str) -> str:
     anything. Still empty when the process exits (the backend failed to load, Ctrl-C before
     the test), it is removed."""
     path = os.path.abspath(path)
-    if os.path.exists(path):
-        if not os.path.isdir(path) or os.listdir(path):
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise HarnessError(f"--output-log-dir {path} is a file, not a folder; choose a new --output-log-dir")
+    if os.path.isdir(path):
+        if os.listdir(path):
             raise HarnessError(f"output dir {path} already holds results; choose a new --output-log-dir")
         tmp = os.path.join(path, f"{_PARTIAL}{os.getpid()}")
     else:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        make_folder(os.path.dirname(path), "the parent folder of --output-log-dir")
         tmp = f"{path}{_PARTIAL}{os.getpid()}"
     try:
         os.mkdir(tmp)

@@ -41,6 +41,7 @@ from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAd
 from pydantic.dataclasses import dataclass
 
 from common.errors import HarnessError
+from common.files import read_text
 from common.schema import describe_errors
 
 FORMATS = ("int", "fp8_e4m3")
@@ -182,11 +183,9 @@ def load_config(path: str) -> QuantConfig:
     """Read and validate a quant config YAML file."""
     import yaml
 
-    if not os.path.isfile(path):
-        raise HarnessError(f"quant config not found: {path}")
+    text = read_text(path, "quant config", allow_empty=True)  # empty: "quantizes nothing" below
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise HarnessError(f"quant config {path}: not valid YAML: {' '.join(str(e).split())}") from None
     cfg = parse_config(raw, source=path, base_dir=os.path.dirname(os.path.abspath(path)))

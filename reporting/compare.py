@@ -44,6 +44,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from common.errors import HarnessError, exit_on_error
+from common.files import make_folder, read_text
 from common.schema import parse_model
 from harness.results import RESULTS_FILE, load_results
 
@@ -95,10 +96,7 @@ class Spec(BaseModel):
 def load_spec(path: str | Path) -> tuple[list[RunSpec], dict[str, Any]]:
     """Runs from a YAML/JSON spec, defaults merged in and every field checked (one line per problem)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise HarnessError(f"cannot read comparison spec {path}: {e.strerror}") from None
+    text = read_text(path, "comparison spec")
     try:
         if path.suffix == ".json":
             raw = json.loads(text)
@@ -214,10 +212,9 @@ def score_accuracy(acc_dir: Path, results: dict, run: RunSpec) -> dict:
 
 
 def fresh_output_dir(path: Path) -> Path:
-    if path.exists() and any(path.iterdir()):
+    if path.is_dir() and any(path.iterdir()):
         raise HarnessError(f"output dir {path} is not empty; choose a new --output-dir (results are never overwritten)")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_folder(path, "--output-dir")
 
 
 def run_all(runs: list[RunSpec], out: Path, progress: bool = True) -> dict[str, list[dict]]:

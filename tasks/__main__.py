@@ -13,6 +13,7 @@ from pathlib import Path
 
 from backends import GenerationParams
 from common.errors import HarnessError, exit_on_error
+from common.files import read_text
 from common.times import iso_utc, stamp
 from tasks import common
 
@@ -83,7 +84,7 @@ def run(argv: list[str] | None = None) -> Path:
 
     # Read the input before loading a model: a bad file fails in a second, not after a load.
     if args.task == "perplexity":
-        text = common.read_text(args.dataset_path, "text file")
+        text = read_text(args.dataset_path, "text file")
     elif args.task == "multiple-choice":
         loaded = multiple_choice.load_questions(args.dataset_path)
         questions = loaded.questions[: args.limit] if args.limit else loaded.questions

@@ -93,20 +93,6 @@ def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def read_text(path: str | os.PathLike, what: str) -> str:
-    """A UTF-8 text file; a clear error when it is missing, a folder, binary or empty."""
-    p = Path(path)
-    if not p.is_file():
-        raise HarnessError(f"{what} not found: {p}" if not p.exists() else f"{what} is not a file: {p}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise HarnessError(f"{what} {p} is not UTF-8 text (byte {e.start})") from None
-    if not text.strip():
-        raise HarnessError(f"{what} {p} is empty")
-    return text
-
-
 def parse_json_or_lines(text: str, p: Path):
     """A JSON document, or JSON lines (one object per line)."""
     try:

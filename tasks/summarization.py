@@ -22,7 +22,8 @@ from tqdm import tqdm
 from accuracy.rouge import ROUGE_TYPES, score_pairs
 from backends.base import Backend
 from common.errors import HarnessError
-from tasks.common import TaskTokenizer, parse_json_or_lines, read_text
+from common.files import read_text
+from tasks.common import TaskTokenizer, parse_json_or_lines
 
 log = logging.getLogger(__name__)
 

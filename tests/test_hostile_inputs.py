@@ -1,0 +1,174 @@
+"""Bad input to the entry points, as a careless or hostile user gives it: every case ends with one
+`error:` line and exit status 2 (no traceback), before any slow work, and leaves earlier files as
+they were. Each test runs the real entry point in a subprocess (or the real function)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, run_main, tiny_conf, tiny_dataset
+
+PY = sys.executable
+BINARY = b"name: x\n\xff\xfe\x00"
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """python ARGS... in the project root, output captured."""
+    return subprocess.run([PY, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+
+
+def assert_one_error(p: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit 2, no traceback, and stderr ending with one `error:` line holding every fragment."""
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), p.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in last, last
+    return last
+
+
+@pytest.fixture
+def a_file(tmp_path) -> Path:
+    """An ordinary file where a user gives a folder."""
+    path = tmp_path / "notes.txt"
+    path.write_text("earlier notes\n")
+    return path
+
+
+@pytest.fixture
+def accuracy_log(tmp_path) -> Path:
+    """A well-formed LoadGen accuracy log of two responses (int32 ids 7, 7)."""
+    path = tmp_path / "acc" / "mlperf_log_accuracy.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps([{"seq_id": i, "qsl_idx": i, "data": "0700000007000000"} for i in range(2)]))
+    return path
+
+
+# -- output folders: a file in the way, or under a file --------------------------------------------
+@pytest.mark.parametrize("under", [False, True], ids=["file", "under-file"])
+def test_main_output_log_dir_on_a_file(tmp_path, a_file, under):
+    data, conf = tiny_dataset(tmp_path / "data.pkl", n=4), tiny_conf(tmp_path / "user.conf", n=4)
+    target = a_file / "run" if under else a_file
+    p = run_main("--backend", "null", "--dataset-path", str(data), "--user-conf", str(conf),
+                 "--output-log-dir", str(target), timeout=120)
+    assert_one_error(p, str(a_file), "is a file, not a folder")
+    assert a_file.read_text() == "earlier notes\n"
+
+
+@pytest.mark.parametrize("flag", ["--log-dir", "--per-sample-csv"])
+def test_evaluation_output_under_a_file_fails_before_scoring(tmp_path, a_file, accuracy_log, flag):
+    data = tiny_dataset(tmp_path / "data.pkl", n=4)
+    target = a_file / "x.csv" if flag == "--per-sample-csv" else a_file
+    p = run("evaluation.py", "--mlperf-accuracy-file", str(accuracy_log), "--dataset-file", str(data),
+            flag, str(target))
+    assert_one_error(p, str(a_file), "is a file, not a folder")
+    assert "Results" not in p.stdout  # refused before scoring
+    assert sorted(x.name for x in accuracy_log.parent.iterdir()) == ["mlperf_log_accuracy.json"]
+
+
+def test_evaluation_record_targets_into_a_new_log_dir(tmp_path, accuracy_log):
+    """--record-targets writes accuracy_targets.yaml into --log-dir, which need not exist yet."""
+    data = tiny_dataset(tmp_path / "data.pkl", n=4)
+    out = tmp_path / "new" / "scores"
+    p = run("evaluation.py", "--mlperf-accuracy-file", str(accuracy_log), "--dataset-file", str(data),
+            "--log-dir", str(out), "--record-targets", "mine", "--num-workers", "1")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "mine:" in (out / "accuracy_targets.yaml").read_text()
+    assert json.loads((out / "accuracy.json").read_text())["model_name"] == "mine"
+
+
+def test_compliance_output_dir_on_a_file_prints_no_verdict(a_file, accuracy_log):
+    p = run("compliance.py", "--accuracy-log", str(accuracy_log), "--scenario", "Offline", "--output-dir", str(a_file))
+    assert_one_error(p, str(a_file), "is a file, not a folder")
+    assert "TEST06" not in p.stdout
+
+
+def test_processorca_export_dir_under_a_file(a_file):
+    p = run("processorca.py", "--dataset_pq_path", str(ROOT / "assets/openorca_demo/open_orca_demo.parquet"),
+            "--export_dir", str(a_file / "out"), "--num_total_samples", "8", "--calibration_size", "2")
+    assert_one_error(p, "--export_dir", "Not a directory")
+    assert "rows pass" not in p.stderr  # refused before filtering and tokenizing
+
+
+@pytest.mark.parametrize("module", ["reporting.sweep", "reporting.compare"])
+def test_sweep_and_compare_output_dir_on_a_file(tmp_path, a_file, module):
+    if module == "reporting.compare":
+        spec = tmp_path / "spec.yaml"
+        spec.write_text('runs:\n  - name: a\n    backend: "null"\n')
+        args = ["-m", module, str(spec), "--no-progress"]
+    else:
+        args = ["-m", module, "--backend", "null", "--no-progress"]
+    p = run(*args, "--output-dir", str(a_file))
+    assert_one_error(p, "--output-dir", str(a_file), "is a file, not a folder")
+    assert a_file.read_text() == "earlier notes\n"
+
+
+def test_submission_output_dir_on_a_file(tmp_path, a_file):
+    conf = tiny_conf(tmp_path / "user.conf", n=4)
+    p = run("submission.py", "--submitter", "org", "--system-name", "sys", "--division", "open",
+            "--output-dir", str(a_file), "--", "--backend", "null", "--user-conf", str(conf))
+    assert_one_error(p, "--output-dir", "is a file, not a folder")
+
+
+# -- text inputs that are binary -------------------------------------------------------------------
+def test_binary_quant_config(tmp_path):
+    qc = tmp_path / "q.yaml"
+    qc.write_bytes(BINARY)
+    data = tiny_dataset(tmp_path / "data.pkl", n=4)
+    p = run_main("--backend", "fakequant", "--quant-config", str(qc), "--dataset-path", str(data),
+                 "--output-log-dir", str(tmp_path / "run"), timeout=120)
+    assert_one_error(p, "quant config", "is not UTF-8 text")
+    assert not (tmp_path / "run").exists()
+
+
+def test_binary_comparison_spec(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(BINARY)
+    p = run("-m", "reporting.compare", str(spec), "--output-dir", str(tmp_path / "out"))
+    assert_one_error(p, "comparison spec", "is not UTF-8 text")
+    assert not (tmp_path / "out").exists()
+
+
+def test_binary_targets_file(tmp_path, accuracy_log):
+    targets = tmp_path / "targets.yaml"
+    targets.write_bytes(BINARY)
+    data = tiny_dataset(tmp_path / "data.pkl", n=4)
+    p = run("evaluation.py", "--mlperf-accuracy-file", str(accuracy_log), "--dataset-file", str(data),
+            "--targets-file", str(targets))
+    assert_one_error(p, "accuracy targets file", "is not UTF-8 text")
+
+
+def test_binary_user_conf_for_submission(tmp_path):
+    conf = tmp_path / "user.conf"
+    conf.write_bytes(BINARY)
+    p = run("submission.py", "--submitter", "org", "--system-name", "sys", "--division", "open",
+            "--output-dir", str(tmp_path / "sub"), "--", "--backend", "null", "--user-conf", str(conf))
+    assert_one_error(p, "user config", "is not UTF-8 text")
+    assert not (tmp_path / "sub").exists()
+
+
+def test_recording_targets_never_replaces_a_file_that_is_not_a_targets_file(tmp_path):
+    from accuracy.targets import record_targets
+    from common.errors import HarnessError
+
+    other = tmp_path / "other.yaml"
+    other.write_text("- an unrelated list\n")
+    result = {"rouge1": 40.0, "rouge2": 20.0, "rougeL": 30.0, "tokens_per_sample": 100.0, "gen_num": 4}
+    with pytest.raises(HarnessError, match="has no 'models:' mapping"):
+        record_targets("mine", result, "test", other)
+    assert other.read_text() == "- an unrelated list\n"
+
+
+# -- numbers that cannot work ----------------------------------------------------------------------
+def test_processorca_negative_calibration_size_fails_before_tokenizing(tmp_path):
+    p = run("processorca.py", "--dataset_pq_path", str(ROOT / "assets/openorca_demo/open_orca_demo.parquet"),
+            "--export_dir", str(tmp_path / "out"), "--num_total_samples", "8", "--calibration_size", "-1")
+    assert_one_error(p, "--calibration_subset_size must be >= 0, got -1")
+    assert "rows pass" not in p.stderr
+    assert not (tmp_path / "out").exists()
