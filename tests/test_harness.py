@@ -291,10 +291,13 @@ def test_ttft_from_dispatch_leaves_out_the_time_queued_behind_a_busy_worker(tmp_
     assert len(cols) == 16 and cols.ok.all() and (queue >= 0).all()
     assert np.allclose(ttft, queue + from_dispatch)
     assert (from_dispatch >= 0.019).all() and np.median(from_dispatch) < 0.1   # one backend delay
-    assert ttft.max() >= 0.3                         # the last one waited for 15 others
+    # The last one waited for 15 others, less the time between the first and the last issue (a few
+    # ms; longer when LoadGen's issuing thread is kept waiting on a loaded machine).
+    spread = cols.t_issued.max() - cols.t_issued.min()
+    assert ttft.max() >= 0.3 - spread
     assert np.median(ttft) > 3 * np.median(from_dispatch)
     stats = request_stats(core.records)
-    assert stats["queue_ms"]["p50"] > 50 and stats["queue_ms"]["max"] >= 250
+    assert stats["queue_ms"]["p50"] > 50 and stats["queue_ms"]["max"] >= 1000 * (0.25 - spread)
     assert stats["ttft_from_dispatch_ms"]["p50"] < stats["ttft_ms"]["p50"] / 3
     assert stats["e2e_from_dispatch_ms"]["p50"] < stats["e2e_ms"]["p50"]
 
