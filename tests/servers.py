@@ -243,6 +243,13 @@ class VLLMServer(LlamaServer):
         super().stop()
 
 
+class _Listening(ThreadingHTTPServer):
+    """The stdlib server with a listen backlog as a real server's (uvicorn: 2048), not 5: a burst
+    of connections (64 requests at once) is accepted instead of SYNs dropped and resent 1 s later
+    when the accepting thread is slow (a loaded machine)."""
+    request_queue_size = 128
+
+
 def fake_answer(prompt: list[int], n: int) -> list[int]:
     """The fake server's deterministic 'greedy' output for a prompt (ids 2..1001, never EOS)."""
     seed = sum(prompt) * 31 + len(prompt)
@@ -437,7 +444,7 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self._server = _Listening((LOOPBACK, 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
         self._thread.start()

@@ -63,7 +63,7 @@ def test_empty_server_reply_without_eos_gets_the_fallback_token(tmp_path, data, 
 
     with FakeServer() as server:
         server.mode = "empty"
-        # concurrency within the stdlib server's listen backlog (5)
+        # a few requests at a time
         p = _main(tmp_path, data, "--backend", "openai", "--api-server", server.url, "--scenario", scenario,
                   "--accuracy", "--max-new-tokens", "8", "--backend-arg", "concurrency=4")
     assert p.returncode == 1, p.stderr[-2000:]
