@@ -127,7 +127,7 @@ def test_offline_concurrency_is_bounded():
 
 
 def test_round_robin_and_least_outstanding(fake):
-    with FakeServer(token_delay_s=0.02) as slow:
+    with FakeServer(token_delay_s=0.05) as slow:     # 0.4 s a request: the fast one takes a few ms
         prompts = [[i] for i in range(20)]
         be = loaded([slow.url, fake.url], concurrency=4, balance="round_robin")
         try:
