@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ import time
 from common.errors import HarnessError, exit_on_error
 from common.redact import redact_argv
 from common.times import iso_utc, stamp
+from harness.loadgen_conf import UINT64_MAX
 
 log = logging.getLogger("main")
 
@@ -145,20 +147,37 @@ def expected_queries(settings, n_samples: int) -> int:
     return n
 
 
+def check_run_flags(args) -> None:
+    """The SUT's own numbers (LoadGen's are checked by loadgen_overrides)."""
+    for flag, value in (("--batch-size", args.batch_size), ("--num-workers", args.num_workers)):
+        if value is not None and value < 1:
+            raise HarnessError(f"{flag} must be >= 1, got {value}")
+    if not 0 <= args.query_timeout < math.inf:
+        raise HarnessError(f"--query-timeout must be a finite number of seconds >= 0 (0: no limit), "
+                           f"got {args.query_timeout:g}")
+
+
 def loadgen_overrides(args) -> dict:
-    """LoadGen settings given by flags (they win over user.conf), by TestSettings attribute name."""
+    """LoadGen settings given by flags (they win over user.conf), by TestSettings attribute name.
+    LoadGen keeps counts and milliseconds in 64-bit unsigned integers."""
     out: dict = {}
     if args.target_qps is not None:
         if not args.target_qps > 0:
             raise HarnessError(f"--target-qps must be > 0, got {args.target_qps:g}")
+        if args.target_qps == math.inf:  # LoadGen would log it as a bare inf, which no JSON reader takes
+            raise HarnessError(f"--target-qps must be finite, got {args.target_qps:g}")
         out["server_target_qps" if args.scenario == "Server" else "offline_expected_qps"] = args.target_qps
     if args.min_duration is not None:
         if not args.min_duration >= 0:
             raise HarnessError(f"--min-duration must be >= 0 seconds, got {args.min_duration:g}")
+        if not args.min_duration * 1000 < UINT64_MAX:
+            raise HarnessError(f"--min-duration must be below 2^64 ms, got {args.min_duration:g}")
         out["min_duration_ms"] = round(args.min_duration * 1000)
     if args.min_query_count is not None:
         if args.min_query_count < 1:
             raise HarnessError(f"--min-query-count must be >= 1, got {args.min_query_count}")
+        if args.min_query_count > UINT64_MAX:
+            raise HarnessError(f"--min-query-count must be below 2^64, got {args.min_query_count}")
         out["min_query_count"] = args.min_query_count
     return out
 
@@ -190,6 +209,7 @@ def run(args) -> int:
     from SUT_server import SUTServer
 
     # Validate everything cheap before loading a model.
+    check_run_flags(args)
     backend_cls = get_backend_class(args.backend)
     if args.pin_cpu is not None:
         check_pin_cpu(backend_cls, args.pin_cpu)

@@ -12,6 +12,7 @@ prompt, no padding), cut after the first end-of-sequence token unless EOS is ign
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
@@ -62,13 +63,15 @@ def parse_options(defaults: dict[str, Any], given: dict[str, Any], backend: str)
                 out[key] = raw.lower() in ("1", "true", "yes")
             elif isinstance(default, (int, float)):
                 out[key] = type(default)(raw)
+                if not math.isfinite(out[key]):  # nan / inf: no option means either
+                    raise ValueError(raw)
             elif isinstance(default, list):
                 out[key] = [v for v in raw.split(",") if v]
             else:
                 out[key] = raw if raw != "" else default
         except ValueError:
-            raise HarnessError(f"option '{key}' of backend '{backend}' expects {type(default).__name__}, "
-                               f"got '{raw}'") from None
+            kind = "a finite float" if type(default) is float else type(default).__name__
+            raise HarnessError(f"option '{key}' of backend '{backend}' expects {kind}, got '{raw}'") from None
     return out
 
 

@@ -10,6 +10,7 @@ import time
 from typing import Iterator
 
 from backends.base import Backend
+from common.errors import HarnessError
 
 
 class NullBackend(Backend):
@@ -28,14 +29,24 @@ class NullBackend(Backend):
         "stall_s": 3600.0,
     }
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        try:
+            self._fail, self._fail_mid, self._stall = (
+                {int(v) for v in o[key]} for key in ("fail_on", "fail_mid_on", "stall_on"))
+        except ValueError:
+            raise HarnessError("null: fail_on, fail_mid_on and stall_on take token ids separated by commas, got "
+                               f"{o['fail_on']}, {o['fail_mid_on']}, {o['stall_on']}") from None
+        if o["tokens"] < 0 or o["delay_ms"] < 0 or o["stall_s"] < 0:
+            raise HarnessError(f"null: tokens, delay_ms and stall_s must be >= 0, got tokens={o['tokens']} "
+                               f"delay_ms={o['delay_ms']:g} stall_s={o['stall_s']:g}")
+
     def running_dtype(self) -> str:
         return "none"  # no model
 
     def load(self) -> None:
         self.eos_token_ids = frozenset({self.options["eos_id"]})
-        self._fail = {int(v) for v in self.options["fail_on"]}
-        self._fail_mid = {int(v) for v in self.options["fail_mid_on"]}
-        self._stall = {int(v) for v in self.options["stall_on"]}
         self._delay_s = self.options["delay_ms"] / 1000
         n = max(self.params.min_new_tokens, min(self.options["tokens"], self.params.max_new_tokens))
         self._output = self.trim([self.options["token_id"]] * n)  # the same for every prompt

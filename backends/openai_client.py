@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import httpx
 
+from common.errors import HarnessError
 from common.redact import redact
 
 log = logging.getLogger(__name__)
@@ -79,12 +80,20 @@ class Reply:
 
 
 def normalize_url(url: str) -> str:
-    """'http://h:8000/v1/' -> 'http://h:8000' (the /v1 paths are added per call)."""
+    """'http://h:8000/v1/' -> 'http://h:8000' (the /v1 paths are added per call), 'h:8000' ->
+    'http://h:8000'; anything but an http(s) URL with a host is a HarnessError."""
     url = url.strip().rstrip("/")
     if url.endswith("/v1"):
         url = url[: -len("/v1")]
-    if not url.startswith(("http://", "https://")):
+    if "://" not in url:
         url = "http://" + url
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
+    except ValueError as e:
+        raise HarnessError(f"--api-server {redact(url)} is not a valid URL ({e})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise HarnessError(f"--api-server {redact(url)}: expected http://HOST:PORT or https://HOST:PORT")
     return url
 
 

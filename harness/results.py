@@ -344,6 +344,8 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise HarnessError(f"no {RESULTS_FILE} in {path} (not a finished run folder?)") from None
     except json.JSONDecodeError as e:
         raise HarnessError(f"{file} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{file} is not valid JSON (not UTF-8 text: byte {e.start})") from None
     if not isinstance(results, dict) or "schema_version" not in results:
         raise HarnessError(f"{file} is not a results.json written by this harness")
     results["_dir"] = str(file.parent)
@@ -351,8 +353,8 @@ def load_results(path: str | Path) -> dict[str, Any]:
     if accuracy.exists() and "accuracy" not in results:
         try:
             results["accuracy"] = json.loads(accuracy.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise HarnessError(f"{accuracy} is not valid JSON ({e.msg})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise HarnessError(f"{accuracy} is not valid JSON ({getattr(e, 'msg', 'not UTF-8 text')})") from None
     return results
 
 

@@ -55,7 +55,10 @@ MAIN = ROOT / "main.py"
 EVALUATION = ROOT / "evaluation.py"
 
 
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._+-]+$")]
+# A run's folder in the output folder: one plain name, not hidden, not '.' or '..'.
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$")]
+# What the comparison itself writes beside the run folders (and the spec's copy).
+OWN_FILES = ("data", "comparison.md", "comparison.csv", "report.html")
 
 
 class SyntheticData(BaseModel):
@@ -115,6 +118,9 @@ def load_spec(path: str | Path) -> tuple[list[RunSpec], dict[str, Any]]:
         run = parse_model(RunSpec, {**spec.defaults, **entry}, where)
         if run.name in names:
             raise HarnessError(f"{where}: run name '{run.name}' is used twice")
+        if run.name in (*OWN_FILES, path.name):
+            raise HarnessError(f"{where}: run name '{run.name}' is taken by the comparison's own files "
+                               f"({', '.join(OWN_FILES)} and the spec's copy)")
         names.add(run.name)
         runs.append(run)
     return runs, spec.model_dump()

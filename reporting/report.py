@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from common.errors import HarnessError, exit_on_error
+from common.files import make_folder
 from harness.results import fmt_num, load_results
 from harness.summary import loadgen_reasons
 from reporting.charts import bar_chart, run_charts
@@ -310,7 +311,7 @@ def write_html(path: str | Path, text: str) -> Path:
         if path.is_dir() or REPORT_MARK not in head:
             raise HarnessError(f"{path} exists and is not a report written by this harness; "
                                "not overwriting it (choose another --output)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "the folder of --output")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -28,6 +28,7 @@ import argparse
 import csv
 import io
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     lengths = parse_lengths(args.lengths or [default_lengths(args.backend, device)])
     if args.qps and args.scenario != "Server":
         raise HarnessError("--qps sweeps need --scenario Server")
-    if min(args.concurrency) < 1 or (args.qps and min(args.qps) <= 0) or args.num_samples < 1:
-        raise HarnessError("--concurrency, --qps and --num-samples must be positive")
+    if min(args.concurrency) < 1 or not all(0 < q < math.inf for q in args.qps or []) or args.num_samples < 1:
+        raise HarnessError("--concurrency, --qps and --num-samples must be positive (and finite)")
     level = "target_qps" if args.qps else "concurrency"
     levels = args.qps or args.concurrency
     min_queries = args.min_query_count or args.num_samples

@@ -172,3 +172,85 @@ def test_processorca_negative_calibration_size_fails_before_tokenizing(tmp_path)
     assert_one_error(p, "--calibration_subset_size must be >= 0, got -1")
     assert "rows pass" not in p.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
+    ("--num-workers", "-2", "--num-workers must be >= 1, got -2"),
+    ("--query-timeout", "-1", "--query-timeout must be a finite number of seconds >= 0"),
+    ("--query-timeout", "nan", "--query-timeout must be a finite number of seconds >= 0"),
+    ("--target-qps", "inf", "--target-qps must be finite, got inf"),
+    ("--min-duration", "inf", "--min-duration must be below 2^64 ms, got inf"),
+    ("--min-query-count", str(2**64), f"--min-query-count must be below 2^64, got {2**64}"),
+    ("--backend-arg", "delay_ms=nan", "option 'delay_ms' of backend 'null' expects a finite float, got 'nan'"),
+    ("--backend-arg", "delay_ms=-5", "null: tokens, delay_ms and stall_s must be >= 0"),
+    ("--backend-arg", "fail_on=abc", "null: fail_on, fail_mid_on and stall_on take token ids"),
+])
+def test_main_numbers_that_cannot_work_are_refused_before_the_run(tmp_path, flag, value, message):
+    """Before: batch size, workers and query timeout were clamped or ignored while results.json
+    recorded the bad value; inf / 2^64 crashed in LoadGen's bindings or wrote a detail log no JSON
+    reader takes; bad null-backend options failed every query or raised at load."""
+    data, conf = tiny_dataset(tmp_path / "data.pkl", n=4), tiny_conf(tmp_path / "user.conf", n=4)
+    out = tmp_path / "run"
+    p = run_main("--backend", "null", "--dataset-path", str(data), "--user-conf", str(conf),
+                 "--output-log-dir", str(out), flag, value, timeout=120)
+    assert_one_error(p, message)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["data.pkl", "user.conf"]  # no run folder
+
+
+@pytest.mark.parametrize("url, message", [
+    ("http://[::1", "is not a valid URL (Invalid IPv6 URL)"),
+    ("http://127.0.0.1:99999", "is not a valid URL (Port out of range"),
+    ("ftp://user:secret@127.0.0.1:21", "expected http://HOST:PORT or https://HOST:PORT"),
+    ("", "expected http://HOST:PORT or https://HOST:PORT"),
+])
+def test_api_server_that_is_not_an_http_url(tmp_path, url, message):
+    data = tiny_dataset(tmp_path / "data.pkl", n=4)
+    p = run_main("--backend", "openai", "--api-server", url, "--api-model-name", "m", "--dataset-path", str(data),
+                 "--output-log-dir", str(tmp_path / "run"), timeout=120)
+    last = assert_one_error(p, "--api-server", message)
+    assert "secret" not in p.stderr + p.stdout, last
+    assert not (tmp_path / "run").exists()
+
+
+def test_api_server_without_scheme_still_means_http():
+    from backends.openai_client import normalize_url
+
+    assert normalize_url("127.0.0.1:9/v1/") == "http://127.0.0.1:9"
+    assert normalize_url("HTTPS://[::1]:8443") == "HTTPS://[::1]:8443"
+
+
+def test_sweep_qps_not_a_number(tmp_path):
+    p = run("-m", "reporting.sweep", "--backend", "null", "--no-progress", "--qps", "nan",
+            "--output-dir", str(tmp_path / "out"))
+    assert_one_error(p, "--qps", "must be positive (and finite)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, message", [
+    ("..", "name: String should match pattern"),   # before: the run's folder was the output folder's parent
+    (".hidden", "name: String should match pattern"),
+    ("report.html", "is taken by the comparison's own files"),  # before: a traceback after every run
+    ("data", "is taken by the comparison's own files"),
+    ("spec.yaml", "is taken by the comparison's own files"),
+])
+def test_compare_run_names_stay_inside_the_output_folder(tmp_path, name, message):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f'runs:\n  - name: "{name}"\n    backend: "null"\n')
+    p = run("-m", "reporting.compare", str(spec), "--no-progress", "--output-dir", str(tmp_path / "out"))
+    assert_one_error(p, message)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["spec.yaml"]
+
+
+def test_report_of_a_binary_results_json_and_into_a_file(tmp_path, a_file):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_bytes(b"\xff\xfe{}")
+    p = run("-m", "reporting.report", str(run_dir), "--output", str(tmp_path / "r.html"))
+    assert_one_error(p, "results.json is not valid JSON (not UTF-8 text")
+
+    data, conf = tiny_dataset(tmp_path / "data.pkl", n=4), tiny_conf(tmp_path / "user.conf", n=4)
+    assert run_main("--backend", "null", "--dataset-path", str(data), "--user-conf", str(conf),
+                    "--output-log-dir", str(tmp_path / "good"), timeout=120).returncode == 0
+    p = run("-m", "reporting.report", str(tmp_path / "good"), "--output", str(a_file / "r.html"))
+    assert_one_error(p, "the folder of --output", "is a file, not a folder")
