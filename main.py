@@ -130,7 +130,34 @@ def build_settings(args):
     settings.mode = lg.TestMode.AccuracyOnly if args.accuracy else lg.TestMode.PerformanceOnly
     for name, value in loadgen_overrides(args).items():
         setattr(settings, name, value)
+    if args.scenario == "Server":
+        check_server_schedule(settings, args.accuracy)
     return settings
+
+
+# LoadGen schedules a Server run's queries before the first one is issued and keeps them all in
+# memory: measured about 350 bytes each (3 million queries: 1 GiB); 100 is a safe lower bound.
+SCHEDULED_QUERY_BYTES = 100
+
+
+def check_server_schedule(settings, accuracy: bool) -> None:
+    """Refuse a target QPS whose schedule LoadGen cannot build: so high that the queries of
+    min_duration exceed the machine's memory (LoadGen fills it until the process is killed), or
+    so low that the arrival times overflow LoadGen's 64-bit nanosecond clock (the same)."""
+    import psutil
+
+    qps = settings.server_target_qps
+    if settings.min_query_count / qps * 1e9 >= 2**63:
+        raise HarnessError(f"Server target QPS {qps:g} is too low: the {settings.min_query_count} queries of "
+                           f"min_query_count would arrive after LoadGen's 64-bit nanosecond clock overflows")
+    if accuracy:  # every sample once, whatever the QPS
+        return
+    n = expected_queries(settings, 0)
+    need, total = n * SCHEDULED_QUERY_BYTES, psutil.virtual_memory().total
+    if need > total:
+        raise HarnessError(f"Server target QPS {qps:g} over min_duration {settings.min_duration_ms / 1000:g} s makes "
+                           f"LoadGen schedule {n:.3g} queries up front, more than {need / 2**30:.3g} GiB, above this "
+                           f"machine's {total / 2**30:.3g} GiB; lower the target QPS or min_duration")
 
 
 def expected_queries(settings, n_samples: int) -> int:

@@ -254,3 +254,21 @@ def test_report_of_a_binary_results_json_and_into_a_file(tmp_path, a_file):
                     "--output-log-dir", str(tmp_path / "good"), timeout=120).returncode == 0
     p = run("-m", "reporting.report", str(tmp_path / "good"), "--output", str(a_file / "r.html"))
     assert_one_error(p, "the folder of --output", "is a file, not a folder")
+
+
+@pytest.mark.parametrize("qps, conf_line, message", [
+    ("1e300", None, "makes LoadGen schedule 3e+299 queries up front"),
+    (None, "*.Server.target_qps = 1e300", "makes LoadGen schedule"),
+    ("1e-300", None, "is too low: the 4 queries of min_query_count would arrive after"),
+])
+def test_server_target_qps_loadgen_cannot_schedule(tmp_path, qps, conf_line, message):
+    """Before: LoadGen filled the memory building the schedule (too many queries, or arrival times
+    past its 64-bit nanosecond clock) until the process was killed."""
+    data, conf = tiny_dataset(tmp_path / "data.pkl", n=4), tiny_conf(tmp_path / "user.conf", n=4)
+    if conf_line:
+        conf.write_text(conf.read_text() + conf_line + "\n")
+    flags = ["--target-qps", qps] if qps else []
+    p = run_main("--backend", "null", "--scenario", "Server", "--dataset-path", str(data), "--user-conf", str(conf),
+                 "--output-log-dir", str(tmp_path / "run"), *flags, timeout=60)
+    assert_one_error(p, "Server target QPS", message)
+    assert not (tmp_path / "run").exists()
