@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from common.errors import HarnessError, exit_on_error
-from common.files import temp_file_beside
+from common.files import make_folder, temp_file_beside
 
 log = logging.getLogger(__name__)
 
@@ -171,18 +171,29 @@ def _object_array(lists: list[list[int]]) -> np.ndarray:
     return arr
 
 
-def write_pickle(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write to a temporary file beside `path`, then rename, so a failed run leaves no half file."""
+def check_output(path: str | os.PathLike) -> None:
+    """A new .pkl path (main.py reads a dataset by its suffix; an existing file is never replaced)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix not in (".pkl", ".pickle"):
+        raise HarnessError(f"--output {path}: name it .pkl (the dataset is written as a pickle)")
+    if os.path.lexists(path):
+        raise HarnessError(f"--output {path} exists already; datasets are never overwritten (choose a new name)")
+
+
+def write_pickle(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write to a temporary file beside `path`, then link it into place: a failed run leaves no
+    half file, and a file that appeared meanwhile is never replaced."""
+    path = Path(path)
+    make_folder(path.parent, "the folder of --output")
     fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
         df.to_pickle(tmp)
-        os.replace(tmp, path)
+        os.link(tmp, path)
+    except FileExistsError:
+        raise HarnessError(f"--output {path} exists already; datasets are never overwritten") from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
 
 
 def _vocab_range(text: str) -> tuple[int, int]:
@@ -209,6 +220,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
+    check_output(args.output)
     settings = SyntheticSettings(num_samples=args.num_samples, input_len=LengthSpec.parse(args.input_len),
                                  output_len=LengthSpec.parse(args.output_len), prompt_source=args.prompt_source,
                                  vocab_range=_vocab_range(args.vocab_range), seed=args.seed)

@@ -272,3 +272,14 @@ def test_server_target_qps_loadgen_cannot_schedule(tmp_path, qps, conf_line, mes
                  "--output-log-dir", str(tmp_path / "run"), *flags, timeout=60)
     assert_one_error(p, "Server target QPS", message)
     assert not (tmp_path / "run").exists()
+
+
+def test_synthetic_dataset_never_replaces_a_file_and_is_named_as_main_reads_it(tmp_path, a_file):
+    earlier = tiny_dataset(tmp_path / "earlier.pkl", n=4)
+    before = earlier.read_bytes()
+    common = ["-m", "inputs.synthetic", "--num-samples", "4", "--input-len", "8", "--output-len", "8"]
+    assert_one_error(run(*common, "--output", str(earlier)), "exists already; datasets are never overwritten")
+    assert earlier.read_bytes() == before
+    assert_one_error(run(*common, "--output", str(tmp_path / "syn.txt")), "name it .pkl")
+    assert_one_error(run(*common, "--output", str(a_file / "syn.pkl")), "is a file, not a folder")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["earlier.pkl", "notes.txt"]
