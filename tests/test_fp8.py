@@ -58,6 +58,7 @@ def test_bad_fp8_config_names_the_key(raw, key):
 # ---- the arithmetic and fake quantization -------------------------------------------------------
 
 def test_fake_fp8_lands_on_the_scaled_e4m3_grid():
+    torch.manual_seed(0)
     x = torch.randn(64, 96) * 3
     scale = fp8_scale(x.abs().amax(dim=-1, keepdim=True))
     y = fake_fp8(x, scale)
@@ -139,6 +140,7 @@ for h, hk in ((4, 4), (8, 2)):
             cfg = (cfg[0], 16, cfg[2], cfg[3])   # blocks of 16 positions: several blocks, a partial last one
             out = decode_attention_triton(q, k8, v8, ks, vs, lengths, 0.25, config=cfg)
             print(h, hk, cfg[0], torch.isfinite(out).all().item(), (out - ref).abs().max().item())
+torch.manual_seed(0)         # the same rows every run (over 300 seeds at least 97% of the codes matched)
 x = torch.randn(5, 100) * 3
 x[2] = 0
 q8, s8 = torch.empty(5, 100, dtype=FP8), torch.empty(5, 1)
