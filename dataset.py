@@ -9,6 +9,7 @@ lists of token ids: every backend takes ids, and no tensor is built per sample b
 from __future__ import annotations
 
 import logging
+import operator
 import os
 
 from common.errors import HarnessError
@@ -49,7 +50,9 @@ class Dataset:
                         total_sample_count, len(df), dataset_path, len(df))
         self.total_sample_count = min(len(df), total_sample_count)
         try:
-            self.input_ids = [[int(t) for t in ids] for ids in df["tok_input"].iloc[: self.total_sample_count]]
+            # operator.index, not int: a float id (1.5) is refused, never cut to another token
+            rows = df["tok_input"].iloc[: self.total_sample_count]
+            self.input_ids = [[operator.index(t) for t in ids] for ids in rows]
         except (TypeError, ValueError) as e:
             raise HarnessError(f"dataset {dataset_path}: column tok_input must hold lists of token ids ({e})") from e
         if any(len(ids) == 0 for ids in self.input_ids):

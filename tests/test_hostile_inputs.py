@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import ROOT, run_main, tiny_conf, tiny_dataset
 
@@ -283,3 +284,17 @@ def test_synthetic_dataset_never_replaces_a_file_and_is_named_as_main_reads_it(t
     assert_one_error(run(*common, "--output", str(tmp_path / "syn.txt")), "name it .pkl")
     assert_one_error(run(*common, "--output", str(a_file / "syn.pkl")), "is a file, not a folder")
     assert sorted(x.name for x in tmp_path.iterdir()) == ["earlier.pkl", "notes.txt"]
+
+
+@pytest.mark.parametrize("ids", [[1.5, 3.2], "123"], ids=["floats", "a-string"])
+def test_dataset_token_ids_that_are_not_integers(tmp_path, ids):
+    """Before: int() cut 1.5 to 1 and read the string "123" as the ids 1, 2, 3, and the run went on."""
+    data = tmp_path / "data.pkl"
+    tiny_dataset(data, n=4)
+    df = pd.read_pickle(data)
+    df["tok_input"] = [ids] * len(df)
+    df.to_pickle(data)
+    p = run_main("--backend", "null", "--dataset-path", str(data), "--output-log-dir", str(tmp_path / "run"),
+                 timeout=120)
+    assert_one_error(p, "column tok_input must hold lists of token ids")
+    assert not (tmp_path / "run").exists()
