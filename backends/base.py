@@ -127,10 +127,14 @@ class Backend(abc.ABC):
         for): a GGUF's quantization, "server" when a server chooses, the torch dtype otherwise."""
         return self.dtype
 
+    def running_device(self) -> str:
+        """Where the model actually runs (results show this, not the --device asked for)."""
+        return self.device
+
     def info(self) -> dict[str, Any]:
         """What describes this backend in results: name, model, dtype, device, options."""
         return {"backend": self.name, "model_path": self.model_path, "dtype": self.running_dtype(),
-                "device": self.device, "options": self.options,
+                "device": self.running_device(), "options": self.options,
                 "max_new_tokens": self.params.max_new_tokens, "min_new_tokens": self.params.min_new_tokens,
                 "ignore_eos": self.params.ignore_eos}
 

@@ -45,6 +45,9 @@ class NullBackend(Backend):
     def running_dtype(self) -> str:
         return "none"  # no model
 
+    def running_device(self) -> str:
+        return "none"
+
     def load(self) -> None:
         self.eos_token_ids = frozenset({self.options["eos_id"]})
         self._delay_s = self.options["delay_ms"] / 1000

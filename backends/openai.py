@@ -185,6 +185,9 @@ class OpenAIBackend(Backend):
     def running_dtype(self) -> str:
         return "server"  # the server decides
 
+    def running_device(self) -> str:
+        return "server"
+
     def info(self) -> dict[str, Any]:
         out = super().info()
         opts = dict(out["options"])

@@ -251,3 +251,18 @@ def test_gguf_vocabulary_load_prints_nothing():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().isdigit() and int(out.stdout) > 1000
     assert out.stderr == "", out.stderr
+
+
+def test_results_record_where_llamacpp_runs_not_the_device_asked_for(caplog):
+    """llama.cpp places layers by n_gpu_layers: `--device cuda` on a CPU build (or with
+    n_gpu_layers=0) runs on the CPU, says so, and info() records device cpu."""
+    be = make_backend("llamacpp", model_path=None, device="cuda", params=GenerationParams(4),
+                      options={"n_ctx": "256", "n_threads": "1"})
+    with caplog.at_level("WARNING", logger="backends.llamacpp"):
+        be.load()
+    try:
+        assert be.info()["device"] == "cpu"
+        assert any("--device cuda: llama.cpp runs on the CPU here (n_gpu_layers=0" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        be.close()
