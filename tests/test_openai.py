@@ -267,10 +267,12 @@ def test_default_deadline_fits_long_completions():
     """A non-streaming reply sends nothing until it is complete, so the gap allowed between reads
     (timeout_s) must not cut it: it waits up to the deadline, which grows with max_tokens."""
     assert make(["http://127.0.0.1:1"], max_new=2040).deadline_s >= 600    # 2,040 tokens: 10 minutes or more
-    with FakeServer(token_delay_s=0.01) as slow:               # 60 tokens: 0.6 s before the first byte
-        be = loaded([slow.url], max_new=60, timeout_s=0.3, failover=False)
+    # 150 tokens: 1.5 s before the first byte, twice the gap allowed (0.75 s, which the start-up
+    # checks' replies must still meet on a loaded machine)
+    with FakeServer(token_delay_s=0.01) as slow:
+        be = loaded([slow.url], max_new=150, timeout_s=0.75, failover=False)
         try:
-            assert be.generate([[4]]) == [fake_answer([4], 60)]
+            assert be.generate([[4]]) == [fake_answer([4], 150)]
         finally:
             be.close()
 
