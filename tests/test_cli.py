@@ -97,7 +97,8 @@ def test_llamacpp_run_records_the_gguf_quantization_and_path(tmp_path, data):
 
     out = tmp_path / "run"
     p = run_main("--dataset-path", str(data), "--output-log-dir", str(out), "--max-new-tokens", "4",
-                 "--total-sample-count", "2", "--user-conf", str(tiny_conf(tmp_path / "user.conf", n=2)), timeout=300)
+                 "--total-sample-count", "2", "--user-conf", str(tiny_conf(tmp_path / "user.conf", n=2)),
+                 "--backend-arg", "n_threads=1", timeout=300)   # one thread: see test_embedded_model_submission
     assert p.returncode == 0, p.stderr[-2000:]
     run = results(out)["run"]
     assert run["dtype"] == "Q4_K_M" and run["model_path"] == default_model_path()
