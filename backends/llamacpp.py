@@ -128,10 +128,8 @@ class LlamaCppBackend(Backend):
 
     def load(self) -> None:
         if self.device != "cpu" and self.running_device() == "cpu":
-            why = ("n_gpu_layers=0" if self.options["n_gpu_layers"] == 0
-                   else "this llama.cpp build has no GPU offload")
-            log.warning("--device %s: llama.cpp runs on the CPU here (%s; it places layers by --backend-arg "
-                        "n_gpu_layers); results record device cpu", self.device, why)
+            log.warning("--device %s: llama.cpp runs on the CPU here (n_gpu_layers=%d; a GPU build of llama.cpp "
+                        "offloads layers by --backend-arg n_gpu_layers)", self.device, self.options["n_gpu_layers"])
         self.model_path = path = resolve_model_path(self.model_path)
         self._model = open_model(path, self.options)
         try:
@@ -205,12 +203,9 @@ class LlamaCppBackend(Backend):
         return getattr(self, "_model_info", {}).get("quantization") or "gguf"
 
     def running_device(self) -> str:
-        """llama.cpp places layers by n_gpu_layers, not by --device: "cpu" unless layers are
-        offloaded by a build that can."""
+        """llama.cpp places layers by n_gpu_layers, not --device: "cpu" unless a GPU build offloads some."""
         n = self.options["n_gpu_layers"]
-        if n == 0 or not llama_cpp.llama_supports_gpu_offload():
-            return "cpu"
-        return f"gpu ({'all' if n < 0 else n} layers offloaded)"
+        return "cpu" if n == 0 or not llama_cpp.llama_supports_gpu_offload() else f"gpu ({'all' if n < 0 else n} layers)"
 
     def info(self) -> dict[str, Any]:
         out = super().info()
