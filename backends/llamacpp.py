@@ -205,7 +205,7 @@ class LlamaCppBackend(Backend):
     def running_device(self) -> str:
         """llama.cpp places layers by n_gpu_layers, not --device: "cpu" unless a GPU build offloads some."""
         n = self.options["n_gpu_layers"]
-        return "cpu" if n == 0 or not llama_cpp.llama_supports_gpu_offload() else f"gpu ({'all' if n < 0 else n} layers)"
+        return "cpu" if n == 0 or not llama_cpp.llama_supports_gpu_offload() else f"gpu (n_gpu_layers={n})"
 
     def info(self) -> dict[str, Any]:
         out = super().info()
