@@ -117,7 +117,12 @@ def load_references(dataset_file: str, responses: list[Response]) -> list[str]:
     if bad:
         raise HarnessError(f"accuracy log has qsl_idx {bad[0]} ({len(bad)} in all) outside the dataset "
                            f"{dataset_file} of {len(df)} samples: wrong --dataset-file?")
-    return [str(outputs.iloc[r.qsl_idx]) for r in responses]
+    refs = [outputs.iloc[r.qsl_idx] for r in responses]
+    bad = [(r.qsl_idx, ref) for r, ref in zip(responses, refs) if not isinstance(ref, str)]
+    if bad:   # str() would score a missing answer as the word "None" or "nan"
+        raise HarnessError(f"dataset {dataset_file}: the 'output' of sample {bad[0][0]} is {bad[0][1]!r}, not text "
+                           f"({len(bad)} such samples)")
+    return refs
 
 
 def decode(tokenizer, responses: list[Response], dtype: str) -> list[str]:

@@ -333,6 +333,17 @@ def test_bad_accuracy_log(run_dir, tiny_tokenizer_dir, content, message):
         run_eval(run_dir, tiny_tokenizer_dir[0], "--record-targets", "x")
 
 
+def test_a_missing_reference_answer_is_refused_not_scored_as_text(run_dir, tiny_tokenizer_dir):
+    """A None (or NaN) 'output' would otherwise be scored as the word "None"."""
+    _, tok = tiny_tokenizer_dir
+    df = pd.read_pickle(run_dir / "dataset.pkl")
+    df.loc[1, "output"] = None
+    df.to_pickle(run_dir / "dataset.pkl")
+    write_log(run_dir / "mlperf_log_accuracy.json", [(0, ANSWERS[0]), (1, ANSWERS[1])], tok)
+    with pytest.raises(HarnessError, match="the .output. of sample 1 is (None|nan), not text \\(1 such samples\\)"):
+        run_eval(run_dir, tiny_tokenizer_dir[0], "--record-targets", "x")
+
+
 def test_cli_unknown_model_name_is_one_error_line(run_dir, tiny_tokenizer_dir):
     write_log(run_dir / "mlperf_log_accuracy.json", [(0, ANSWERS[0])], tiny_tokenizer_dir[1])
     proc = subprocess.run([sys.executable, str(ROOT / "evaluation.py"), "--mlperf-accuracy-file",
