@@ -171,10 +171,13 @@ class EndpointPool:
         # Connect and per-read timeout: a stalled server fails the request after timeout_s.
         # pool=None: waiting for a free connection is queueing, not a failure. A whole attempt is
         # bounded by deadline_s as well, since a server that trickles bytes never trips a read timeout.
+        # Proxies from the environment apply to remote servers only: a loopback server is reached
+        # directly (httpx would send it to HTTP_PROXY unless NO_PROXY names it).
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, pool=None),
             headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=pool_size))
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=pool_size),
+            mounts={f"all://{host}": None for host in ("127.0.0.1", "localhost", "[::1]")})
         # A non-streaming reply sends nothing until it is complete: its read timeout is the deadline.
         self._complete_timeout = httpx.Timeout(timeout_s, read=deadline_s, pool=None)
 

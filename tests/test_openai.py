@@ -106,6 +106,21 @@ def test_generate_and_stream_use_token_ids(fake):
         be.close()
 
 
+def test_loopback_servers_are_reached_directly_whatever_the_proxy_settings(fake, monkeypatch):
+    """A proxy from the environment (nothing listens on it here) would fail every request if httpx
+    sent loopback traffic through it, as it does unless NO_PROXY names the host."""
+    with refused_port() as port:
+        for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(var, f"http://127.0.0.1:{port}")
+        for var in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        be = loaded([fake.url], max_new=3)
+        try:
+            assert be.generate(PROMPTS[:2]) == [fake_answer(p, 3) for p in PROMPTS[:2]]
+        finally:
+            be.close()
+
+
 def test_ignore_eos_forces_min_tokens_to_max(fake):
     be = loaded([fake.url], max_new=5, ignore_eos=True)
     try:
