@@ -49,7 +49,7 @@ model_args=()
 run_args=(--scenario Offline --accuracy --backend "$BACKEND" --dtype "$DTYPE" --device "$DEVICE"
           --output-log-dir "$OUTPUT_DIR")
 [ -n "$SAMPLES" ] && run_args+=(--total-sample-count "$SAMPLES")
-# llama.cpp decodes 8 sequences together: on 2 cores 2.0x the tokens/s of one at a time, ROUGE within
+# llama.cpp decodes 8 sequences together: on 2 cores 1.9x the tokens/s of one at a time, ROUGE within
 # 0.2 of it (docs/performance.md, "Backends side by side"). An n_parallel in EXTRA_ARGS wins.
 if [ "$BACKEND" = llamacpp ] && [[ "${EXTRA_ARGS:-}" != *n_parallel=* ]]; then
     run_args+=(--backend-arg n_parallel=8)
