@@ -6,6 +6,12 @@
 #   bash build.sh                      # default extras: llamacpp (the embedded default model)
 #   EXTRAS=llamacpp,hf,openai,plots,test bash build.sh
 #   EXTRAS=gpu,hf,llamacpp CMAKE_ARGS="-DGGML_CUDA=on" bash build.sh   # CUDA build of llama.cpp
+#   LLAMA_CPU=portable bash build.sh   # llama.cpp for any x86-64-v3 CPU (AVX2), e.g. for an image
+#
+# llama.cpp is built with explicit CPU features, never -march=native: LLAMA_CPU=host (default) takes
+# every feature of this CPU that llama.cpp uses except AMX, whose kernels segfault on Q4_K_M models
+# (backends/llamacpp_cpu.py). The installed build is checked after every install (its features, and
+# 4 tokens decoded in a child process): a wheel from pip's cache built for another CPU is rebuilt.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -13,8 +19,16 @@ VENV=${VENV:-.venv}
 EXTRAS=${EXTRAS:-llamacpp}
 PYTHON=${PYTHON:-python3}
 
+LLAMA_CPU=${LLAMA_CPU:-host}
+llamacpp=0
+case ",$EXTRAS," in *,llamacpp,*|*,all,*) llamacpp=1 ;; esac
+if [ "$llamacpp" = 1 ]; then
+    cpu_args=$("$PYTHON" -m backends.llamacpp_cpu cmake-args "$LLAMA_CPU") || exit 2
+    export CMAKE_ARGS="$cpu_args ${CMAKE_ARGS:-}"   # the caller's flags come last and win
+fi
+
 stamp="$VENV/.build-stamp"
-want="$(sha256sum pyproject.toml | cut -c1-16) $EXTRAS"
+want="$(sha256sum pyproject.toml | cut -c1-16) $EXTRAS ${CMAKE_ARGS:-}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
@@ -31,5 +45,17 @@ fi
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 echo "build.sh: installing the project with extras [$EXTRAS] (the first llama.cpp build takes ~11 min)"
 "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"
+
+if [ "$llamacpp" = 1 ] && ! problem=$("$VENV/bin/python" -m backends.llamacpp_cpu check "$LLAMA_CPU"); then
+    # pip's cache is keyed by the source, not by CMAKE_ARGS: build this one afresh.
+    echo "build.sh: $problem; rebuilding llama-cpp-python (LLAMA_CPU=$LLAMA_CPU, ~11 min)"
+    pin=$(grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml | sed 's/\[server\]//')
+    "$VENV/bin/python" -m pip install --quiet --force-reinstall --no-deps --no-cache-dir "$pin"
+    if ! problem=$("$VENV/bin/python" -m backends.llamacpp_cpu check "$LLAMA_CPU"); then
+        echo "build.sh: error: $problem, also after a rebuild; try LLAMA_CPU=portable bash build.sh," \
+             "or run another backend (--backend hf)" >&2
+        exit 1
+    fi
+fi
 echo "$want" > "$stamp"
 echo "build.sh: environment ready in $VENV"

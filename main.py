@@ -230,6 +230,7 @@ def run(args) -> int:
     from harness.results import load_results, parse_goodput, write_run_results
     from harness.runner import EXIT_INTERRUPTED, claim_output_dir, publish_output_dir, run_loadgen
     from harness.summary import run_summary
+    from harness.supervisor import note
     from harness.sysmetrics import SystemMonitor
     from inputs.demo import DEMO_MAX_NEW_TOKENS, default_dataset_path
     from SUT_offline import SUT
@@ -259,6 +260,8 @@ def run(args) -> int:
         mode = "accuracy" if args.accuracy else "performance"
         args.output_log_dir = os.path.join("output-logs", f"{args.scenario.lower()}-{mode}-{stamp()}")
     out_tmp = claim_output_dir(args.output_log_dir)
+    engine, advice = backend.native_engine()
+    note(engine=engine, advice=advice, partial=out_tmp)
 
     started = time.time()
     backend.load()
@@ -365,4 +368,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from harness.supervisor import supervised   # a native crash ends in one line, not a bare segfault
+    sys.exit(supervised(main))

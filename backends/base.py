@@ -131,6 +131,11 @@ class Backend(abc.ABC):
         """Where the model actually runs (results show this, not the --device asked for)."""
         return self.device
 
+    def native_engine(self) -> tuple[str, str]:
+        """(what runs this backend's native code, what to do if it crashes), for the one line that
+        main.py prints when the process dies by a signal (harness/supervisor.py)."""
+        return f"the {self.name} backend", "report it with the native traceback"
+
     def info(self) -> dict[str, Any]:
         """What describes this backend in results: name, model, dtype, device, options."""
         return {"backend": self.name, "model_path": self.model_path, "dtype": self.running_dtype(),

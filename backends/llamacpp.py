@@ -5,14 +5,11 @@ hand requests to that thread and read the new ids from a per-request queue. The 
 up to `n_parallel` sequences together in one llama_batch (continuous batching: a finished
 sequence's slot takes the next waiting prompt at once), so concurrent Server streams share
 decode steps; with n_parallel=1 requests simply run one after another.
-
 Decoding is greedy (argmax of the logits). End-of-generation (EOG) tokens are every token that
 llama.cpp's vocabulary marks as EOG (Gemma 3: <eos> and <end_of_turn>). They are banned (logit
 set to -inf) before min_new_tokens ids exist, and always with ignore_eos, so that a forced-length
 run really produces max_new_tokens ids instead of running on past an end marker.
-
 Every request starts from an empty KV cache for its sequence (no prefix reuse between requests).
-
 With `speculative=ngram` or `draft_model=PATH` (backends/speculative.py: prompt lookup, or a
 second llama.cpp model) each generating sequence adds up to `num_draft_tokens` drafted ids after
 its next id in the same llama_batch; the ids the target's own argmax confirms are kept, the KV
@@ -34,7 +31,7 @@ from typing import Any, Callable, Iterator
 import llama_cpp
 import numpy as np
 
-from backends import speculative
+from backends import llamacpp_cpu, speculative
 from backends.base import Backend
 from common.errors import HarnessError
 from common.native import native_output_silenced
@@ -189,8 +186,6 @@ class LlamaCppBackend(Backend):
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
-        if self._ctx is None and self._model is None:
-            return
         with native_output_silenced(not self.options["verbose"]):
             if self._ctx is not None:
                 llama_cpp.llama_free(self._ctx)
@@ -207,10 +202,14 @@ class LlamaCppBackend(Backend):
         n = self.options["n_gpu_layers"]
         return "cpu" if n == 0 or not llama_cpp.llama_supports_gpu_offload() else f"gpu (n_gpu_layers={n})"
 
+    def native_engine(self) -> tuple[str, str]:
+        return llamacpp_cpu.describe_build(llama_cpp), llamacpp_cpu.CRASH_ADVICE
+
     def info(self) -> dict[str, Any]:
         out = super().info()
         out.update({"model_file": os.path.basename(self.model_path or ""), "n_ctx": self.options["n_ctx"],
                     "n_threads": self.n_threads, "llama_cpp_python": llama_cpp.__version__,
+                    "llama_cpp_system_info": llamacpp_cpu.system_info(llama_cpp),
                     "eos_token_ids": sorted(self.eos_token_ids)})
         if self.spec is not None:
             out["speculative"] = self.spec.to_dict()
@@ -470,7 +469,8 @@ def open_model(path: str, o: dict[str, Any]):
         if not _backend_initialised:
             llama_cpp.llama_backend_init()
             _backend_initialised = True
-    mparams = llama_cpp.llama_model_default_params()
+            log.info("%s", llamacpp_cpu.describe_build(llama_cpp))
+    mparams = llamacpp_cpu.model_params(llama_cpp, log)
     mparams.n_gpu_layers = 0x7FFFFFFF if o["n_gpu_layers"] < 0 else o["n_gpu_layers"]
     with native_output_silenced(not o["verbose"]):
         model = llama_cpp.llama_model_load_from_file(path.encode(), mparams)
