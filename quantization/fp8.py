@@ -144,6 +144,80 @@ class FP8Linear(nn.Module):
                 f"activations={'per_token' if self.per_token else 'per_tensor'}")
 
 
+class FP8Group(nn.Module):
+    """FP8Linears that read the same input (q/k/v, gate/up) as one: one quantization of the input
+    and one wider fp8 matmul per call, each member's output a column slice of it. Row scales
+    concatenate exactly (per channel, or a per-tensor scale expanded per channel), and the
+    shared input is quantized once, so each output is that of its own FP8Linear."""
+
+    def __init__(self, linears: list[FP8Linear]):
+        super().__init__()
+        self.register_buffer("weight", torch.cat([m.weight for m in linears]))
+        self.register_buffer("weight_scale", torch.cat([m.weight_scale for m in linears], dim=1).contiguous())
+        self.sizes = [m.out_features for m in linears]
+        self.in_features = linears[0].in_features
+        self.per_token = linears[0].per_token
+        self._x = None       # the input of the last call, held so that its identity stays unique
+        self._outs: list = []
+
+    def output(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Member i's output for x: the merged product is computed when x is a new input (or this
+        member already took its slice of it) and kept until every member has taken its slice."""
+        if x is not self._x or self._outs[i] is None:
+            self._outs = list(FP8Linear.forward(self, x).split(self.sizes, dim=-1))
+            self._x = x
+        out, self._outs[i] = self._outs[i], None
+        if all(o is None for o in self._outs):
+            self._x = None
+        return out
+
+    @property
+    def out_features(self) -> int:
+        return sum(self.sizes)
+
+    bias = None
+
+
+class FP8GroupMember(nn.Module):
+    """Stands where one of an FP8Group's linears stood; holds no weights of its own."""
+
+    def __init__(self, group: FP8Group, index: int):
+        super().__init__()
+        self.__dict__["group"] = group   # not a submodule: the group is registered once, on the parent
+        self.index = index
+        self.in_features, self.out_features = group.in_features, group.sizes[index]
+
+    @property
+    def weight(self) -> torch.Tensor:   # a view of the group's codes (callers read .device / .shape)
+        start = sum(self.group.sizes[:self.index])
+        return self.group.weight[start:start + self.out_features]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.group.output(self.index, x)
+
+
+# Linears of one module that read the same input; merged when all of them are FP8Linear
+SHARED_INPUT = {"qkv_fp8": ("q_proj", "k_proj", "v_proj"), "gate_up_fp8": ("gate_proj", "up_proj")}
+
+
+def merge_shared_inputs(model: nn.Module) -> int:
+    """Replace each set of SHARED_INPUT FP8Linears (without bias) by one FP8Group; the number merged."""
+    merged = 0
+    for parent in list(model.modules()):
+        for group_name, names in SHARED_INPUT.items():
+            members = [getattr(parent, n, None) for n in names]
+            if not all(isinstance(m, FP8Linear) and m.bias is None for m in members):
+                continue
+            if len({(m.in_features, m.per_token) for m in members}) != 1:
+                continue
+            group = FP8Group(members)
+            setattr(parent, group_name, group)
+            for i, n in enumerate(names):
+                setattr(parent, n, FP8GroupMember(group, i))
+            merged += 1
+    return merged
+
+
 def check_executable(cfg: QuantConfig) -> None:
     """One-line refusal for what `--backend hf` cannot execute with a real kernel (checked before
     loading; the device is checked in convert_model). `--backend fakequant` simulates all of it."""
@@ -187,7 +261,8 @@ def convert_model(model: nn.Module, cfg: QuantConfig, device: torch.device) -> d
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, FP8Linear(m, cfg.weights.granularity, cfg.activations.granularity))
+    merged = merge_shared_inputs(model)
     if device.type == "cuda":
         torch.cuda.empty_cache()   # the fp16 weights just replaced
-    return {"linear_layers": len(selected), "matmul": "torch._scaled_mm" if device.type == "cuda"
-            else "float32 reference"}
+    return {"linear_layers": len(selected), "merged_groups": merged,
+            "matmul": "torch._scaled_mm" if device.type == "cuda" else "float32 reference"}

@@ -13,7 +13,7 @@ from backends import GenerationParams, make_backend  # noqa: E402
 from common.errors import HarnessError  # noqa: E402
 from quantization.config import load_config, parse_config  # noqa: E402
 from quantization.fake import quantize_model, quantize_weight  # noqa: E402
-from quantization.fp8 import FP8, FP8_MAX, FP8Linear, fake_fp8, fp8_scale  # noqa: E402
+from quantization.fp8 import FP8, FP8_MAX, FP8Group, FP8GroupMember, FP8Linear, fake_fp8, fp8_scale, merge_shared_inputs  # noqa: E402
 from quantization.fp8_kv import decode_attention_reference, fake_kv, kernel_configs, quantize_kv  # noqa: E402
 from test_fakequant import VOCAB, tiny_model, write_config  # noqa: E402
 
@@ -98,6 +98,39 @@ def test_fp8_linear_reference_equals_fake_quant_linear():
     assert torch.allclose(out, fake, rtol=1e-5, atol=1e-5), (out - fake).abs().max()
     exact = lin(x)
     assert 1e-3 < (out - exact).abs().max() < 0.1 * exact.abs().max()   # it did quantize, by a few %
+
+
+@pytest.mark.parametrize("weights,acts", [("per_channel", "per_token"), ("per_tensor", "per_tensor")])
+def test_merged_qkv_gives_each_linears_own_output(weights, acts):
+    """q/k/v merged into one FP8Group: one input quantization and one matmul, each member's slice
+    equal to what its own FP8Linear computes (the row scales concatenate exactly)."""
+    torch.manual_seed(1)
+    attn = torch.nn.Module()
+    lins = {n: torch.nn.Linear(64, m, bias=False) for n, m in (("q_proj", 64), ("k_proj", 32), ("v_proj", 32))}
+    for n, lin in lins.items():
+        setattr(attn, n, FP8Linear(lin, weights, acts))
+    alone = {n: getattr(attn, n) for n in lins}
+    assert merge_shared_inputs(attn) == 1
+    assert isinstance(attn.qkv_fp8, FP8Group) and isinstance(attn.k_proj, FP8GroupMember)
+    assert attn.qkv_fp8.weight.shape == (128, 64) and attn.k_proj.weight.shape == (32, 64)
+    assert sum(1 for _ in attn.buffers()) == 2   # the codes and scales are held once, by the group
+    x = torch.randn(3, 5, 64) * 4
+    for n in ("q_proj", "k_proj", "v_proj"):      # in the order the attention calls them
+        out = getattr(attn, n)(x)
+        assert out.shape == (3, 5, lins[n].out_features)
+        assert torch.allclose(out, alone[n](x), rtol=1e-6, atol=1e-6), n
+    # a new input (or a member called twice on one input) computes afresh, never a stale slice
+    y = torch.randn(2, 64)
+    assert torch.allclose(attn.v_proj(y), alone["v_proj"](y), rtol=1e-6, atol=1e-6)
+    assert torch.allclose(attn.v_proj(y), alone["v_proj"](y), rtol=1e-6, atol=1e-6)
+    assert torch.allclose(attn.q_proj(y), alone["q_proj"](y), rtol=1e-6, atol=1e-6)
+
+
+def test_linears_with_bias_stay_separate():
+    mlp = torch.nn.Module()
+    mlp.gate_proj = FP8Linear(torch.nn.Linear(32, 48, bias=True), "per_channel", "per_token")
+    mlp.up_proj = FP8Linear(torch.nn.Linear(32, 48, bias=True), "per_channel", "per_token")
+    assert merge_shared_inputs(mlp) == 0 and isinstance(mlp.up_proj, FP8Linear)
 
 
 # ---- fp8 KV cache and decode attention ----------------------------------------------------------
@@ -213,6 +246,7 @@ def test_real_fp8_path_matches_its_fake_quant_simulation(checkpoint, config):
     fake_out, fake_scores, fake_info = run("fakequant", checkpoint, quant_config=config)
     assert real_info["quant"]["execution"] == "real" and real_info["quant"]["matmul"] == "float32 reference"
     assert real_info["quant"]["linear_layers"] == 14 and real_info["quant_config_path"] == config
+    assert real_info["quant"]["merged_groups"] == 4   # q/k/v and gate/up of both layers
     assert fake_info["quant"]["execution"].startswith("simulated")
     if config == FP8_ALL:
         assert real_info["quant"]["kv_cache"]["decode_attention"] == "float32 reference"

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
                                 reason="needs a CUDA GPU with fp8 (compute capability >= 8.9)")
 
-from quantization.fp8 import FP8, FP8Linear, quantize_rows, quantize_rows_fast  # noqa: E402
+from quantization.fp8 import FP8, FP8Linear, merge_shared_inputs, quantize_rows, quantize_rows_fast  # noqa: E402
 from quantization.fp8_kv import decode_attention_reference, decode_attention_triton, quantize_kv  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +32,22 @@ def test_scaled_mm_linear_equals_reference(m):
     ref = ((a8.float() @ layer.weight.float().t()) * sa * layer.weight_scale).half()
     assert out.dtype == torch.float16 and rel(out, ref) < 2e-3
     assert 0.01 < rel(out, lin(x)) < 0.1   # fp8 error against fp16: a few %
+
+
+@pytest.mark.parametrize("m", [256, 8192])
+def test_merged_gate_up_matmul_equals_separate_linears(m):
+    """One _scaled_mm over the concatenated weights against one per linear: same codes and
+    scales; cuBLAS may tile the wider N differently, so float32 accumulation order only."""
+    torch.manual_seed(m)
+    mlp = torch.nn.Module()
+    for n in ("gate_proj", "up_proj"):
+        setattr(mlp, n, FP8Linear(torch.nn.Linear(4096, 11008, bias=False, device="cuda", dtype=torch.float16),
+                                  "per_channel", "per_token"))
+    alone = (mlp.gate_proj, mlp.up_proj)
+    assert merge_shared_inputs(mlp) == 1
+    x = torch.randn(m, 4096, device="cuda", dtype=torch.float16)
+    for member, ref in zip((mlp.gate_proj, mlp.up_proj), alone):
+        assert rel(member(x), ref(x)) < 1e-3
 
 
 def test_triton_activation_quantizer_gives_torch_codes():
