@@ -46,6 +46,7 @@ from quantization import fp8_kv  # noqa: E402
 
 log = logging.getLogger("gpu_throughput")
 EOS = 2
+SERVER_LIMITS = {"llama2-70b": (2000, 200), "interactive": (450, 40)}   # TTFT p99, TPOT p99 (ms)
 
 
 def build_70b_two_gpus(devices=("cuda:0", "cuda:1"), **shape):
@@ -230,8 +231,10 @@ def compare(ours, base) -> dict:
 
 
 def loadgen_run(backend, prompts, scenario: str, log_dir: str, target_qps: float = 0.0,
-                duration_s: float = 0.0, workers: int = 1, batch_size: int = 128) -> dict:
-    """One LoadGen run over an in-memory QSL through harness/core.py's SUTCore."""
+                duration_s: float = 0.0, workers: int = 1, batch_size: int = 128,
+                limits_ms: tuple[int, int] = SERVER_LIMITS["llama2-70b"]) -> dict:
+    """One LoadGen run over an in-memory QSL through harness/core.py's SUTCore (Server: TTFT and
+    TPOT p99 limits_ms); with the GPU energy of the run."""
     import mlperf_loadgen as lg
 
     from harness.core import SUTCore
@@ -248,8 +251,8 @@ def loadgen_run(backend, prompts, scenario: str, log_dir: str, target_qps: float
     else:
         settings.scenario = lg.TestScenario.Server
         settings.server_target_qps = target_qps
-        settings.ttft_latency = 2_000_000_000       # llama2-70b limits, ns
-        settings.tpot_latency = 200_000_000
+        settings.ttft_latency = limits_ms[0] * 1_000_000   # ns
+        settings.tpot_latency = limits_ms[1] * 1_000_000
         settings.min_duration_ms = int(duration_s * 1000)
         settings.min_query_count = 1
     core = SUTCore(backend, prompts, streaming=scenario == "Server", num_workers=workers, batch_size=batch_size)
@@ -261,6 +264,7 @@ def loadgen_run(backend, prompts, scenario: str, log_dir: str, target_qps: float
     ls = lg.LogSettings()
     ls.log_output = out
     core.start()
+    meter = energy_meter()
     t = time.perf_counter()
     lg.StartTestWithLogSettings(sut, qsl, settings, ls)
     wall = time.perf_counter() - t
@@ -279,12 +283,28 @@ def loadgen_run(backend, prompts, scenario: str, log_dir: str, target_qps: float
     first = min(r.t_issued for r in recs)
     last = max(r.t_done for r in recs if r.t_done)
     return {"samples": len(recs), "tokens": n_tok, "wall_s": wall, "tok_s": n_tok / (last - first),
+            "energy": energy_of(meter, n_tok),
             "errors": len(core.errors), "result": summary.get("Result is", "?"),
             "lg_tokens_per_s": summary.get("Tokens per second", summary.get("Completed tokens per second", "?")),
             "ttft_p99_ms": _pct([1000 * r.ttft for r in recs if r.ttft is not None], 99),
             "tpot_p99_ms": _pct([1000 * r.tpot for r in recs if r.tpot is not None], 99),
             "summary_lines": {k: v for k, v in summary.items() if "latency" in k.lower() or "valid" in k.lower()
                               or "per second" in k.lower() or "satisfied" in k.lower()}}
+
+
+def energy_meter():
+    """NVML sampling around one timed run (power, the enforced power limit, the energy counter)."""
+    from harness.sysmetrics import SystemMonitor
+
+    return SystemMonitor(interval_s=0.5).start()
+
+
+def energy_of(meter, output_tokens: int) -> dict:
+    """J per output token from NVML's energy counter over the run, with the power limit; the
+    fields are None without NVML (the CPU dry run)."""
+    agg = meter.stop(output_tokens=output_tokens)["aggregates"]
+    return {k: agg.get(k) for k in ("gpu_energy_j", "gpu_joules_per_output_token", "gpu0_power_w_mean",
+                                    "gpu0_power_limit_w")}
 
 
 def write_json(res: dict, path: str):
@@ -316,6 +336,10 @@ def main():
     ap.add_argument("--server-qps", default="", help="comma list of Server target QPS to try through LoadGen")
     ap.add_argument("--server-duration-s", type=float, default=60)
     ap.add_argument("--server-slots", type=int, default=256)
+    ap.add_argument("--server-limits", default="llama2-70b", help="comma list of Server latency limits, each "
+                    f"swept over --server-qps: {', '.join(f'{k} (TTFT/TPOT p99 {a}/{b} ms)' for k, (a, b) in SERVER_LIMITS.items())}")
+    ap.add_argument("--server-quant-configs", default="fp16", help="comma list: 'fp16' and/or quant config YAMLs "
+                    "the Server sweep runs (one backend each)")
     ap.add_argument("--stream-interval", type=int, default=16, help="Server: tokens per streamed chunk after the first")
     ap.add_argument("--decode-sdpa", default="", help="extra runs of the last slot count with these decode "
                     "SDPA kernels (comma list of efficient,cudnn,math)")
@@ -404,17 +428,19 @@ def main():
             warm = time.perf_counter() - t
             sync()
             before = dict(b.engine.stats)
+            meter = energy_meter()
             t = time.perf_counter()
             outs = b.generate(todo)
             sync()
             dt = time.perf_counter() - t
+            energy = energy_of(meter, len(todo) * n_out)
             split = {k: v - before[k] for k, v in b.engine.stats.items()}
             log.info("time split: prefill %.2f s (%d groups, %.0f prompt tok/s), decode %.2f s (%d steps, "
                      "%.2f ms each)", split["prefill_s"], split["prefill_groups"],
                      split["prefill_tokens"] / max(split["prefill_s"], 1e-9), split["decode_s"],
                      split["decode_steps"], 1000 * split["decode_s"] / max(split["decode_steps"], 1))
             extra = {"seconds": dt, "n_prompts": len(todo), "warmup_s": warm, "split": split,
-                     "graphs": len(b.engine.graphs), "cuda_graphs": b.engine.use_graphs}
+                     "graphs": len(b.engine.graphs), "cuda_graphs": b.engine.use_graphs, "energy": energy}
             if base_out is not None:
                 extra["match"] = compare(outs[: len(base_out)], base_out)
                 if args.check_ties:
@@ -443,24 +469,14 @@ def main():
         # so the engine's slots stay full.
         lgr = loadgen_run(b, prompts[: args.n_prompts], "Offline", os.path.join(args.log_dir, "offline"),
                           workers=2, batch_size=slots)
-        row(f"LoadGen Offline, hf backend, {slots} slots, prefill {pf} tokens", lgr["tok_s"], slots, {"loadgen": lgr})
+        row(f"LoadGen Offline, hf backend, {slots} slots, prefill {pf} tokens", lgr["tok_s"], slots,
+            {"loadgen": lgr, "energy": lgr["energy"]})
         b.close()
         gc.collect()
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
     if args.server_qps:
-        slots = args.server_slots
-        b = load_backend(args, slots, stream_interval=args.stream_interval)
-        warm_all_graphs(b, prompts)
-        server = []
-        for qps in [float(q) for q in args.server_qps.split(",")]:
-            lgr = loadgen_run(b, prompts, "Server", os.path.join(args.log_dir, f"server_{qps:g}"),
-                              target_qps=qps, duration_s=args.server_duration_s, workers=2 * slots)
-            lgr["target_qps"] = qps
-            server.append(lgr)
-            log.info("SERVER %s", json.dumps(lgr))
-        res["server"] = server
-        b.close()
+        res["server"] = server_sweeps(args, prompts)
 
     res["rows"] = rows
     res["loadavg_end"] = os.getloadavg()
@@ -495,10 +511,42 @@ def main():
               f"{fq['identical']}/{fq['total']} (first difference median {fq['first_divergence_median']}) |")
     for r in rows:
         if "x_fp16" in r:
-            print(f"| {r['mode']} | {r['tok_s']:.0f} tok/s | x fp16 {r['x_fp16']:.2f} |")
+            print(f"| {r['mode']} | {r['tok_s']:.0f} tok/s | x fp16 {r['x_fp16']:.2f} | "
+                  f"J/token {r['energy']['gpu_joules_per_output_token']} | power limit {r['energy']['gpu0_power_limit_w']} W |")
     for s in res.get("server", []):
-        print(f"| LoadGen Server target {s['target_qps']:g} QPS | {s['tok_s']:.0f} | result {s['result']} | "
+        print(f"| LoadGen Server {s['quant']} {s['limits']} target {s['target_qps']:g} QPS | {s['tok_s']:.0f} | "
+              f"result {s['result']} | J/token {s['energy']['gpu_joules_per_output_token']} | "
               f"TTFT p99 {s['ttft_p99_ms']} ms | TPOT p99 {s['tpot_p99_ms']} ms | errors {s['errors']} |")
+
+
+def server_sweeps(args, prompts) -> list[dict]:
+    """LoadGen Server at each --server-qps target, per quant config and latency limit set; a
+    limit set's sweep stops at the first target whose latency limits fail (higher ones would fail
+    too; an INVALID for too few queries, early stopping, goes on)."""
+    from quantization.config import load_config
+
+    slots, server = args.server_slots, []
+    for name in [c for c in args.server_quant_configs.split(",") if c]:
+        label = "fp16" if name == "fp16" else load_config(name).name
+        b = load_backend(args, slots, stream_interval=args.stream_interval,
+                         quant_config="" if name == "fp16" else name)
+        try:
+            warm_all_graphs(b, prompts)
+            for limits in [x for x in args.server_limits.split(",") if x]:
+                for qps in [float(q) for q in args.server_qps.split(",")]:
+                    lgr = loadgen_run(b, prompts, "Server", os.path.join(args.log_dir, f"server_{label}_{limits}_{qps:g}"),
+                                      target_qps=qps, duration_s=args.server_duration_s, workers=2 * slots,
+                                      limits_ms=SERVER_LIMITS[limits])
+                    lgr.update(target_qps=qps, quant=label, limits=limits, limits_ms=SERVER_LIMITS[limits])
+                    server.append(lgr)
+                    log.info("SERVER %s", json.dumps(lgr, default=str))
+                    if lgr["summary_lines"].get("Performance constraints satisfied") == "NO":
+                        break
+        finally:
+            b.close()
+            gc.collect()
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return server
 
 
 def profile_engine(model, prompts, n_in, n_out, args, quant_config: str = ""):
@@ -668,12 +716,17 @@ def quant_runs(args, model, prompts, row, res):
             if args.loadgen_offline:   # the engine's split is taken around the LoadGen run itself
                 lgr = loadgen_run(b, todo, "Offline", os.path.join(args.log_dir, f"offline_{label}"),
                                   workers=2, batch_size=slots)
+                energy = lgr["energy"]
             else:
+                meter = energy_meter()
                 b.generate(todo)
+                sync()
+                energy = energy_of(meter, len(todo) * n_out)
             sync()
             dt = time.perf_counter() - t
             split = {k: v - before[k] for k, v in b.engine.stats.items()}
             extra = {"seconds": dt, "n_prompts": len(todo), "warmup_s": warm, "split": split, "quant": label,
+                     "energy": energy,
                      "quant_info": b.info().get("quant"), "graphs": len(b.engine.graphs),
                      "cuda_graphs": b.engine.use_graphs, "step_ms": decode_step_ms(b.engine, slots, n_in + n_out),
                      "fp8_attention_tuning": {str(k): v for k, v in fp8_kv.tuned.items()}}

@@ -108,5 +108,7 @@ def run_summary(results: dict[str, Any]) -> str:
     agg = (results.get("sysmetrics") or {}).get("aggregates") or {}
     if agg.get("gpu_joules_per_output_token") is not None:
         lines.append(f"GPU energy: {fmt_num(agg['gpu_energy_j'])} J, "
-                     f"{fmt_num(agg['gpu_joules_per_output_token'])} J/output token")
+                     f"{fmt_num(agg['gpu_joules_per_output_token'])} J/output token"
+                     + (f" (power limit {fmt_num(agg['gpu0_power_limit_w'])} W)"
+                        if agg.get("gpu0_power_limit_w") is not None else ""))
     return "\n".join(lines)

@@ -1,5 +1,5 @@
 """System metrics sampled during a run: CPU, memory and, on NVIDIA GPUs, utilisation,
-memory, power and energy through NVML.
+memory, power, the enforced power limit and energy through NVML.
 
 A daemon thread wakes every `interval_s` and appends one sample; it holds no lock the SUT
 needs, and one sample costs well under a millisecond, so timing is not disturbed. NVML
@@ -36,6 +36,7 @@ class SystemMonitor:
         self._gpus: list[Any] = []   # NVML device handles
         self._gpu_names: list[str] = []
         self._energy_start_mj: list[int | None] = []
+        self._power_limit_w: list[float | None] = []
         self._t0 = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -73,6 +74,8 @@ class SystemMonitor:
                                   "samples": self._samples, "aggregates": self._aggregates()}
         if self._gpus:
             result["gpus"] = self._gpu_names
+            for i, limit in enumerate(self._power_limit_w):
+                result["aggregates"][f"gpu{i}_power_limit_w"] = limit
             energy = self._energy_j(duration)
             if energy is not None:
                 result["aggregates"]["gpu_energy_j"] = energy
@@ -132,6 +135,8 @@ class SystemMonitor:
             return
         self._nvml, self._gpus = pynvml, handles
         self._gpu_names = [_decode(_try(lambda h=h: pynvml.nvmlDeviceGetName(h))) for h in handles]
+        # The limit the driver enforces (a capped card draws and performs less: J/token depend on it).
+        self._power_limit_w = [_try(lambda h=h: pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0) for h in handles]
         # Total energy counter (Volta and newer); None where unsupported -> integrate power.
         self._energy_start_mj = [_try(lambda h=h: pynvml.nvmlDeviceGetTotalEnergyConsumption(h))
                                  for h in handles]

@@ -409,7 +409,8 @@ def test_system_monitor_with_fake_nvml(monkeypatch):
         nvmlDeviceGetHandleByIndex=lambda i: f"h{i}", nvmlDeviceGetName=lambda h: b"Fake H100",
         nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=87),
         nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=5 * 2**30),
-        nvmlDeviceGetPowerUsage=lambda h: 250_000, nvmlDeviceGetTotalEnergyConsumption=energy)
+        nvmlDeviceGetPowerUsage=lambda h: 250_000, nvmlDeviceGetTotalEnergyConsumption=energy,
+        nvmlDeviceGetEnforcedPowerLimit=lambda h: 700_000)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     mon = SystemMonitor(interval_s=0.05).start()
     time.sleep(0.15)
@@ -417,6 +418,6 @@ def test_system_monitor_with_fake_nvml(monkeypatch):
     agg = m["aggregates"]
     assert m["gpus"] == ["Fake H100"]
     assert agg["gpu0_util_pct_mean"] == 87 and agg["gpu0_power_w_mean"] == 250.0
-    assert agg["gpu0_mem_used_bytes_max"] == 5 * 2**30
+    assert agg["gpu0_mem_used_bytes_max"] == 5 * 2**30 and agg["gpu0_power_limit_w"] == 700.0
     assert agg["gpu_energy_j"] == pytest.approx(0.5)        # two counter reads, start and stop
     assert agg["gpu_joules_per_output_token"] == pytest.approx(0.05)
