@@ -32,6 +32,63 @@ def quantize_kv(x: torch.Tensor, static_scale: float | None) -> tuple[torch.Tens
     return to_fp8(x, scale[..., None]).view(torch.uint8), scale
 
 
+_WRITE_KERNEL = None
+
+
+def _write_kernel():
+    """Triton kernel: per-token quantization of one (sequence, position)'s key or value heads,
+    stored straight into the cache at (row, head, position): one pass over the strided input,
+    instead of a contiguous copy, a quantization pass and an indexed cache write."""
+    global _WRITE_KERNEL
+    if _WRITE_KERNEL is None:
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def kv_write_kernel(X, ROWS, POS, C, S, stride_xn, stride_xh, stride_xt, stride_pn, stride_pt,
+                            stride_cs, stride_ch, stride_cp, stride_ss, stride_sh,
+                            H: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr):
+            i = tl.program_id(0).to(tl.int64)
+            t = tl.program_id(1).to(tl.int64)
+            h = tl.arange(0, BLOCK_H)
+            d = tl.arange(0, D)
+            hmask = h < H
+            x = tl.load(X + i * stride_xn + t * stride_xt + h[:, None] * stride_xh + d[None, :],
+                        mask=hmask[:, None], other=0.0).to(tl.float32)
+            amax = tl.max(tl.abs(x), axis=1)
+            scale = tl.where(amax > 0, amax * (1.0 / 448.0), 1.0)   # as quantize_rows_fast
+            q = tl.clamp(tl.math.div_rn(x, scale[:, None]), -448.0, 448.0)
+            row = tl.load(ROWS + i).to(tl.int64)
+            p = tl.load(POS + i * stride_pn + t * stride_pt).to(tl.int64)
+            tl.store(C + row * stride_cs + h[:, None] * stride_ch + p * stride_cp + d[None, :],
+                     q.to(tl.float8e4nv).to(tl.uint8, bitcast=True), mask=hmask[:, None])
+            tl.store(S + row * stride_ss + h * stride_sh + p, scale, mask=hmask)
+
+        _WRITE_KERNEL = kv_write_kernel
+    return _WRITE_KERNEL
+
+
+def write_kv(x: torch.Tensor, cache: torch.Tensor, scales: torch.Tensor, rows: torch.Tensor,
+             pos: torch.Tensor) -> None:
+    """cache[rows[i], :, pos[i, t]] <- fp8 codes of x[i, :, t] (one scale per token and head into
+    scales[rows[i], :, pos[i, t]]). x (n, heads, T, d), any strides with a unit last one; cache
+    (slots, heads, positions, d) uint8, scales (slots, heads, positions) float32, both with unit
+    position stride for the scales; pos (n, T). The Triton kernel on CUDA, eager torch elsewhere."""
+    if not x.is_cuda:
+        codes, s = quantize_kv(x, None)
+        cache[rows[:, None], :, pos] = codes.transpose(1, 2)
+        scales[rows[:, None], :, pos] = s.transpose(1, 2)
+        return
+    import triton
+
+    n, heads, t, d = x.shape
+    assert x.stride(-1) == 1 and cache.stride(-1) == 1 and scales.stride(-1) == 1 and d & (d - 1) == 0
+    _write_kernel()[(n, t)](x, rows, pos, cache, scales, x.stride(0), x.stride(1), x.stride(2),
+                            pos.stride(0), pos.stride(1), cache.stride(0), cache.stride(1), cache.stride(2),
+                            scales.stride(0), scales.stride(1), H=heads, D=d,
+                            BLOCK_H=triton.next_power_of_2(heads), num_warps=4)
+
+
 def fake_kv(x: torch.Tensor, static_scale: float | None) -> torch.Tensor:
     """What the model sees of x after a round trip through the fp8 cache, in x.dtype."""
     codes, scale = quantize_kv(x, static_scale)

@@ -185,6 +185,20 @@ q0, s0 = quantize_rows(x)
 same = (q8.view(torch.uint8) == q0.view(torch.uint8)).float().mean().item()
 # scales: amax times 1/448 as torch does on CUDA (the CPU divides): equal to float32 rounding
 print("rows", torch.allclose(s8, s0, rtol=1e-6, atol=0) and same > 0.95)
+# the cache-write kernel: keys with the projection's strides (n, T, heads, d) seen as (n, heads, T, d),
+# 5 heads in a block of 8, rows and positions out of order; against the eager write
+from quantization.fp8_kv import _write_kernel, write_kv
+x = (torch.randn(3, 4, 5, 16) * 2).transpose(1, 2)
+rows, pos = torch.tensor([2, 0, 3]), torch.tensor([[1, 2, 3, 4], [0, 1, 2, 3], [8, 9, 10, 11]])
+ref_c, ref_s = torch.zeros(4, 5, 12, 16, dtype=torch.uint8), torch.ones(4, 5, 12)
+write_kv(x, ref_c, ref_s, rows, pos)
+c, s = torch.zeros_like(ref_c), torch.ones_like(ref_s)
+_write_kernel()[(3, 4)](x, rows, pos, c, s, x.stride(0), x.stride(1), x.stride(2), pos.stride(0), pos.stride(1),
+                        c.stride(0), c.stride(1), c.stride(2), s.stride(0), s.stride(1), H=5, D=16, BLOCK_H=8)
+written = ref_s != 1
+same = (c == ref_c)[written].float().mean().item()
+print("write", bool(written.sum() == 3 * 4 * 5) and torch.allclose(s, ref_s, rtol=1e-6, atol=0)
+      and same > 0.95 and bool((c[~written] == 0).all()))
 """
 
 
@@ -199,8 +213,9 @@ def test_triton_decode_kernel_in_the_interpreter():
                        env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])}, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     lines = p.stdout.splitlines()
-    assert lines[-1] == "rows True"   # the Triton activation quantizer: torch's scales and codes
-    rows = [line.split() for line in lines[:-1]]
+    assert lines[-2] == "rows True"   # the Triton activation quantizer: torch's scales and codes
+    assert lines[-1] == "write True"  # the fp8 cache write: the eager write's scales and codes, nothing else
+    rows = [line.split() for line in lines[:-2]]
     assert len(rows) == 2 * (len(kernel_configs(1)) + len(kernel_configs(4)))
     for h, hk, block_g, finite, err in rows:
         # float32 inputs: float32 tiles (the GPU test checks the fp16 operands of 16-bit models)

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_
                                 reason="needs a CUDA GPU with fp8 (compute capability >= 8.9)")
 
 from quantization.fp8 import FP8, FP8Linear, merge_shared_inputs, quantize_rows, quantize_rows_fast  # noqa: E402
-from quantization.fp8_kv import decode_attention_reference, decode_attention_triton, quantize_kv  # noqa: E402
+from quantization.fp8_kv import decode_attention_reference, decode_attention_triton, quantize_kv, write_kv  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,6 +56,24 @@ def test_triton_activation_quantizer_gives_torch_codes():
     q, s = quantize_rows_fast(x)
     q0, s0 = quantize_rows(x)
     assert torch.equal(s, s0) and torch.equal(q.view(torch.uint8), q0.view(torch.uint8))
+
+
+@pytest.mark.parametrize("heads,t", [(32, 512), (8, 1)])
+def test_cache_write_kernel_gives_the_eager_codes(heads, t):
+    """Keys as the attention hands them over (the projection's (n, T, heads, d) strides), written
+    by the Triton kernel and by the eager path (contiguous copy, quantize_rows, indexed write)."""
+    n, slots, L = 16, 64, 1024
+    x = (torch.randn(n, t, heads, 128, device="cuda") * 4).half().transpose(1, 2)
+    rows = torch.randperm(slots, device="cuda")[:n]
+    pos = (torch.arange(t, device="cuda").expand(n, t) if t > 1
+           else torch.randint(0, L, (n, 1), device="cuda"))
+    out = [(torch.zeros(slots, heads, L, 128, dtype=torch.uint8, device="cuda"),
+            torch.ones(slots, heads, L, device="cuda")) for _ in range(2)]
+    write_kv(x, *out[0], rows, pos)
+    codes, scales = quantize_kv(x.contiguous(), None)
+    out[1][0][rows[:, None], :, pos] = codes.transpose(1, 2)
+    out[1][1][rows[:, None], :, pos] = scales.transpose(1, 2)
+    assert torch.equal(out[0][1], out[1][1]) and torch.equal(out[0][0], out[1][0])
 
 
 @pytest.mark.parametrize("h,hk,d", [(32, 32, 128), (64, 8, 128)])

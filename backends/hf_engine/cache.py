@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from quantization.fp8 import FP8
-from quantization.fp8_kv import fake_kv, quantize_kv
+from quantization.fp8_kv import fake_kv, quantize_kv, write_kv
 
 
 @dataclass
@@ -69,6 +69,14 @@ class SlotCache:
         rows, pos = self.rows, self.pos
         if rows.device != k_cache.device:
             rows, pos = rows.to(k_cache.device), pos.to(k_cache.device)
+        if self.static_scale is None and key.is_cuda:   # quantized by the kernel that writes the cache
+            write_kv(key, k_cache, k_scales, rows, pos)
+            write_kv(value, v_cache, v_scales, rows, pos)
+            if not self.kv_len:
+                return key, value
+            n = rows.shape[0]
+            self.scales = (k_scales[:n, :, :self.kv_len], v_scales[:n, :, :self.kv_len])
+            return k_cache[:n, :, :self.kv_len].view(FP8), v_cache[:n, :, :self.kv_len].view(FP8)
         k8, ks = quantize_kv(key, self.static_scale)
         v8, vs = quantize_kv(value, self.static_scale)
         if not self.kv_len:
