@@ -31,6 +31,7 @@ from common.errors import HarnessError, exit_on_error
 from common.files import make_folder, temp_file_beside
 from common.parallel import chunked_map
 from inputs.models import DEFAULT_MODEL_NAME
+from mlsubmit import registry
 
 log = logging.getLogger("evaluation")
 
@@ -208,6 +209,8 @@ def main(argv=None) -> int:
         known = load_targets(targets_file)
         if model_name in known:
             targets = known[model_name]
+        elif model_name in registry.model_names():  # an MLPerf benchmark's model: the round's targets
+            targets = registry.model_targets(model_name)
         elif args.model_name:  # asked for by name: a typo must not pass as "no verdict"
             targets = get_targets(model_name, targets_file)
         else:

@@ -20,6 +20,7 @@ from common.errors import HarnessError, exit_on_error
 from common.redact import redact_argv
 from common.times import iso_utc, stamp
 from harness.loadgen_conf import UINT64_MAX
+from mlsubmit import registry
 
 log = logging.getLogger("main")
 
@@ -42,7 +43,7 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--audit-conf", default="audit.conf",
                    help="LoadGen audit config for compliance runs (used only if the file exists)")
     p.add_argument("--total-sample-count", type=int, default=None,
-                   help="samples to load from the dataset (default: all of them, 24576 in the reference's set)")
+                   help="samples to load from the dataset (default: all of them)")
     p.add_argument("--batch-size", type=int, default=None, help="Offline batch size (default: backend's)")
     p.add_argument("--output-log-dir", default=None,
                    help="where LoadGen logs go; must be new or empty "
@@ -50,7 +51,7 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--enable-log-trace", action="store_true", help="LoadGen trace log (large)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="worker threads (Server: concurrent streams; default: backend's)")
-    p.add_argument("--lg-model-name", default="llama2-70b", choices=["llama2-70b", "llama2-70b-interactive"],
+    p.add_argument("--lg-model-name", default="llama2-70b", choices=registry.loadgen_model_names(),
                    help="model name for LoadGen config lookup (latency limits)")
     p.add_argument("--api-server", action="append", default=None,
                    help="OpenAI-compatible server URL (repeatable; --backend openai)")

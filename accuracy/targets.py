@@ -35,6 +35,7 @@ _HEADER = """\
 # Accuracy targets per model name, read by evaluation.py (--model-name picks one).
 # Rule (MLPerf submission checker): a ROUGE metric passes when value >= target * 0.99 (or 0.999);
 # tokens_per_sample / gen_len pass when 0.9 * target <= value <= 1.1 * target.
+# The MLPerf benchmarks' own targets (llama2-70b, llama3_1-8b, ...) live in mlsubmit/registry.py.
 # New entries are written by `evaluation.py --record-targets NAME` from a real run's own scores.
 """
 

@@ -12,21 +12,22 @@ import re
 from pathlib import Path
 from typing import Any
 
-from accuracy.targets import get_targets
 from common.errors import HarnessError
 from harness.loadgen_logs import DETAIL_FILE, parse_detail
 from mlsubmit.layout import (ACC_FILES, ACCURACY_LOG, BENCHMARKS, MAX_ACCURACY_LOG_SIZE, PERF_FILES, REFERENCE_MODEL,
                              SCENARIO_FILES, TREE_SUBDIR, VERIFY_FILE, benchmark_level)
+from mlsubmit import registry
 from mlsubmit.system import (AVAILABILITIES, MEANINGFUL_FIELDS, MEASUREMENT_FIELDS, REQUIRED_FIELDS, SYSTEM_TYPES,
                              unfilled)
 
-TEST_DURATION_MS = 600000                # constants.TEST_DURATION_MS
-SERVER_MIN_QUERIES = 270336              # MODEL_CONFIG["min-queries"]["llama2-70b-99"]["Server"]
-SAMPLES = 24576                          # performance-sample-count, dataset-size, OFFLINE_MIN_SPQ_SINCE_V4
-# LLM_LATENCY_LIMITS (ns) per benchmark family and scenario
-LATENCY_LIMITS_MS = {("llama2-70b", "Server"): (2000, 200), ("llama2-70b", "Interactive"): (450, 40),
-                     ("llama2-70b-interactive", "Server"): (450, 40)}
-SERVER_LATENCY_NS = 20_000_000_000       # MODEL_CONFIG["latency-constraint"]
+_LLAMA2 = registry.benchmark("v6.0", "llama2-70b-99")
+TEST_DURATION_MS = _LLAMA2.min_duration_ms
+SERVER_MIN_QUERIES = _LLAMA2.min_queries["Server"]
+SAMPLES = _LLAMA2.dataset.size
+# LLM_LATENCY_LIMITS per benchmark family and scenario
+LATENCY_LIMITS_MS = {("llama2-70b", s): (lim.ttft_ms, lim.tpot_ms) for s, lim in _LLAMA2.latency.items()}
+LATENCY_LIMITS_MS[("llama2-70b-interactive", "Server")] = LATENCY_LIMITS_MS[("llama2-70b", "Interactive")]
+SERVER_LATENCY_NS = _LLAMA2.target_latency_ns["Server"]
 REQUIRED_SCENARIOS = {"datacenter": ("Offline",)}  # required-scenarios-datacenter
 KNOWN_SCENARIOS = ("Offline", "Server", "Interactive")
 # ACC_PATTERN for the metrics llama2-70b is judged on
@@ -146,7 +147,7 @@ def check_accuracy(folder: Path, benchmark: str, division: str) -> list[str]:
     if not has_hash:
         problems.append(f"{folder / 'accuracy.txt'}: no hash= line (accuracy_result_check)")
     if division == "closed":
-        targets = get_targets(REFERENCE_MODEL)
+        targets = registry.model_targets(REFERENCE_MODEL)
         missing = [m for m in targets.metrics if m not in result]
         if missing:
             problems.append(f"{folder / 'accuracy.txt'}: no value for {', '.join(missing)} (ACC_PATTERN)")

@@ -152,9 +152,8 @@ def test_threshold_boundaries():
     assert failed == ["rougeL", "tokens_per_sample"]
 
 
-def test_repository_targets_file_has_the_reference_numbers():
-    llama = get_targets("llama2-70b", ROOT / "accuracy_targets.yaml")
-    assert llama.metrics == {"rouge1": 44.4312, "rouge2": 22.0352, "rougeL": 28.6162, "tokens_per_sample": 294.45}
+def test_repository_targets_file_leaves_the_mlperf_models_to_the_registry():
+    assert "llama2-70b" not in load_targets(ROOT / "accuracy_targets.yaml")  # mlsubmit/registry.py has them
     with pytest.raises(HarnessError, match="no accuracy targets for model 'nope'"):
         get_targets("nope", ROOT / "accuracy_targets.yaml")
 
