@@ -107,7 +107,7 @@ def passed(result: dict) -> bool:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="TEST06 checks on mlperf_log_accuracy.json")
+    p = argparse.ArgumentParser(description="TEST06 checks on mlperf_log_accuracy.json", allow_abbrev=False)
     p.add_argument("--accuracy-log", required=True, help="mlperf_log_accuracy.json")
     p.add_argument("--scenario", required=True, choices=["Offline", "Server"])
     p.add_argument("--dtype", default="int32", choices=sorted(DTYPES))

@@ -46,7 +46,7 @@ class Response:
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--checkpoint-path", default=None,
                    help="model folder or .gguf whose tokenizer decodes the outputs (default: the embedded Gemma model)")
     p.add_argument("--mlperf-accuracy-file", required=True, help="path to mlperf_log_accuracy.json")

@@ -17,7 +17,7 @@ import sys
 import time
 
 from common.errors import HarnessError, exit_on_error
-from common.redact import redact_argv
+from common.redact import RedactingArgumentParser, redact_argv
 from common.times import iso_utc, stamp
 from harness.loadgen_conf import UINT64_MAX
 from mlsubmit import registry
@@ -29,7 +29,8 @@ SCENARIOS = ("Offline", "Server")
 
 
 def get_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = RedactingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     # --- the reference's flags -------------------------------------------------------
     p.add_argument("--scenario", choices=SCENARIOS, default="Offline", help="LoadGen scenario")
     p.add_argument("--model-path", default=None,

@@ -266,7 +266,7 @@ def export(files: dict[str, pd.DataFrame], export_dir: str | os.PathLike) -> lis
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--dataset_pq_path", required=True, help="the OpenOrca 1M-GPT4-Augmented.parquet")
     p.add_argument("--model_dir", default=None,
                    help="tokenizer: a Hugging Face checkpoint folder or a .gguf file (default: the embedded model)")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from common.errors import HarnessError, exit_on_error
 from common.files import make_folder, read_text
+from common.redact import RedactingArgumentParser, redact_argv
 from common.times import stamp
 from harness.loadgen_logs import loadgen_figures
 from harness.results import environment, write_new, write_new_json
@@ -44,7 +45,8 @@ log = logging.getLogger("submission")
 
 def get_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     own, passthrough = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = RedactingArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--check", metavar="DIR", help="check the submission under DIR and list every problem")
     p.add_argument("--submitter", help="organisation name (a folder name)")
     p.add_argument("--system-name", help="system description id (a folder name)")
@@ -105,7 +107,7 @@ class Submission:
     # -- settings kept for resuming ------------------------------------------------------------------
     def settings(self) -> dict:
         return {"submitter": self.submitter, "system_name": self.system, "division": self.args.division,
-                "benchmark": self.benchmark, "model_name": self.model_name, "main_flags": self.passthrough,
+                "benchmark": self.benchmark, "model_name": self.model_name, "main_flags": redact_argv(self.passthrough),
                 "user_conf": self.user_conf, "cwd": os.getcwd()}
 
     def claim(self) -> None:

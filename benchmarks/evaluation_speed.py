@@ -75,7 +75,7 @@ def make_pairs(n: int, seed: int) -> list[tuple[str, str]]:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--samples", type=int, default=24576)
     ap.add_argument("--baseline-samples", type=int, default=2000,
                     help="pairs to score with plain rouge_score (0: all; else the full time is extrapolated)")

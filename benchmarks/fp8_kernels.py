@@ -37,7 +37,7 @@ def timed(fn, reps: int = 20) -> float:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     dev = "cuda"

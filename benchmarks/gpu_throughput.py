@@ -322,7 +322,8 @@ def _pct(values, p):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="2-layer model (CPU dry run of the same code paths)")
     ap.add_argument("--layers", type=int, default=32)

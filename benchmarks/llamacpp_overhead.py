@@ -50,7 +50,7 @@ def raw_generate(llm: llama_cpp.Llama, prompt: list[int], max_new: int, eos: fro
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--model-path", default=None, help="GGUF file (default: the embedded Gemma 3 270M)")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)

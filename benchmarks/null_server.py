@@ -197,7 +197,8 @@ def highest_under(p99s, bound_ms):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False)
     ap.add_argument("--qps", type=float, nargs="+", default=[5000, 10000, 20000])
     ap.add_argument("--bare-qps", type=float, nargs="*", default=[], help="target QPS for the bare SUT only")
     ap.add_argument("--duration-ms", type=int, default=10000)

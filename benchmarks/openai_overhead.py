@@ -71,7 +71,7 @@ def backend_stream(be, prompts: list[list[int]], concurrency: int) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--api-server", help="server base URL; default: start a local llama_cpp.server")
     ap.add_argument("--model-path", help="GGUF for the local server and the tokenizer (default: embedded)")
     ap.add_argument("--prompts", type=int, default=16)

@@ -178,7 +178,7 @@ def check_same_ids(slow, fast, texts: list[str]) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic parquet")
     ap.add_argument("--baseline-rows", type=int, default=20_000,
                     help="time the row-by-row tokenizers on the first N rows only, scaled to --rows")

@@ -78,7 +78,7 @@ def fmt(x, digits=1) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     ap.add_argument("--backend", choices=sorted(CONFIGS), default="llamacpp")
     ap.add_argument("--scenario", choices=["Offline", "Server"], default="Offline")
     ap.add_argument("--task", choices=["summarization"], default=None, help="python -m tasks TASK instead of main.py")

@@ -35,7 +35,7 @@ def busy(seconds: float) -> int:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(allow_abbrev=False)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--interval", type=float, default=0.2)
     args = p.parse_args()

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
 
     from common.errors import exit_on_error
 
-    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap = argparse.ArgumentParser(description=main.__doc__, allow_abbrev=False)
     ap.add_argument("--model-path", default=None, help="model whose tokenizer builds it (default: embedded)")
     args = ap.parse_args(argv)
     return exit_on_error(lambda: print(default_dataset_path(args.model_path)) or 0)

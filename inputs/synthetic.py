@@ -205,7 +205,8 @@ def _vocab_range(text: str) -> tuple[int, int]:
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(description="Write a synthetic dataset pickle for performance runs.")
+    p = argparse.ArgumentParser(description="Write a synthetic dataset pickle for performance runs.",
+                                allow_abbrev=False)
     p.add_argument("--output", required=True, help="pickle to write (read by main.py --dataset-path)")
     p.add_argument("--num-samples", type=int, default=1024)
     p.add_argument("--input-len", default="2560", help="N, LO-HI or normal:MEAN,STD[,MIN,MAX] (tokens)")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import HarnessError
+from common.redact import redact_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST06_AUDIT = ROOT / "compliance" / "TEST06" / "audit.config"
@@ -43,7 +44,7 @@ def parse_main_flags(passthrough: list[str]) -> argparse.Namespace:
         name = arg.split("=", 1)[0]
         if name in RESERVED_FLAGS:
             raise HarnessError(f"{name} is set by submission.py for each run; leave it out of the main.py flags")
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     p.add_argument("--model-path")
     p.add_argument("--dataset-path")
     p.add_argument("--backend", default="llamacpp")
@@ -83,7 +84,7 @@ def compliance_command(accuracy_log: Path, scenario: str, out_dir: Path) -> list
 
 def shown(cmd: list[str]) -> str:
     """A command as a person types it in the current folder: `python main.py ...`."""
-    words = ["python" if w == sys.executable else w for w in cmd]
+    words = ["python" if w == sys.executable else w for w in redact_argv(cmd)]
     words = [os.path.relpath(w) if w.startswith(str(ROOT) + "/") else w for w in words]
     return shlex.join(words)
 

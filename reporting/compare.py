@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from common.errors import HarnessError, exit_on_error
 from common.files import make_folder, read_text
+from common.redact import RedactingArgumentParser, redact_data, shown_command
 from common.schema import parse_model
 from harness.results import RESULTS_FILE, load_results
 
@@ -129,9 +130,9 @@ def load_spec(path: str | Path) -> tuple[list[RunSpec], dict[str, Any]]:
 # -- running main.py ----------------------------------------------------------------------------------
 def run_logged(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
     """Run a command with its output in log_path; return its exit status."""
-    log.debug("running %s", " ".join(cmd))
+    log.debug("running %s", shown_command(cmd))
     with open(log_path, "w", encoding="utf-8") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
+        f.write("$ " + shown_command(cmd) + "\n")
         f.flush()
         proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
                               env={**os.environ, **(env or {})})
@@ -264,8 +265,23 @@ def write_comparison(groups: dict[str, list[dict]], out: Path, title: str) -> Pa
     return write_html(out / "report.html", build_html(groups, title))
 
 
+def write_spec_copy(path: Path, spec: dict[str, Any], out: Path) -> None:
+    """The spec beside the runs, as written; where it holds a secret (an api_key, a password in a
+    URL), its parsed content with the secrets hidden instead, since results folders get shared."""
+    shown = redact_data(spec)
+    if shown == spec:
+        text = path.read_text(encoding="utf-8")
+    elif path.suffix == ".json":
+        text = json.dumps(shown, indent=2) + "\n"
+    else:
+        import yaml
+        text = "# secrets replaced by ***\n" + yaml.safe_dump(shown, sort_keys=False)
+    (out / path.name).write_text(text, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Run several configurations through main.py and compare them.")
+    p = RedactingArgumentParser(description="Run several configurations through main.py and compare them.",
+                                allow_abbrev=False)
     p.add_argument("spec", help="YAML or JSON file listing the runs")
     p.add_argument("--output-dir", default=None, help="new folder for all runs and the report "
                    "(default: the spec's output_dir)")
@@ -277,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if not out_arg:
         raise HarnessError("give --output-dir (or output_dir in the spec)")
     out = fresh_output_dir(Path(out_arg))
-    (out / Path(args.spec).name).write_text(Path(args.spec).read_text(encoding="utf-8"), encoding="utf-8")
+    write_spec_copy(Path(args.spec), spec, out)
     groups = run_all(runs, out, progress=not args.no_progress)
     failed = [r.name for r in runs if r.name not in groups]
     if not groups:

@@ -342,7 +342,8 @@ def group_dirs(run_dirs: list[str]) -> dict[str, list[dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Static HTML report (tables + charts) over finished runs.")
+    p = argparse.ArgumentParser(description="Static HTML report (tables + charts) over finished runs.",
+                                allow_abbrev=False)
     p.add_argument("run_dirs", nargs="+", help="run folders holding results.json, or reporting.compare "
                    "output folders")
     p.add_argument("--output", default="report.html", help="HTML file to write")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import HarnessError, exit_on_error
+from common.redact import RedactingArgumentParser
 from common.times import stamp
 from reporting.compare import fresh_output_dir, run_main, synthetic_dataset
 from reporting.report import build_html, html_table, img_tag, line_chart, markdown_table, write_html
@@ -141,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
-    p = argparse.ArgumentParser(prog="python -m reporting.sweep", description=__doc__, formatter_class=HelpFormatter,
-                                epilog="Flags after `--` go to every main.py run unchanged.")
+    p = RedactingArgumentParser(prog="python -m reporting.sweep", description=__doc__, formatter_class=HelpFormatter,
+                                epilog="Flags after `--` go to every main.py run unchanged.", allow_abbrev=False)
     p.add_argument("--backend", default="llamacpp", help="main.py --backend")
     p.add_argument("--model-path", default=None, help="main.py --model-path (default: the backend's own)")
     p.add_argument("--backend-arg", action="append", default=[], metavar="KEY=VALUE",

@@ -26,7 +26,7 @@ DEMO = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tasks", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tasks", description=__doc__.splitlines()[0], allow_abbrev=False)
     sub = p.add_subparsers(dest="task", required=True)
 
     def common_flags(sp: argparse.ArgumentParser, task: str) -> None:
@@ -43,14 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="new folder for results.json (default: results/tasks/TASK-TIMESTAMP)")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    pp = sub.add_parser("perplexity", help="perplexity of a text file (llama.cpp's method by default)")
+    pp = sub.add_parser("perplexity", help="perplexity of a text file (llama.cpp's method by default)",
+                        allow_abbrev=False)
     common_flags(pp, "perplexity")
     pp.add_argument("--ctx-size", type=int, default=512, help="tokens per window (llama.cpp -c)")
     pp.add_argument("--method", choices=("chunks", "sliding"), default="chunks",
                     help="chunks: llama.cpp's llama-perplexity; sliding: Hugging Face's strided window")
     pp.add_argument("--stride", type=int, default=None, help="sliding: tokens between windows (default ctx/2)")
 
-    mp = sub.add_parser("multiple-choice", help="MMLU-style accuracy by answer log-likelihood")
+    mp = sub.add_parser("multiple-choice", help="MMLU-style accuracy by answer log-likelihood", allow_abbrev=False)
     common_flags(mp, "multiple-choice")
     mp.add_argument("--style", choices=("letters", "text"), default=None,
                     help="letters: MMLU prompt scoring A/B/C/D; text: score the answer texts (llama.cpp). "
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--fewshot-path", default=None, help="dev file/folder the examples come from")
     mp.add_argument("--limit", type=int, default=None, help="first N questions only")
 
-    sp = sub.add_parser("summarization", help="greedy summaries: documents/s and ROUGE")
+    sp = sub.add_parser("summarization", help="greedy summaries: documents/s and ROUGE", allow_abbrev=False)
     common_flags(sp, "summarization")
     sp.add_argument("--max-new-tokens", type=int, default=300, help="summary length cap (tokens)")
     sp.add_argument("--batch-size", type=int, default=1, help="documents per generate() call")
