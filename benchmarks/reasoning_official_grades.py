@@ -39,7 +39,7 @@ def _plain(value):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--inference-root", required=True, type=Path)
     args = parser.parse_args()
     logging.disable(logging.INFO)
