@@ -109,7 +109,9 @@ def passed(result: dict) -> bool:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="TEST06 checks on mlperf_log_accuracy.json", allow_abbrev=False)
     p.add_argument("--accuracy-log", required=True, help="mlperf_log_accuracy.json")
-    p.add_argument("--scenario", required=True, choices=["Offline", "Server"])
+    # Every scenario but Offline reports first tokens (Interactive is a Server run).
+    p.add_argument("--scenario", required=True, choices=["Offline", "Server", "SingleStream", "MultiStream",
+                                                         "Interactive"])
     p.add_argument("--dtype", default="int32", choices=sorted(DTYPES))
     p.add_argument("--eos-token-id", type=int, action="append", help="EOS id (repeatable)")
     p.add_argument("--output-dir", default=None, help="write verify_accuracy.txt here")

@@ -1,4 +1,5 @@
-"""Run an MLPerf-style LoadGen benchmark (Offline or Server) of an LLM backend.
+"""Run an MLPerf-style LoadGen benchmark of an LLM backend: Offline, Server, SingleStream,
+MultiStream, or Interactive (a Server run under the LoadGen model's interactive latency limits).
 
 Flags follow the MLPerf llama2-70b reference (main.py) so existing scripts keep working;
 --backend picks the model backend (default: llama.cpp on the embedded Gemma 3 270M).
@@ -25,7 +26,10 @@ from mlsubmit import registry
 log = logging.getLogger("main")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCENARIOS = ("Offline", "Server")
+SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream", "Interactive")
+# Interactive is no LoadGen scenario: it is a Server run of the "<model>-interactive" LoadGen model,
+# whose mlperf.conf entries hold the tighter TTFT/TPOT limits (as the MLPerf reference runs it).
+INTERACTIVE_SUFFIX = "-interactive"
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -53,7 +57,8 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=None,
                    help="worker threads (Server: concurrent streams; default: backend's)")
     p.add_argument("--lg-model-name", default="llama2-70b", choices=registry.loadgen_model_names(),
-                   help="model name for LoadGen config lookup (latency limits)")
+                   help="model name for LoadGen config lookup (latency limits, sample counts); --scenario "
+                        "Interactive uses its '-interactive' entry")
     p.add_argument("--api-server", action="append", default=None,
                    help="OpenAI-compatible server URL (repeatable; --backend openai)")
     p.add_argument("--api-model-name", default=None, help="model name served by --api-server")
@@ -115,6 +120,24 @@ def backend_options(args) -> dict:
     return opts
 
 
+def loadgen_scenario(scenario: str) -> str:
+    """The LoadGen scenario that runs `scenario` (Interactive runs as Server)."""
+    return registry.LOADGEN_SCENARIO.get(scenario, scenario)
+
+
+def loadgen_model_name(scenario: str, lg_model_name: str) -> str:
+    """The LoadGen model name whose settings apply: for Interactive, the '-interactive' entry."""
+    if scenario != "Interactive" or lg_model_name.endswith(INTERACTIVE_SUFFIX):
+        return lg_model_name
+    name = lg_model_name + INTERACTIVE_SUFFIX
+    known = registry.loadgen_model_names()
+    if name not in known:
+        with_interactive = [n for n in known if n.endswith(INTERACTIVE_SUFFIX)]
+        raise HarnessError(f"--scenario Interactive: LoadGen has no interactive settings for {lg_model_name} "
+                           f"(it has {', '.join(with_interactive)})")
+    return name
+
+
 def build_settings(args):
     import mlperf_loadgen as lg
 
@@ -123,16 +146,18 @@ def build_settings(args):
     if not os.path.isfile(args.user_conf):
         raise HarnessError(f"user config not found: {args.user_conf}")
     audit_conf = args.audit_conf if os.path.isfile(args.audit_conf) else None
-    check_loadgen_confs(args.user_conf, audit_conf, args.lg_model_name)
+    model = loadgen_model_name(args.scenario, args.lg_model_name)
+    scenario = loadgen_scenario(args.scenario)
+    check_loadgen_confs(args.user_conf, audit_conf, model)
     settings = lg.TestSettings()
-    settings.scenario = getattr(lg.TestScenario, args.scenario)
+    settings.scenario = getattr(lg.TestScenario, scenario)
     # LoadGen loads its embedded mlperf.conf first; user.conf overrides it.
-    if settings.FromConfig(args.user_conf, args.lg_model_name, args.scenario) != 0:
+    if settings.FromConfig(args.user_conf, model, scenario) != 0:
         raise HarnessError(f"LoadGen could not parse user config {args.user_conf} (see its log lines above)")
     settings.mode = lg.TestMode.AccuracyOnly if args.accuracy else lg.TestMode.PerformanceOnly
     for name, value in loadgen_overrides(args).items():
         setattr(settings, name, value)
-    if args.scenario == "Server":
+    if scenario == "Server":
         check_server_schedule(settings, args.accuracy)
     return settings
 
@@ -166,13 +191,20 @@ def expected_queries(settings, n_samples: int) -> int:
     """About how many queries a performance run issues (for the progress bar's total and ETA):
     enough for both minimums, rounded up to whole passes over the samples when LoadGen
     concatenates sample permutations."""
-    if settings.scenario.name == "Server":
+    scenario = settings.scenario.name
+    if scenario == "Server":
         qps = settings.server_target_qps
-    else:
+    elif scenario == "Offline":
         qps = settings.offline_expected_qps
+    else:  # one query at a time, each expected to take the expected latency
+        latency_ns = (settings.single_stream_expected_latency_ns if scenario == "SingleStream"
+                      else settings.multi_stream_expected_latency_ns)
+        qps = 1e9 / max(1, latency_ns)
     n = max(settings.min_query_count, int(qps * settings.min_duration_ms / 1000) + 1)
     if settings.sample_concatenate_permutation and n_samples:
         n = -(-n // n_samples) * n_samples
+    if scenario == "MultiStream":  # the progress bar counts samples; a query holds samples_per_query
+        n *= settings.multi_stream_samples_per_query
     return n
 
 
@@ -195,7 +227,10 @@ def loadgen_overrides(args) -> dict:
             raise HarnessError(f"--target-qps must be > 0, got {args.target_qps:g}")
         if args.target_qps == math.inf:  # LoadGen would log it as a bare inf, which no JSON reader takes
             raise HarnessError(f"--target-qps must be finite, got {args.target_qps:g}")
-        out["server_target_qps" if args.scenario == "Server" else "offline_expected_qps"] = args.target_qps
+        scenario = loadgen_scenario(args.scenario)
+        if scenario not in ("Server", "Offline"):  # LoadGen issues one query at a time: no rate to set
+            raise HarnessError(f"--target-qps applies to Offline, Server and Interactive, not {args.scenario}")
+        out["server_target_qps" if scenario == "Server" else "offline_expected_qps"] = args.target_qps
     if args.min_duration is not None:
         if not args.min_duration >= 0:
             raise HarnessError(f"--min-duration must be >= 0 seconds, got {args.min_duration:g}")
@@ -277,7 +312,8 @@ def run(args) -> int:
         total = dataset.total_sample_count if args.accuracy else expected_queries(settings, dataset.total_sample_count)
         progress = tqdm(total=total, desc=f"{args.scenario} queries", unit="q", mininterval=1.0, file=sys.stderr)
 
-    sut_cls = SUTServer if args.scenario == "Server" else SUT
+    # Every scenario but Offline streams: LoadGen times the first token (use_token_latencies).
+    sut_cls = SUT if args.scenario == "Offline" else SUTServer
     sut = sut_cls(backend, dataset, batch_size=batch_size, workers=workers,
                   query_timeout_s=args.query_timeout, progress=progress, pin_cpu=args.pin_cpu)
 
@@ -325,7 +361,8 @@ def run(args) -> int:
         "total_sample_count": dataset.total_sample_count,
         "batch_size": batch_size,
         "num_workers": workers,
-        "lg_model_name": args.lg_model_name,
+        "loadgen_scenario": loadgen_scenario(args.scenario),
+        "lg_model_name": loadgen_model_name(args.scenario, args.lg_model_name),
         "user_conf": args.user_conf,
         "loadgen_settings": settings_dict(settings),
         "loadgen_overrides": loadgen_overrides(args),  # flags that replaced user.conf values
