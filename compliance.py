@@ -130,15 +130,13 @@ def main(argv=None) -> int:
             print("  " + line)
         print(text, end="")
         if target:
-            fd, tmp = temp_file_beside(target)
             try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(text)
-                os.link(tmp, target)  # whole file or none, and never over an existing one
+                with temp_file_beside(target) as tmp:
+                    with open(tmp, "w") as f:
+                        f.write(text)
+                    os.link(tmp, target)  # whole file or none, and never over an existing one
             except FileExistsError:
                 raise HarnessError(f"{target} exists; results are never overwritten") from None
-            finally:
-                os.unlink(tmp)
         return 0 if passed(result) else 1
 
     return exit_on_error(run)

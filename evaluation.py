@@ -168,34 +168,32 @@ def write_new(folder: Path, stem: str, suffixes: tuple[str, ...], contents: dict
         written = {}
         try:
             for s, path in paths.items():
-                fd, tmp = temp_file_beside(path)
-                with os.fdopen(fd, "w") as f:
-                    f.write(contents[s])
-                os.link(tmp, path)  # fails if another run took the name meanwhile; never overwrites
-                os.unlink(tmp)
+                with temp_file_beside(path) as tmp:
+                    with open(tmp, "w") as f:
+                        f.write(contents[s])
+                    os.link(tmp, path)  # fails if another run took the name meanwhile; never overwrites
                 written[s] = path
             return written
-        except FileExistsError:
-            os.unlink(tmp)
+        except BaseException as e:  # all of the files or none (also on Ctrl-C or a full disk)
             for p in written.values():
                 p.unlink()
+            if not isinstance(e, FileExistsError):
+                raise
     raise HarnessError(f"no free name for {stem} in {folder}")
 
 
 def write_per_sample_csv(path: str, responses, preds_raw, scores):
     """The whole file or none, and never over an existing one."""
-    fd, tmp = temp_file_beside(path)
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["qsl_idx", "gen_output_tok_len", *ROUGE_TYPES, "gen_output_text"])
-            for r, text, s in zip(responses, preds_raw, scores):
-                w.writerow([r.qsl_idx, len(r.token_ids), *(getattr(s, k) for k in ROUGE_TYPES), text])
-        os.link(tmp, path)
+        with temp_file_beside(path) as tmp:
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["qsl_idx", "gen_output_tok_len", *ROUGE_TYPES, "gen_output_text"])
+                for r, text, s in zip(responses, preds_raw, scores):
+                    w.writerow([r.qsl_idx, len(r.token_ids), *(getattr(s, k) for k in ROUGE_TYPES), text])
+            os.link(tmp, path)
     except FileExistsError:
         raise HarnessError(f"{path} exists already; give a new --per-sample-csv path") from None
-    finally:
-        os.unlink(tmp)
 
 
 def main(argv=None) -> int:

@@ -296,6 +296,7 @@ def run(args) -> int:
     if args.output_log_dir is None:
         mode = "accuracy" if args.accuracy else "performance"
         args.output_log_dir = os.path.join("output-logs", f"{args.scenario.lower()}-{mode}-{stamp()}")
+        print(f"no --output-log-dir given: this run writes {os.path.abspath(args.output_log_dir)}", flush=True)
     out_tmp = claim_output_dir(args.output_log_dir)
     engine, advice = backend.native_engine()
     note(engine=engine, advice=advice, partial=out_tmp)
@@ -399,11 +400,7 @@ def main(argv=None) -> int:
     args = get_args(argv)
     # SIGTERM acts as Ctrl-C; during the LoadGen test harness/runner.py handles both.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        return exit_on_error(lambda: run(args))
-    except KeyboardInterrupt:
-        print("interrupted; nothing was published", file=sys.stderr)
-        return 130
+    return exit_on_error(lambda: run(args), interrupted="interrupted; nothing was published")
 
 
 if __name__ == "__main__":

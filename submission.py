@@ -305,15 +305,15 @@ def run_submission(args: argparse.Namespace, passthrough: list[str]) -> int:
             sub.make(run, started)
             if run.kind == layout.RUN_KINDS[-1]:
                 sub.write_scenario_files(run.scenario)
-    except KeyboardInterrupt:
-        print("interrupted: the unfinished run was not added; run the same command again to resume", file=sys.stderr)
-        return 130
     finally:
         shutil.rmtree(sub.logs / ".staging", ignore_errors=True)
     problems = check_tree(sub.out)
     print(f"all {len(sub.runs)} runs in {sub.out} after {fmt_duration(time.time() - started)}; "
           f"`python submission.py --check {sub.out}` lists {len(problems)} problem(s) left")
     return 0
+
+
+INTERRUPTED = "interrupted: the unfinished run was not added; run the same command again to resume"
 
 
 def _interrupt(signum, frame):
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(problems)} problem(s)" if problems else "no problems found by the offline checks")
             return 1 if problems else 0
         return exit_on_error(check)
-    return exit_on_error(lambda: run_submission(args, passthrough))
+    return exit_on_error(lambda: run_submission(args, passthrough), interrupted=INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -142,14 +142,10 @@ def record_targets(name: str, result: dict, source: str, path: Path = TARGETS_FI
         "source": source,
         "recorded": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    fd, tmp = temp_file_beside(path)
-    try:
-        with os.fdopen(fd, "w") as f:
+    with temp_file_beside(path) as tmp:
+        with open(tmp, "w") as f:
             f.write(_HEADER)
             yaml.safe_dump(data, f, sort_keys=False, width=110)
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     log.info("recorded accuracy targets for %s in %s", name, path)
     return ModelTargets(name, metrics, source, int(result["gen_num"]))

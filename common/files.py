@@ -2,22 +2,41 @@
 into place), output folders made with one clear error, and text files read with one clear error."""
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
+from typing import Iterator
 
 from common.errors import HarnessError
 
 
-def temp_file_beside(path: str | os.PathLike, prefix: str | None = None) -> tuple[int, str]:
-    """(fd, name) of a new temporary file in the folder of `path`, with the permissions an ordinary
-    open() would give (tempfile.mkstemp makes 0600 files, which would keep results private)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix or f".{os.path.basename(path)}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return fd, tmp
+@contextlib.contextmanager
+def temp_file_beside(path: str | os.PathLike, prefix: str | None = None) -> Iterator[str]:
+    """The name of a new empty file in the folder of `path`, with the permissions an ordinary open()
+    would give (not mkstemp's 0600, which would keep results private). Write it and
+    link or rename it into place inside the block; whatever ends the block (an error, Ctrl-C, a
+    full disk), the temporary name is gone after it, so no half-written file stays behind."""
+    folder, prefix = os.path.dirname(os.path.abspath(path)), prefix or f".{os.path.basename(path)}."
+    for _ in range(100):
+        # The name is known before the file exists, so that a Ctrl-C at any point leaves nothing.
+        tmp = os.path.join(folder, f"{prefix}{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # 0o666 & ~umask
+            break
+        except FileExistsError:
+            continue
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    else:
+        raise FileExistsError(f"no free temporary name beside {path}")
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def make_folder(path: str | os.PathLike, what: str) -> Path:

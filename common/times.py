@@ -1,8 +1,12 @@
-"""Times as results files write them: ISO-8601 in UTC."""
+"""Times as results files write them: ISO-8601 in UTC; stamps for new folder names."""
 from __future__ import annotations
 
 import datetime
+import itertools
+import os
 import time
+
+_calls = itertools.count(1)
 
 
 def iso_utc(t: float | None = None) -> str:
@@ -13,5 +17,7 @@ def iso_utc(t: float | None = None) -> str:
 
 
 def stamp() -> str:
-    """Local date and time for new folder and file names, e.g. '20261129-015329'."""
-    return time.strftime("%Y%m%d-%H%M%S")
+    """Local date and time for new folder and file names, unique on this host: two runs started in
+    the same second differ by process id, two calls in one process by a count, e.g.
+    '20261129-015329-4242-1'."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_calls)}"

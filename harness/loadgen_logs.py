@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def parse_detail(path: str | Path) -> dict[str, Any]:
         if not line.startswith(MLLOG_PREFIX):
             continue
         try:
-            event = json.loads(line[len(MLLOG_PREFIX):])
+            event = _mllog_event(line[len(MLLOG_PREFIX):])
             key = event["key"]
         except (json.JSONDecodeError, KeyError, TypeError):
             # A run killed mid-write leaves a cut last line; anything else is not a LoadGen log.
@@ -74,6 +75,18 @@ def parse_detail(path: str | Path) -> dict[str, Any]:
     if not values:
         raise HarnessError(f"{path} holds no LoadGen MLLOG events (empty or not a detail log)")
     return {"values": values, "errors": errors, "warnings": warnings}
+
+
+# LoadGen prints a figure it cannot compute (a percentile of one query's TPOT, a rate over zero
+# time) with printf: `-nan`, `nan`, `inf`, which JSON does not have. Such a value is "not available".
+_NOT_A_NUMBER = re.compile(r'("value":\s*)[-+]?(?:nan|inf)\b', re.IGNORECASE)
+
+
+def _mllog_event(text: str) -> dict:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return json.loads(_NOT_A_NUMBER.sub(r"\1null", text))
 
 
 def parse_summary(path: str | Path) -> dict[str, Any]:
@@ -131,9 +144,10 @@ def parse_summary(path: str | Path) -> dict[str, Any]:
 def _number(text: str) -> Any:
     for cast in (int, float):
         try:
-            return cast(text)
+            value = cast(text)
         except ValueError:
-            pass
+            continue
+        return None if value != value or value in (math.inf, -math.inf) else value  # -nan: not available
     return text
 
 

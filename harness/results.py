@@ -300,9 +300,8 @@ def write_new_json(path: Path, obj: Any) -> None:
 
 def write_new(path: Path, text: str) -> None:
     """Create `path` with `text` atomically; fail if it exists (a hard link never replaces)."""
-    fd, tmp = temp_file_beside(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with temp_file_beside(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -315,9 +314,6 @@ def write_new(path: Path, text: str) -> None:
             if path.exists():
                 raise HarnessError(f"{path} already exists; results are never overwritten") from None
             os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _clean(obj: Any) -> Any:

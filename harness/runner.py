@@ -26,13 +26,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from common.errors import HarnessError
+from common.errors import EXIT_INTERRUPTED, HarnessError
 from common.files import make_folder
 from harness.results import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 _PARTIAL = ".partial-"
 
 

@@ -185,15 +185,12 @@ def write_pickle(df: pd.DataFrame, path: str | os.PathLike) -> None:
     half file, and a file that appeared meanwhile is never replaced."""
     path = Path(path)
     make_folder(path.parent, "the folder of --output")
-    fd, tmp = temp_file_beside(path)
-    os.close(fd)
     try:
-        df.to_pickle(tmp)
-        os.link(tmp, path)
+        with temp_file_beside(path) as tmp:
+            df.to_pickle(tmp)
+            os.link(tmp, path)
     except FileExistsError:
         raise HarnessError(f"--output {path} exists already; datasets are never overwritten") from None
-    finally:
-        os.unlink(tmp)
 
 
 def _vocab_range(text: str) -> tuple[int, int]:

@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     # Absolute: the runs it starts work in the repository's folder, not in this one.
     out = fresh_output_dir(Path(args.output_dir or Path("output-logs") /
                                 f"sweep-{args.backend}-{stamp()}").absolute())
+    if args.output_dir is None:
+        print(f"no --output-dir given: the sweep writes {out}", flush=True)
 
     from tqdm import tqdm
 

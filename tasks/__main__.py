@@ -75,7 +75,10 @@ def run(argv: list[str] | None = None) -> Path:
 
     args = build_parser().parse_args(argv)
     started = iso_utc()
-    out_dir = common.check_output_dir(args.output_dir or os.path.join("results", "tasks", f"{args.task}-{stamp()}"))
+    if args.output_dir is None:
+        args.output_dir = os.path.join("results", "tasks", f"{args.task}-{stamp()}")
+        print(f"no --output-dir given: results go to {os.path.abspath(args.output_dir)}", flush=True)
+    out_dir = common.check_output_dir(args.output_dir)
     options = common.parse_backend_args(args.backend_arg)
     if args.quant_config is not None:
         options["quant_config"] = args.quant_config
