@@ -83,6 +83,8 @@ class Benchmark:
     target_latency_ns: dict[str, int]      # latency-constraint (early stopping's target)
     min_queries: dict[str, int]            # min-queries per scenario
     test06: bool                           # models_TEST06
+    test07: bool = False                   # models_TEST07: accuracy in performance mode
+    test09: bool = False                   # models_TEST09: mean output length in performance mode
     min_duration_ms: int = TEST_DURATION_MS
 
     @property
@@ -129,12 +131,19 @@ def _length(name: str, reference: float) -> Metric:
 OPENORCA = Dataset("OpenOrca (GPT-4 answers, llama2-70b reference sampling)", 24576, "assets/openorca_demo")
 CNN_DM = Dataset("CNN-DailyMail 3.0.0 validation", 13368)
 CNN_DM_EDGE = Dataset("CNN-DailyMail 3.0.0 validation, edge subset", 5000)
+# AIME, MATH500, GPQA, MMLU-Pro, LiveCodeBench; gpt-oss-120b's accuracy runs cover 4,395 of its 6,396
+# (accuracy-sample-count, LoadGen's accuracy_sample_count_override)
+DEEPSEEK_R1 = Dataset("deepseek-r1 reasoning set (AIME, MATH500, GPQA, MMLU-Pro, LiveCodeBench)", 4388)
+GPT_OSS = Dataset("gpt-oss-120b reasoning set (AIME25, GPQA-Diamond, LiveCodeBench v6, ...)", 6396)
 
 DC = "datacenter"
 DC_EDGE = "datacenter,edge"
 SERVER_20S = {"Server": 20_000_000_000}
 LLM_MIN_QUERIES = {"SingleStream": 1024, "Server": 270336, "Offline": 1}
 EDGE_MIN_QUERIES = {"SingleStream": 1024, "Offline": 1}
+SERVER_60S = {"Server": 60_000_000_000}
+DEEPSEEK_R1_LATENCY = {"Server": Latency(2000, 80), "Interactive": Latency(1500, 15)}
+GPT_OSS_LATENCY = {"Server": Latency(3000, 80), "Interactive": Latency(2000, 15)}
 LLAMA2_LATENCY = {"Server": Latency(2000, 200), "Interactive": Latency(450, 40)}
 LLAMA31_8B_LATENCY = {"Server": Latency(2000, 100), "Interactive": Latency(500, 30)}
 
@@ -169,6 +178,29 @@ def _llama31_8b_edge(round_name: str) -> Benchmark:
         optional={}, latency={}, target_latency_ns={}, min_queries=EDGE_MIN_QUERIES, test06=False)
 
 
+def _deepseek_r1(round_name: str) -> Benchmark:
+    return Benchmark(
+        name="deepseek-r1", round=round_name, lg_model_name="deepseek-r1", dataset=DEEPSEEK_R1,
+        performance_sample_count=4388, offline_min_samples_per_query=4388,
+        metrics=(Metric("exact_match", "exact_match", 81.3582, 0.99), _length("tokens_per_sample", 3886.2274)),
+        required={DC: ("Offline",), DC_EDGE: ("Offline",)},
+        optional={DC: ("Server", "Interactive"), DC_EDGE: ("Server", "Interactive")},
+        latency=DEEPSEEK_R1_LATENCY, target_latency_ns=SERVER_60S, min_queries=LLM_MIN_QUERIES, test06=True)
+
+
+def _gpt_oss_120b(round_name: str) -> Benchmark:
+    return Benchmark(
+        name="gpt-oss-120b", round=round_name, lg_model_name="gpt-oss-120b", dataset=GPT_OSS,
+        performance_sample_count=6396, offline_min_samples_per_query=6396,
+        # only an upper limit on the length: accuracy-upper-limit 1.1 x 9999, no lower bound
+        metrics=(Metric("exact_match", "exact_match", 83.13, 0.99),
+                 Metric("tokens_per_sample", "TOKENS_PER_SAMPLE", 9999, 0.0, 1.1)),
+        required={DC: ("Offline",), DC_EDGE: ("Offline",)},
+        optional={DC: ("Server", "Interactive"), DC_EDGE: ("Server", "Interactive")},
+        latency=GPT_OSS_LATENCY, target_latency_ns=SERVER_60S, min_queries=LLM_MIN_QUERIES, test06=False,
+        test07=True, test09=True)
+
+
 def _round(name: str, seeds: Seeds, benchmarks: list[Benchmark]) -> Round:
     return Round(name, seeds, {b.name: b for b in benchmarks})
 
@@ -176,9 +208,10 @@ def _round(name: str, seeds: Seeds, benchmarks: list[Benchmark]) -> Round:
 ROUNDS: dict[str, Round] = {
     "v6.0": _round("v6.0", Seeds(2465351861681999779, 14276810075590677512, 3936089224930324775),
                    [_llama2_70b("v6.0", "99"), _llama2_70b("v6.0", "99.9"), _llama31_8b("v6.0"),
-                    _llama31_8b_edge("v6.0")]),
+                    _llama31_8b_edge("v6.0"), _deepseek_r1("v6.0"), _gpt_oss_120b("v6.0")]),
     "v6.1": _round("v6.1", Seeds(2085463073848966840, 2747215439041700203, 16159082839903944936),
-                   [_llama2_70b("v6.1", "99.9"), _llama31_8b("v6.1"), _llama31_8b_edge("v6.1")]),
+                   [_llama2_70b("v6.1", "99.9"), _llama31_8b("v6.1"), _llama31_8b_edge("v6.1"), _deepseek_r1("v6.1"),
+                    _gpt_oss_120b("v6.1")]),
 }
 DEFAULT_ROUND = "v6.1"
 
