@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from accuracy.mlperf_log import DTYPES, decode_ids, read_entries
+from accuracy.reasoning import BENCHMARKS as REASONING_BENCHMARKS
 from accuracy.rouge import ROUGE_TYPES, RougeScores, score_pairs
 from accuracy.sentences import newline_sentences_chunk, splitter_name
 from accuracy.targets import LEVELS, TARGETS_FILE, get_targets, load_targets, record_targets
@@ -69,8 +70,14 @@ def get_args(argv=None):
     p.add_argument("--per-sample-csv", default=None,
                    help="also write qsl_idx, token count, per-sample ROUGE and the decoded text to this CSV")
     p.add_argument("--num-workers", type=int, default=None, help="scoring processes (default: all cores)")
+    p.add_argument("--benchmark", default=None, choices=REASONING_BENCHMARKS,
+                   help="grade a reasoning benchmark by exact match instead of ROUGE (its targets from the registry; "
+                        "--dataset-file: its data set with dataset / ground_truth / tests columns)")
     p.add_argument("--verbose", action="store_true", help="verbose messages")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.benchmark and args.record_targets is not None:
+        p.error("--record-targets is for ROUGE targets; a --benchmark is judged by the registry's")
+    return args
 
 
 def default_model_name(checkpoint_path: str | None) -> str:
@@ -126,14 +133,65 @@ def load_references(dataset_file: str, responses: list[Response]) -> list[str]:
     return refs
 
 
-def decode(tokenizer, responses: list[Response], dtype: str) -> list[str]:
+def decode(tokenizer, responses: list[Response], dtype: str, skip_special_tokens: bool = True) -> list[str]:
     vocab = len(tokenizer)
     for r in responses:
         if r.token_ids.size and (r.token_ids.min() < 0 or r.token_ids.max() >= vocab):
             bad = int(r.token_ids.max() if r.token_ids.max() >= vocab else r.token_ids.min())
             raise HarnessError(f"response for qsl_idx {r.qsl_idx} has token id {bad}, outside the tokenizer's "
                                f"vocabulary of {vocab}: wrong --dtype (now {dtype}) or --checkpoint-path?")
-    return tokenizer.batch_decode([r.token_ids.tolist() for r in responses], skip_special_tokens=True)
+    return tokenizer.batch_decode([r.token_ids.tolist() for r in responses], skip_special_tokens=skip_special_tokens)
+
+
+def evaluate_reasoning(args, responses: list[Response], log_dir: Path) -> int:
+    """Exact match of a reasoning benchmark: the reference's printed dict, the table per
+    sub-dataset, the verdict against the round's targets, accuracy.txt / .json."""
+    from accuracy import reasoning, sandbox
+    from inputs import reasoning as data
+    from inputs.tokenizer import load_decoder
+
+    df = data.read(args.dataset_file)
+    bad = [r.qsl_idx for r in responses if not 0 <= r.qsl_idx < len(df)]
+    if bad:
+        raise HarnessError(f"accuracy log has qsl_idx {bad[0]} outside the dataset {args.dataset_file} of {len(df)} rows")
+    rows = df.iloc[[r.qsl_idx for r in responses]]
+    tests = data.code_tests(df)
+
+    def run_code(pairs):
+        missing = sorted({q for _, q in pairs if q not in tests})
+        if missing:
+            raise HarnessError(f"no test cases for livecodebench question(s) {', '.join(missing[:3])} in "
+                               f"{args.dataset_file} (a `tests` column)")
+        if not sandbox.available():
+            raise HarnessError("livecodebench code runs only in the sandbox, which needs root and Linux namespaces "
+                               "(unshare); neither is available here")
+        results = sandbox.run_all([(code, tests[q]) for code, q in pairs], workers=args.num_workers)
+        return [r.passed for r in results]
+
+    # gpt-oss-120b's grader reads the Harmony channel markers, which are special tokens
+    texts = decode(load_decoder(args.checkpoint_path), responses, args.dtype,
+                   skip_special_tokens=args.benchmark != "gpt-oss-120b")
+    graded = reasoning.grade(args.benchmark, texts, rows["ground_truth"].tolist(), rows["dataset"].tolist(), run_code)
+    score = reasoning.score(args.benchmark, graded, [len(r.token_ids) for r in responses])
+    bench = registry.benchmark(None, args.benchmark)
+    values = {"exact_match": score.exact_match, "tokens_per_sample": score.tokens_per_sample}
+    checks = [(m, values[m.name], m.passes(values[m.name])) for m in bench.metrics]
+    printed = f"\nResults\n\n{score.checker_line()}\n"
+    verdict = "\n".join([f"Accuracy targets: {bench.name} (MLPerf {bench.round} submission checker)"] + [
+        f"{m.name} {value:.4f}: {'PASS' if ok else 'FAIL'} (bounds {m.bounds[0]:.4f}"
+        f"{'' if m.bounds[1] is None else f' - {m.bounds[1]:.4f}'})" for m, value, ok in checks])
+    print(printed + "\n" + score.table() + "\n" + verdict)
+    sha = file_sha256(args.mlperf_accuracy_file)
+    summary = {"benchmark": bench.name, "round": bench.round, "result": values, "num_samples": score.num_samples,
+               "per_dataset": {k: {"right": r, "total": t} for k, (r, t) in score.per_dataset.items()},
+               "passed": all(ok for _, _, ok in checks), "mlperf_accuracy_file": os.path.abspath(args.mlperf_accuracy_file),
+               "mlperf_accuracy_file_sha256": sha, "dataset_file": os.path.abspath(args.dataset_file),
+               "checkpoint_path": args.checkpoint_path, "dtype": args.dtype}
+    text = f"{printed}\n{score.table()}\n{verdict}\nhash={sha}\n"
+    written = write_new(log_dir, "accuracy", (".txt", ".json"),
+                        {".txt": text, ".json": json.dumps(summary, indent=2) + "\n"})
+    log.info("wrote %s and %s", written[".txt"], written[".json"])
+    return 0 if summary["passed"] else 1
 
 
 def summarize(scores: list[RougeScores], preds: list[str], gen_tok_len: int) -> dict:
@@ -230,6 +288,8 @@ def main(argv=None) -> int:
         make_folder(targets_file.parent, "the folder of --targets-file")
 
     responses = load_accuracy_log(args.mlperf_accuracy_file, args.dtype)
+    if args.benchmark:
+        return evaluate_reasoning(args, responses, log_dir)
     refs_raw = load_references(args.dataset_file, responses)
     from inputs.tokenizer import load_decoder
     preds_raw = decode(load_decoder(args.checkpoint_path), responses, args.dtype)
