@@ -1,10 +1,12 @@
-"""Run, check and lay out an MLPerf submission of this harness (llama2-70b benchmarks).
+"""Run, check and lay out an MLPerf submission of this harness (the LLM benchmarks of mlsubmit/registry.py).
 
-    python submission.py --submitter ORG --system-name NAME --division closed \
-        --scenarios Offline Server --output-dir DIR -- [main.py flags]
+    python submission.py --submitter ORG --system-name NAME --division closed --round v6.1 \
+        --benchmark llama2-70b-99.9 --system-type datacenter --output-dir DIR -- [main.py flags]
     python submission.py --check DIR
 
-For each scenario: the performance run, the accuracy run (scored by evaluation.py) and TEST06
+Before the first run it lists what will break the round's rules (LoadGen's seeds, durations and
+query counts, data set coverage); the closed division refuses then unless --allow-unsubmittable.
+For each of the round's scenarios of the benchmark and system type: the performance run, the accuracy run (scored by evaluation.py) and TEST06
 (compliance/TEST06/audit.config, checked by compliance.py), laid out as
 DIVISION/ORG/results/NAME/BENCHMARK/SCENARIO/... with the system description, measurements.json,
 user.conf, mlperf.conf and a README.md of the exact commands; accuracy logs truncated as
@@ -33,11 +35,11 @@ from common.redact import RedactingArgumentParser, redact_argv
 from common.times import stamp
 from harness.loadgen_logs import loadgen_figures
 from harness.results import environment, write_new, write_new_json
-from mlsubmit import layout
+from mlsubmit import layout, preflight, registry
 from mlsubmit.check import check_tree
 from mlsubmit.runs import (Run, compliance_command, estimate_s, evaluation_command, fmt_duration, main_command,
                            parse_main_flags, plan, shown)
-from mlsubmit.system import measurements, system_description
+from mlsubmit.system import AVAILABILITIES, measurements, system_description
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("submission")
@@ -51,9 +53,18 @@ def get_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--submitter", help="organisation name (a folder name)")
     p.add_argument("--system-name", help="system description id (a folder name)")
     p.add_argument("--division", choices=layout.DIVISIONS)
-    p.add_argument("--scenarios", nargs="+", choices=layout.SCENARIOS, default=["Offline"])
-    p.add_argument("--accuracy-level", choices=layout.LEVELS, default="99",
-                   help="benchmark llama2-70b-99 or llama2-70b-99.9 (the accuracy target it is held to)")
+    p.add_argument("--round", choices=registry.rounds(), default=registry.DEFAULT_ROUND,
+                   help="MLPerf Inference round whose rules the submission follows")
+    p.add_argument("--benchmark", default="llama2-70b-99.9",
+                   help="benchmark of the round (llama2-70b-99.9, llama3.1-8b, llama3.1-8b-edge, ...)")
+    p.add_argument("--system-type", choices=registry.SYSTEM_TYPES, default=None,
+                   help="datacenter, edge or both (default: the first the benchmark belongs to)")
+    p.add_argument("--scenarios", nargs="+", default=None,
+                   help="a subset of the round's scenarios (default: all of them for the system type)")
+    p.add_argument("--status", choices=AVAILABILITIES, default="available",
+                   help="availability of the system, as systems/NAME.json states it")
+    p.add_argument("--allow-unsubmittable", action="store_true",
+                   help="closed division: run even when the preflight finds rules the runs will break")
     p.add_argument("--model-name", default=None,
                    help="the model's name (default: as evaluation.py names it from --model-path)")
     p.add_argument("--output-dir", help="submission folder: closed/ or open/ and run_logs/ go here")
@@ -82,21 +93,54 @@ class Submission:
                                "move it away")
         self.submitter = layout.check_name("submitter", args.submitter)
         self.system = layout.check_name("system-name", args.system_name)
-        self.benchmark = layout.benchmark_name(self.flags.lg_model_name, args.accuracy_level)
+        self.bench = registry.benchmark(args.round, args.benchmark)
+        self.benchmark = self.bench.name
+        self.system_type = args.system_type or next(iter(self.bench.required))
+        allowed = self.bench.scenarios(self.system_type)
+        self.scenarios = args.scenarios or list(allowed)
+        unknown = [s for s in self.scenarios if s not in allowed]
+        if unknown:
+            raise HarnessError(f"{', '.join(unknown)}: not a scenario of {self.benchmark} for a {self.system_type} "
+                               f"system in {args.round} (its scenarios: {', '.join(allowed)})")
         self.model_name = args.model_name or default_model_name(self.flags.model_path)
-        self.reference = self.model_name == layout.REFERENCE_MODEL
+        self.reference = self.model_name == self.bench.lg_model_name or args.division == "closed"
         # An open submission of another model names its folder after the model (model_mapping.json).
         self.folder = self.benchmark if args.division == "closed" or self.reference else \
             layout.check_name("model-name", self.model_name)
-        if args.division == "closed" and not self.reference:
-            log.warning("closed division with %s, not the reference model %s: its accuracy will be judged "
-                        "against %s's targets", self.model_name, layout.REFERENCE_MODEL, layout.REFERENCE_MODEL)
-        self.dataset = self.flags.dataset_path or default_dataset_path(self.flags.model_path)
+        if args.division == "closed" and self.model_name != self.bench.lg_model_name:
+            log.warning("closed division with %s, not the reference model of %s: its accuracy will be judged "
+                        "against the benchmark's targets", self.model_name, self.benchmark)
+        self.dataset = self.flags.dataset_path or self.demo_dataset(default_dataset_path)
         self.out = Path(args.output_dir).resolve()
         self.logs = self.out / "run_logs"
         self.org = layout.submitter_dir(self.out, args.division, self.submitter)
-        self.runs = plan(args.scenarios, layout.RUN_KINDS)
+        kinds = layout.RUN_KINDS if self.bench.test06 else tuple(k for k in layout.RUN_KINDS if k != "TEST06")
+        self.runs = plan(self.scenarios, kinds)
         self.rates: dict[str, float] = {}   # samples/s measured by each scenario's performance run
+        self.unsubmittable: list[str] = []  # the preflight's findings, when allowed
+
+    def demo_dataset(self, openorca_demo) -> str:
+        """The benchmark's shipped demo set, passed to every main.py run."""
+        demo = self.bench.dataset.demo
+        if demo is None:
+            raise HarnessError(f"no demo set of {self.benchmark} is shipped; give its data with --dataset-path")
+        path = openorca_demo(self.flags.model_path) if demo == registry.OPENORCA.demo else str(HERE / demo)
+        self.passthrough = [*self.passthrough, "--dataset-path", path]
+        return path
+
+    def check_rules(self) -> list[str]:
+        """The preflight: said before the first run; the closed division stops on it unless allowed."""
+        total = self.flags.total_sample_count
+        if total is None:
+            from common.tables import read_table
+            total = len(read_table(self.dataset, "--dataset-path"))
+        found = preflight.problems(self.bench, self.scenarios, self.flags.user_conf, total)
+        for line in found:
+            print(f"preflight: {line}", file=sys.stderr)
+        if found and self.args.division == "closed" and not self.args.allow_unsubmittable:
+            raise HarnessError(f"{len(found)} rule(s) of MLPerf {self.args.round} would be broken (above); the closed "
+                               "division refuses such runs unless --allow-unsubmittable is given")
+        return found
 
     def scenario_dir(self, scenario: str) -> Path:
         return layout.scenario_dir(self.out, self.args.division, self.submitter, self.system, self.folder, scenario)
@@ -107,7 +151,9 @@ class Submission:
     # -- settings kept for resuming ------------------------------------------------------------------
     def settings(self) -> dict:
         return {"submitter": self.submitter, "system_name": self.system, "division": self.args.division,
-                "benchmark": self.benchmark, "model_name": self.model_name, "main_flags": redact_argv(self.passthrough),
+                "round": self.args.round, "benchmark": self.benchmark, "system_type": self.system_type,
+                "status": self.args.status, "model_name": self.model_name,
+                "main_flags": redact_argv(self.passthrough),
                 "user_conf": self.user_conf, "cwd": os.getcwd()}
 
     def claim(self) -> None:
@@ -136,12 +182,13 @@ class Submission:
         systems = self.org / "systems" / f"{self.system}.json"
         if not systems.exists():  # once written, it is the user's to fill in
             systems.parent.mkdir(parents=True, exist_ok=True)
-            write_new(systems, json.dumps(system_description(self.args.division, self.submitter, self.system,
-                                                             self.flags.backend, str(self.out)), indent=2) + "\n")
-        code = self.org / "code" / self.benchmark / "README.md"
+            desc = system_description(self.args.division, self.submitter, self.system, self.flags.backend,
+                                      str(self.out), self.args.status, self.system_type)
+            write_new(systems, json.dumps(desc, indent=2) + "\n")
+        code = self.org / layout.SRC_DIR / self.folder / "README.md"
         if not code.exists():
             code.parent.mkdir(parents=True, exist_ok=True)
-            write_new(code, code_readme(self.benchmark))
+            write_new(code, code_readme(self.folder))
         if self.folder != self.benchmark:
             self.add_model_mapping()
 
@@ -173,17 +220,16 @@ class Submission:
     # -- the runs ------------------------------------------------------------------------------------
     def commands(self, run: Run, run_dir: Path) -> list[list[str]]:
         log_file = run_dir / layout.ACCURACY_LOG
-        cmds = [main_command(run, self.passthrough, run_dir)]
+        cmds = [main_command(run, self.bench, self.passthrough, run_dir)]
         if run.kind == "accuracy":
             cmds.append(evaluation_command(log_file, self.dataset, self.flags.model_path,
-                                           layout.REFERENCE_MODEL if self.args.division == "closed" else None,
-                                           self.args.accuracy_level))
+                                           self.bench.lg_model_name if self.reference else None, self.bench.level))
         elif run.kind == "TEST06":
             cmds.append(compliance_command(log_file, run.scenario, run_dir))
         return cmds
 
     def estimate(self, run: Run) -> tuple[float, str]:
-        return estimate_s(run, self.flags.user_conf, self.flags.lg_model_name, self.flags.total_sample_count,
+        return estimate_s(run, self.flags.user_conf, self.bench, self.flags.total_sample_count or self.bench.dataset.size,
                           self.rates.get(run.scenario))
 
     def make(self, run: Run, started: float) -> None:
@@ -264,13 +310,17 @@ class Submission:
 
     def scenario_readme(self, scenario: str) -> str:
         lines = [f"# {self.benchmark} {scenario}", "",
-                 f"Made by submission.py of llm-loadgen-harness {harness_version()} (see code/{self.benchmark}/), "
+                 f"Made by submission.py of llm-loadgen-harness {harness_version()} (see {layout.SRC_DIR}/{self.folder}/), "
                  f"backend {self.flags.backend}, model {self.model_name}.", "",
                  f"Each run, as run in `{os.getcwd()}` (complete logs in `run_logs/` beside the submission "
                  "tree; the tree holds LoadGen's logs and the truncated accuracy log):", ""]
         for run in (r for r in self.runs if r.scenario == scenario):
             lines += [f"## {layout.TREE_SUBDIR[run.kind]}", "", "```"]
             lines += [shown(c) for c in self.commands(run, self.full_logs(run))] + ["```", ""]
+        if self.unsubmittable:
+            lines += ["## Not submittable as it stands", "", f"Made with --allow-unsubmittable: these runs break MLPerf "
+                      f"{self.args.round}'s rules, as the preflight said before the first run:", ""]
+            lines += [f"- {line}" for line in self.unsubmittable] + [""]
         lines += ["The whole submission:", "", "```", shown(["python", str(HERE / "submission.py"), *sys.argv[1:]]),
                   "```", ""]
         return "\n".join(lines)
@@ -295,19 +345,20 @@ def code_readme(benchmark: str) -> str:
 
 def run_submission(args: argparse.Namespace, passthrough: list[str]) -> int:
     sub = Submission(args, passthrough)
+    sub.unsubmittable = sub.check_rules()
     sub.claim()
     sub.write_static()
     started = time.time()
     print(f"{len(sub.runs)} runs for {args.division}/{sub.submitter}/results/{sub.system}/{sub.folder} "
-          f"({', '.join(args.scenarios)}) in {sub.out}", flush=True)
+          f"({', '.join(sub.scenarios)}, MLPerf {args.round}) in {sub.out}", flush=True)
     try:
         for run in sub.runs:
             sub.make(run, started)
-            if run.kind == layout.RUN_KINDS[-1]:
+            if run is sub.runs[-1] or sub.runs[run.index].scenario != run.scenario:  # its last run
                 sub.write_scenario_files(run.scenario)
     finally:
         shutil.rmtree(sub.logs / ".staging", ignore_errors=True)
-    problems = check_tree(sub.out)
+    problems = check_tree(sub.out, args.round)
     print(f"all {len(sub.runs)} runs in {sub.out} after {fmt_duration(time.time() - started)}; "
           f"`python submission.py --check {sub.out}` lists {len(problems)} problem(s) left")
     return 0
@@ -327,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     if args.check:
         def check() -> int:
-            problems = check_tree(Path(args.check))
+            problems = check_tree(Path(args.check), args.round)
             for line in problems:
                 print(line)
             print(f"{len(problems)} problem(s)" if problems else "no problems found by the offline checks")

@@ -1,6 +1,6 @@
-"""The submission checker's rules for the llama2-70b benchmarks that can be applied offline.
+"""The official submission checker's rules for the LLM benchmarks of mlsubmit/registry.py, per round.
 
-Each rule names its source in mlcommons/inference tools/submission/submission_checker (v6.0):
+Each rule names its source in mlcommons/inference tools/submission/submission_checker (v6.0, v6.1):
 constants.py, checks/performance_check.py, checks/accuracy_check.py, checks/compliance_check.py,
 checks/system_check.py; docs/submission.md lists them and what is not checked. check_tree()
 returns one line per problem; an empty list means none of these rules found one.
@@ -14,28 +14,21 @@ from typing import Any
 
 from common.errors import HarnessError
 from harness.loadgen_logs import DETAIL_FILE, parse_detail
-from mlsubmit.layout import (ACC_FILES, ACCURACY_LOG, BENCHMARKS, MAX_ACCURACY_LOG_SIZE, PERF_FILES, REFERENCE_MODEL,
-                             SCENARIO_FILES, TREE_SUBDIR, VERIFY_FILE, benchmark_level)
-from mlsubmit import registry
-from mlsubmit.system import (AVAILABILITIES, MEANINGFUL_FIELDS, MEASUREMENT_FIELDS, REQUIRED_FIELDS, SYSTEM_TYPES,
-                             unfilled)
+from mlsubmit.layout import (ACC_FILES, ACCURACY_LOG, MAX_ACCURACY_LOG_SIZE, PERF_FILES, SCENARIO_FILES, SRC_DIR,
+                             TREE_SUBDIR, VERIFY_FILE)
+from mlsubmit.registry import Benchmark, get_round
+from mlsubmit.system import (AVAILABILITIES, MEANINGFUL_FIELDS, MEASUREMENT_FIELDS, REQUIRED_FIELDS, SYSTEM_TYPES)
 
-_LLAMA2 = registry.benchmark("v6.0", "llama2-70b-99")
-TEST_DURATION_MS = _LLAMA2.min_duration_ms
-SERVER_MIN_QUERIES = _LLAMA2.min_queries["Server"]
-SAMPLES = _LLAMA2.dataset.size
-# LLM_LATENCY_LIMITS per benchmark family and scenario
-LATENCY_LIMITS_MS = {("llama2-70b", s): (lim.ttft_ms, lim.tpot_ms) for s, lim in _LLAMA2.latency.items()}
-LATENCY_LIMITS_MS[("llama2-70b-interactive", "Server")] = LATENCY_LIMITS_MS[("llama2-70b", "Interactive")]
-SERVER_LATENCY_NS = _LLAMA2.target_latency_ns["Server"]
-REQUIRED_SCENARIOS = {"datacenter": ("Offline",)}  # required-scenarios-datacenter
-KNOWN_SCENARIOS = ("Offline", "Server", "Interactive")
-# ACC_PATTERN for the metrics llama2-70b is judged on
+KNOWN_SCENARIOS = ("Offline", "Server", "Interactive", "SingleStream", "MultiStream")
+EARLY_STOPPING = ("Server", "SingleStream", "MultiStream")   # Config.uses_early_stopping
+# ACC_PATTERN, by the checker's metric names
 ACC_PATTERNS = {
-    "rouge1": r".*'rouge1':\s+'?([\d.]+)'?.*",
-    "rouge2": r".*'rouge2':\s+'?([\d.]+)'?.*",
-    "rougeL": r".*'rougeL':\s+'?([\d.]+)'?.*",
-    "tokens_per_sample": r".*'tokens_per_sample':\s([\d.]+).*",
+    "ROUGE1": r".*'rouge1':\s+'?([\d.]+)'?.*",
+    "ROUGE2": r".*'rouge2':\s+'?([\d.]+)'?.*",
+    "ROUGEL": r".*'rougeL':\s+'?([\d.]+)'?.*",
+    "ROUGELSUM": r".*'rougeLsum':\s+'?([\d.]+)'?.*",
+    "GEN_LEN": r".*'gen_len':\s([\d.]+).*",
+    "TOKENS_PER_SAMPLE": r".*'tokens_per_sample':\s([\d.]+).*",
 }
 TEST06_LINES = (("First token check pass: True", "First token check pass: Skipped"),
                 ("EOS check pass: True",), ("Sample length check pass: True",))
@@ -70,7 +63,9 @@ def check_system(path: Path, division: str, submitter: str, system: str) -> list
     desc = _json(path, problems)
     if desc is None:
         return problems
-    todo = unfilled(desc, REQUIRED_FIELDS, MEANINGFUL_FIELDS)
+    # The official checker asks for the fields and an answer in some; "TO FILL" hints are the user's.
+    todo = [f for f in REQUIRED_FIELDS if f not in desc] + \
+        [f for f in MEANINGFUL_FIELDS if f in desc and not str(desc[f]).strip()]
     if todo:
         problems.append(f"{path}: system description incomplete, fields to fill: {', '.join(todo)} "
                         "(SYSTEM_DESC_REQUIRED_FIELDS, SYSTEM_DESC_MEANINGFUL_RESPONSE_REQUIRED_FIELDS)")
@@ -85,45 +80,56 @@ def check_system(path: Path, division: str, submitter: str, system: str) -> list
     return problems
 
 
-def check_performance(folder: Path, scenario: str, family: str, division: str) -> list[str]:
-    """performance_check.py: VALID, no LoadGen errors, duration, queries, samples, token latencies."""
+def check_performance(folder: Path, scenario: str, bench: Benchmark, division: str) -> list[str]:
+    """performance_check.py: LoadGen errors, sample count, seeds, latency (early stopping), query
+    counts, duration, token latencies. LoadGen's VALID/INVALID itself is not a rule of it."""
     problems: list[str] = []
     detail = _detail(folder, problems)
     if detail is None:
         return problems
     v = detail["values"]
     where = folder / DETAIL_FILE
+    # As the official checker, the rules of the scenario LoadGen ran: an Interactive run is a Server run.
+    scenario = v.get("effective_scenario", scenario)
 
     def need(ok: bool, message: str) -> None:
         if not ok:
             problems.append(f"{where}: {message}")
 
-    need(v.get("result_validity") == "VALID", f"LoadGen result is {v.get('result_validity')}, not VALID")
-    need(v.get("effective_scenario") == scenario, f"scenario {v.get('effective_scenario')} in a {scenario} folder")
     need(not detail["errors"], f"LoadGen errors: {'; '.join(detail['errors'][:3])} (loadgen_errors_check)")
-    need(v.get("effective_min_duration_ms", 0) >= TEST_DURATION_MS,
-         f"min_duration {v.get('effective_min_duration_ms')} ms < {TEST_DURATION_MS} ms (min_duration_check)")
-    need(v.get("effective_performance_sample_count", 0) >= SAMPLES,
-         f"performance_sample_count {v.get('effective_performance_sample_count')} < {SAMPLES} "
+    need(v.get("effective_performance_sample_count", 0) >= bench.performance_sample_count,
+         f"performance_sample_count {v.get('effective_performance_sample_count')} < {bench.performance_sample_count} "
          "(performance_sample_count_check)")
-    need(bool(v.get("requested_use_token_latencies")), "use_token_latencies is not enabled (llm_check)")
+    for key, want in get_round(bench.round).seeds.items():
+        need(v.get(f"effective_{key}") == want, f"{key} {v.get(f'effective_{key}')} is not {bench.round}'s {want} "
+             "(seeds_check)")
+    if scenario in EARLY_STOPPING:
+        if not v.get("early_stopping_met"):
+            need(False, "early stopping condition not met (latency_check)")
+        elif scenario in bench.target_latency_ns:
+            need(v.get("effective_target_latency_ns", 0) <= bench.target_latency_ns[scenario],
+                 f"target latency {v.get('effective_target_latency_ns')} ns > {bench.target_latency_ns[scenario]} "
+                 "(latency_check, latency-constraint)")
+    else:
+        want = bench.min_queries.get(scenario)
+        need(not want or v.get("effective_min_query_count", 0) >= want,
+             f"min_query_count {v.get('effective_min_query_count')} < {want} (min_query_count_check)")
     if scenario == "Offline" and division == "closed":
-        need(v.get("effective_samples_per_query", 0) >= SAMPLES,
-             f"samples_per_query {v.get('effective_samples_per_query')} < {SAMPLES} (min_query_count_check, "
-             "OFFLINE_MIN_SPQ_SINCE_V4)")
-    if scenario in ("Server", "Interactive"):
-        need(v.get("effective_min_query_count", 0) >= SERVER_MIN_QUERIES,
-             f"min_query_count {v.get('effective_min_query_count')} < {SERVER_MIN_QUERIES} (min-queries)")
-        need(bool(v.get("early_stopping_met")), "early stopping condition not met (latency_check)")
-        need(v.get("effective_target_latency_ns", 0) <= SERVER_LATENCY_NS,
-             f"target latency {v.get('effective_target_latency_ns')} ns > {SERVER_LATENCY_NS} (latency-constraint)")
-        limits = LATENCY_LIMITS_MS.get((family, scenario))
+        need(v.get("effective_samples_per_query", 0) >= bench.offline_min_samples_per_query,
+             f"samples_per_query {v.get('effective_samples_per_query')} < {bench.offline_min_samples_per_query} "
+             "(min_query_count_check, OFFLINE_MIN_SPQ_SINCE_V4)")
+    need(v.get("effective_min_duration_ms", 0) >= bench.min_duration_ms,
+         f"min_duration {v.get('effective_min_duration_ms')} ms < {bench.min_duration_ms} ms (min_duration_check)")
+    if not v.get("requested_use_token_latencies"):
+        need(False, "use_token_latencies is not enabled (llm_check)")
+    elif scenario in ("Server", "Interactive"):
+        lim = bench.latency.get(scenario)
         ttft = v.get("result_first_token_99.00_percentile_latency_ns")
         tpot = v.get("result_time_per_output_token_99.00_percentile_ns")
-        if limits:
-            need(ttft is not None and ttft < limits[0] * 1e6 and tpot is not None and tpot < limits[1] * 1e6,
-                 f"TTFT p99 {ttft} ns / TPOT p99 {tpot} ns not under {limits[0]} ms / {limits[1]} ms "
-                 "(LLM_LATENCY_LIMITS)")
+        need(lim is not None and ttft is not None and tpot is not None
+             and ttft < lim.ttft_ms * 1e6 and tpot < lim.tpot_ms * 1e6,
+             f"TTFT p99 {ttft} ns / TPOT p99 {tpot} ns not under "
+             f"{lim.ttft_ms if lim else '?'} ms / {lim.tpot_ms if lim else '?'} ms (llm_check, LLM_LATENCY_LIMITS)")
     return problems
 
 
@@ -140,23 +146,21 @@ def accuracy_result(path: Path) -> tuple[dict[str, float], bool]:
     return found, has_hash
 
 
-def check_accuracy(folder: Path, benchmark: str, division: str) -> list[str]:
+def check_accuracy(folder: Path, bench: Benchmark, division: str) -> list[str]:
     """accuracy_check.py: targets (closed division), hash, truncated log, no errors, whole data set."""
     problems: list[str] = []
     result, has_hash = accuracy_result(folder / "accuracy.txt")
     if not has_hash:
         problems.append(f"{folder / 'accuracy.txt'}: no hash= line (accuracy_result_check)")
     if division == "closed":
-        targets = registry.model_targets(REFERENCE_MODEL)
-        missing = [m for m in targets.metrics if m not in result]
-        if missing:
-            problems.append(f"{folder / 'accuracy.txt'}: no value for {', '.join(missing)} (ACC_PATTERN)")
-        else:
-            level = targets.check(result, benchmark_level(benchmark))
-            for c in level.checks:
-                if not c.passed:
-                    problems.append(f"{folder / 'accuracy.txt'}: {c.describe()} at the {level.level}% level "
-                                    "(accuracy-target, accuracy-upper-limit)")
+        for m in bench.metrics:
+            if m.checker not in result:
+                problems.append(f"{folder / 'accuracy.txt'}: no value for {m.name} (ACC_PATTERN)")
+            elif not m.passes(result[m.checker]):
+                lo, hi = m.bounds
+                bound = f">= {lo:.4f}" if hi is None else f"in [{lo:.4f}, {hi:.4f}]"
+                problems.append(f"{folder / 'accuracy.txt'}: {m.name} {result[m.checker]} not {bound} "
+                                f"({bench.name}: accuracy-target, accuracy-upper-limit)")
     size = (folder / ACCURACY_LOG).stat().st_size
     if size > MAX_ACCURACY_LOG_SIZE:
         problems.append(f"{folder / ACCURACY_LOG}: {size} bytes, not truncated to {MAX_ACCURACY_LOG_SIZE} "
@@ -167,9 +171,9 @@ def check_accuracy(folder: Path, benchmark: str, division: str) -> list[str]:
         if detail["errors"]:
             problems.append(f"{folder / DETAIL_FILE}: LoadGen errors: {'; '.join(detail['errors'][:3])}")
         count = v.get("effective_accuracy_sample_count", v.get("qsl_reported_total_count"))
-        if count != SAMPLES:
+        if count != bench.dataset.size:
             problems.append(f"{folder / DETAIL_FILE}: accuracy run covers {count} samples, not the data set's "
-                            f"{SAMPLES} (dataset_check)")
+                            f"{bench.dataset.size} (dataset_check)")
     return problems
 
 
@@ -180,31 +184,33 @@ def check_test06(folder: Path) -> list[str]:
     return [f"{folder / VERIFY_FILE}: TEST06 failed: {', '.join(failed)}"] if failed else []
 
 
-def check_scenario(folder: Path, benchmark: str, division: str) -> list[str]:
+def check_scenario(folder: Path, bench: Benchmark, division: str) -> list[str]:
     scenario = folder.name
     required = [folder / f for f in SCENARIO_FILES]
     required += [folder / TREE_SUBDIR["performance"] / f for f in PERF_FILES]
     required += [folder / TREE_SUBDIR["accuracy"] / f for f in ACC_FILES]
-    required += [folder / "TEST06" / VERIFY_FILE, folder / "TEST06" / "accuracy" / ACCURACY_LOG]
+    if bench.test06:
+        required += [folder / "TEST06" / VERIFY_FILE, folder / "TEST06" / "accuracy" / ACCURACY_LOG]
     missing = [f"{p}: missing (REQUIRED_*_FILES, TEST06_ACC_PATH)" for p in required if not p.is_file()]
     if missing:
         return missing
     problems: list[str] = []
     measurements = _json(folder / "measurements.json", problems)
     if measurements is not None:
-        todo = unfilled(measurements, MEASUREMENT_FIELDS, MEASUREMENT_FIELDS)
+        todo = [f for f in MEASUREMENT_FIELDS if f not in measurements]
         if todo:
             problems.append(f"{folder / 'measurements.json'}: fields to fill: {', '.join(todo)} "
                             "(SYSTEM_IMP_REQUIRED_FILES)")
-    family = benchmark.rsplit("-", 1)[0]
-    problems += check_performance(folder / TREE_SUBDIR["performance"], scenario, family, division)
-    problems += check_accuracy(folder / "accuracy", benchmark, division)
-    problems += check_test06(folder / "TEST06")
+    problems += check_performance(folder / TREE_SUBDIR["performance"], scenario, bench, division)
+    problems += check_accuracy(folder / "accuracy", bench, division)
+    if bench.test06:
+        problems += check_test06(folder / "TEST06")
     return problems
 
 
-def check_tree(root: Path) -> list[str]:
-    """Every problem these rules find under root (the folder holding closed/ and open/)."""
+def check_tree(root: Path, round_name: str | None = None) -> list[str]:
+    """Every problem these rules of MLPerf round_name (default: the newest) find under root (the
+    folder holding closed/ and open/)."""
     root = Path(root)
     if not root.is_dir():
         raise HarnessError(f"no submission folder at {root}")
@@ -214,20 +220,18 @@ def check_tree(root: Path) -> list[str]:
     problems: list[str] = []
     for division in divisions:
         for org in sorted(p for p in (root / division).iterdir() if p.is_dir()):
-            problems += _check_submitter(org, division)
+            problems += _check_submitter(org, division, get_round(round_name).benchmarks)
     return problems
 
 
-def _check_submitter(org: Path, division: str) -> list[str]:
-    problems = [f"{org / d}: missing (submission_structure.md)" for d in ("results", "systems", "code")
+def _check_submitter(org: Path, division: str, benchmarks: dict[str, Benchmark]) -> list[str]:
+    problems = [f"{org / d}: missing (submission_structure.md, SRC_PATH)" for d in ("results", "systems", SRC_DIR)
                 if not (org / d).is_dir()]
     if problems:
         return problems
     mapping: dict[str, Any] = {}
-    if (org / "model_mapping.json").exists():
+    if division == "open" and (org / "model_mapping.json").exists():  # the closed division's is not read
         mapping = _json(org / "model_mapping.json", problems) or {}
-        if division == "closed":
-            problems.append(f"{org / 'model_mapping.json'}: the closed division runs the reference model only")
     for system in sorted(p for p in (org / "results").iterdir() if p.is_dir()):
         problems += check_system(org / "systems" / f"{system.name}.json", division, org.name, system.name)
         try:
@@ -235,21 +239,21 @@ def _check_submitter(org: Path, division: str) -> list[str]:
         except (OSError, json.JSONDecodeError, AttributeError):
             system_type = ""
         for bench_dir in sorted(p for p in system.iterdir() if p.is_dir()):
-            benchmark = mapping.get(bench_dir.name, bench_dir.name) if division == "open" else bench_dir.name
-            if benchmark not in BENCHMARKS:
-                problems.append(f"{bench_dir}: {bench_dir.name!r} is not a benchmark this harness runs "
-                                f"({', '.join(BENCHMARKS)}) nor mapped to one in model_mapping.json")
+            name = mapping.get(bench_dir.name, bench_dir.name)
+            if name not in benchmarks:
+                problems.append(f"{bench_dir}: {bench_dir.name!r} is not a benchmark of this round that this harness "
+                                f"runs ({', '.join(benchmarks)}) nor mapped to one in model_mapping.json")
                 continue
-            if not (org / "code" / bench_dir.name).is_dir():
-                problems.append(f"{org / 'code' / bench_dir.name}: missing (submission_structure.md)")
+            bench = benchmarks[name]
             scenarios = sorted(p.name for p in bench_dir.iterdir() if p.is_dir())
-            for name in scenarios:
-                if name not in KNOWN_SCENARIOS:
-                    problems.append(f"{bench_dir / name}: unknown scenario (SCENARIO_MAPPING)")
+            for scen in scenarios:
+                if scen not in KNOWN_SCENARIOS:
+                    problems.append(f"{bench_dir / scen}: unknown scenario (SCENARIO_MAPPING)")
                 else:
-                    problems += check_scenario(bench_dir / name, benchmark, division)
-            for required in REQUIRED_SCENARIOS.get(str(system_type).split(",")[0].strip(), ()):
-                if required not in scenarios:
-                    problems.append(f"{bench_dir}: required scenario {required} missing "
-                                    "(required-scenarios-datacenter)")
+                    problems += check_scenario(bench_dir / scen, bench, division)
+            if division == "closed":  # check_scenarios: the open division may submit any
+                for required in bench.required.get(str(system_type).replace(" ", ""), ()):
+                    if required not in scenarios:
+                        problems.append(f"{bench_dir}: required scenario {required} missing "
+                                        f"(required-scenarios-{str(system_type).replace(',', '-')})")
     return problems

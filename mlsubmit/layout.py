@@ -1,14 +1,15 @@
 """Where each file of a submission goes, following mlcommons/inference
-tools/submission/submission_structure.md (the v6.0 layout, compliance folders beside the results):
+tools/submission/submission_structure.md and its directory_structure_samples (the v6.x layout,
+compliance folders beside the results; SCENARIO is Offline, Server, Interactive or SingleStream):
 
     DIVISION/ORG/results/SYSTEM/BENCHMARK/SCENARIO/
         performance/run_1/   mlperf_log_summary.txt, mlperf_log_detail.txt
         accuracy/            mlperf_log_summary.txt, mlperf_log_detail.txt, accuracy.txt,
                              mlperf_log_accuracy.json (truncated)
-        TEST06/              verify_accuracy.txt, accuracy/mlperf_log_accuracy.json
+        TEST06/              verify_accuracy.txt, accuracy/mlperf_log_accuracy.json (where the round asks)
         user.conf  mlperf.conf  measurements.json  README.md
     DIVISION/ORG/systems/SYSTEM.json
-    DIVISION/ORG/code/BENCHMARK/README.md
+    DIVISION/ORG/src/FOLDER/README.md          (FOLDER: the benchmark, or the open division's model)
     open/ORG/model_mapping.json   (open division, a model other than the benchmark's)
 
 Beside the tree, OUTPUT/run_logs/ keeps every run's complete folder as main.py wrote it (full
@@ -24,11 +25,7 @@ from pathlib import Path
 from common.errors import HarnessError
 
 DIVISIONS = ("closed", "open")
-LEVELS = ("99", "99.9")
-SCENARIOS = ("Offline", "Server")
-# Benchmarks this harness runs: the llama2-70b family (MODEL_CONFIG of the submission checker).
-REFERENCE_MODEL = "llama2-70b"
-BENCHMARKS = tuple(f"{base}-{level}" for base in ("llama2-70b", "llama2-70b-interactive") for level in LEVELS)
+SRC_DIR = "src"   # SRC_PATH of the checker since v6.0 (it was code/ before)
 
 PERF_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")           # REQUIRED_PERF_FILES
 ACC_FILES = PERF_FILES + ("accuracy.txt", "mlperf_log_accuracy.json")      # REQUIRED_ACC_FILES
@@ -43,17 +40,6 @@ TREE_SUBDIR = {"performance": "performance/run_1", "accuracy": "accuracy", "TEST
 # truncate_accuracy_log.py: logs over 10 KiB keep their first and last 4 KiB.
 MAX_ACCURACY_LOG_SIZE = 10 * 1024
 VIEWABLE_SIZE = 4096
-
-
-def benchmark_name(lg_model_name: str, level: str) -> str:
-    """The benchmark folder: the model name LoadGen's config uses plus the accuracy level."""
-    if level not in LEVELS:
-        raise HarnessError(f"accuracy level must be one of {', '.join(LEVELS)}, got {level!r}")
-    return f"{lg_model_name}-{level}"
-
-
-def benchmark_level(benchmark: str) -> str:
-    return benchmark.rsplit("-", 1)[1]
 
 
 def submitter_dir(root: Path, division: str, submitter: str) -> Path:

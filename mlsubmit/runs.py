@@ -13,11 +13,13 @@ from pathlib import Path
 
 from common.errors import HarnessError
 from common.redact import redact_argv
+from mlsubmit.preflight import settings
+from mlsubmit.registry import LOADGEN_SCENARIO, Benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST06_AUDIT = ROOT / "compliance" / "TEST06" / "audit.config"
 # submission.py chooses these for each run; given after '--' they would contradict the layout.
-RESERVED_FLAGS = ("--scenario", "--accuracy", "--output-log-dir", "--audit-conf")
+RESERVED_FLAGS = ("--scenario", "--accuracy", "--output-log-dir", "--audit-conf", "--lg-model-name")
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,13 @@ def parse_main_flags(passthrough: list[str]) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--quant-config")
     p.add_argument("--user-conf", default=str(ROOT / "user.conf"))
-    p.add_argument("--lg-model-name", default="llama2-70b")
-    p.add_argument("--total-sample-count", type=int, default=24576)
+    p.add_argument("--total-sample-count", type=int, default=None)
     known, _ = p.parse_known_args(passthrough)
     return known
 
 
-def main_command(run: Run, passthrough: list[str], out_dir: Path) -> list[str]:
-    cmd = [sys.executable, str(ROOT / "main.py"), "--scenario", run.scenario]
+def main_command(run: Run, bench: Benchmark, passthrough: list[str], out_dir: Path) -> list[str]:
+    cmd = [sys.executable, str(ROOT / "main.py"), "--scenario", run.scenario, "--lg-model-name", bench.lg_model_name]
     if run.kind == "accuracy":
         cmd.append("--accuracy")
     elif run.kind == "TEST06":
@@ -78,7 +79,8 @@ def evaluation_command(accuracy_log: Path, dataset: str, checkpoint: str | None,
 
 
 def compliance_command(accuracy_log: Path, scenario: str, out_dir: Path) -> list[str]:
-    return [sys.executable, str(ROOT / "compliance.py"), "--accuracy-log", str(accuracy_log), "--scenario", scenario,
+    return [sys.executable, str(ROOT / "compliance.py"), "--accuracy-log", str(accuracy_log),
+            "--scenario", scenario,
             "--output-dir", str(out_dir)]
 
 
@@ -98,23 +100,25 @@ def _audit_value(key: str, default: float) -> float:
     return default
 
 
-def estimate_s(run: Run, user_conf: str, lg_model_name: str, total_samples: int,
+def estimate_s(run: Run, user_conf: str, bench: Benchmark, total_samples: int,
                measured_rate: float | None) -> tuple[float, str]:
     """Seconds the run should take and why: LoadGen's minimum duration and query count from
     user.conf (mlperf.conf underneath), at the rate a finished performance run measured or
     else at the QPS the config expects."""
-    import mlperf_loadgen as lg
-
-    s = lg.TestSettings()
-    s.scenario = getattr(lg.TestScenario, run.scenario)
-    if s.FromConfig(user_conf, lg_model_name, run.scenario) != 0:
-        raise HarnessError(f"LoadGen could not parse {user_conf}")
-    qps = s.offline_expected_qps if run.scenario == "Offline" else s.server_target_qps
+    lg_scenario = LOADGEN_SCENARIO.get(run.scenario, run.scenario)
+    s = settings(user_conf, bench.loadgen_model(run.scenario), lg_scenario)
+    if lg_scenario == "Offline":
+        qps = s.offline_expected_qps
+    elif lg_scenario == "Server":
+        qps = s.server_target_qps
+    else:  # SingleStream / MultiStream: one query after another, at the expected latency
+        qps = 1e9 / max(s.single_stream_expected_latency_ns if lg_scenario == "SingleStream"
+                        else s.multi_stream_expected_latency_ns, 1)
     rate = measured_rate or qps
     source = "measured" if measured_rate else "expected by user.conf"
     if run.kind == "performance":
         # Server issues at the target QPS whatever the system does; Offline as fast as it can.
-        rate = qps if run.scenario == "Server" else rate
+        rate = qps if lg_scenario == "Server" else rate
         secs = max(s.min_duration_ms / 1000, s.min_query_count / rate)
         why = f"min_duration {s.min_duration_ms / 1000:g} s, min_query_count {s.min_query_count} at {rate:g} QPS"
     elif run.kind == "accuracy":

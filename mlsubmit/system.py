@@ -141,7 +141,7 @@ def framework(backend: str) -> str:
 
 
 def system_description(division: str, submitter: str, system_name: str, backend: str,
-                       storage_path: str) -> dict[str, Any]:
+                       storage_path: str, status: str, system_type: str) -> dict[str, Any]:
     env = environment()
     sockets, mhz = _cpuinfo()
     cores = env.get("cpu_count_physical")
@@ -171,7 +171,7 @@ def system_description(division: str, submitter: str, system_name: str, backend:
     desc = {
         "division": division,
         "submitter": submitter,
-        "status": f"{TO_FILL}: one of {', '.join(AVAILABILITIES)}",
+        "status": status,
         "system_name": system_name,
         "number_of_nodes": "1",
         "host_processor_model_name": env.get("cpu_model") or f"{TO_FILL}: CPU model",
@@ -191,8 +191,7 @@ def system_description(division: str, submitter: str, system_name: str, backend:
         "framework": framework(backend),
         "operating_system": _os_name(),
         "other_software_stack": ", ".join(stack),
-        # Offline and Server are the datacenter suite's scenarios for llama2-70b.
-        "system_type": "datacenter",
+        "system_type": system_type,
         "system_type_detail": f"{TO_FILL}: e.g. on-premise server, cloud instance type",
         "cooling": f"{TO_FILL}: air or liquid",
         "hw_notes": "",

@@ -18,7 +18,7 @@ from helpers import ROOT, tiny_conf, tiny_dataset
 from mlsubmit.layout import MAX_ACCURACY_LOG_SIZE, VIEWABLE_SIZE, truncate_accuracy_log
 from mlsubmit.system import REQUIRED_FIELDS, TO_FILL
 
-SCEN = "closed/Org/results/sys1/llama2-70b-99/{}"
+SCEN = "closed/Org/results/sys1/llama2-70b-99.9/{}"
 
 
 def submission(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -30,7 +30,7 @@ def submission(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Comple
 def null_args(out: str, division: str = "closed", scenarios: tuple[str, ...] = ("Offline",),
               *extra: str) -> list[str]:
     return ["--submitter", "Org", "--system-name", "sys1", "--division", division, "--scenarios", *scenarios,
-            "--output-dir", out, "--", "--backend", "null", "--dataset-path", "d.pkl", "--user-conf", "u.conf",
+            "--allow-unsubmittable", "--output-dir", out, "--", "--backend", "null", "--dataset-path", "d.pkl", "--user-conf", "u.conf",
             "--total-sample-count", "16", "--no-progress", "--no-sysmetrics", *extra]
 
 
@@ -68,14 +68,16 @@ def test_layout_of_a_closed_submission(closed_tree):
             assert (d / f).is_file(), f"{scenario}/{f}"
         assert (d / "user.conf").read_text() == (work / "u.conf").read_text()
         # accuracy.txt carries the hash of the full log, which run_logs/ keeps
-        full = sub / "run_logs/sys1/llama2-70b-99" / scenario / "accuracy/mlperf_log_accuracy.json"
+        full = sub / "run_logs/sys1/llama2-70b-99.9" / scenario / "accuracy/mlperf_log_accuracy.json"
         assert f"hash={hashlib.sha256(full.read_bytes()).hexdigest()}" in (d / "accuracy/accuracy.txt").read_text()
         assert "'rouge1':" in (d / "accuracy/accuracy.txt").read_text()
         verify = (d / "TEST06/verify_accuracy.txt").read_text()
         assert "TEST06 verification complete" in verify
         assert ("First token check pass: True" if scenario == "Server" else "Skipped") in verify
         readme = (d / "README.md").read_text()
-        assert f"python {os.path.relpath(ROOT / 'main.py', work)} --scenario {scenario} --accuracy" in readme
+        assert f"python {os.path.relpath(ROOT / 'main.py', work)} --scenario {scenario} --lg-model-name llama2-70b " \
+            "--accuracy" in readme
+        assert "Not submittable as it stands" in readme and "min_duration 200 ms < 600000 ms" in readme
         assert "compliance/TEST06/audit.config" in readme and "evaluation.py" in readme
         measurements = json.loads((d / "measurements.json").read_text())
         assert measurements["input_data_types"] == "int32" and measurements["retraining"] == "No"
@@ -83,7 +85,7 @@ def test_layout_of_a_closed_submission(closed_tree):
     assert sorted(p.name for p in (sub / SCEN.format("Offline") / "performance/run_1").iterdir()) == \
         ["mlperf_log_detail.txt", "mlperf_log_summary.txt"]
     assert not (sub / "run_logs/.staging").exists()
-    assert (sub / "closed/Org/code/llama2-70b-99/README.md").is_file()
+    assert (sub / "closed/Org/src/llama2-70b-99.9/README.md").is_file() and not (sub / "closed/Org/code").exists()
     assert not (sub / "closed/Org/model_mapping.json").exists()
     # progress: which run of how many, with an estimate
     assert "[1/6] Offline performance: about" in proc.stdout and "[6/6] Server TEST06: done" in proc.stdout
@@ -96,7 +98,7 @@ def test_system_description_has_every_required_field(closed_tree):
     assert desc["division"] == "closed" and desc["submitter"] == "Org" and desc["system_name"] == "sys1"
     assert desc["host_processor_core_count"].isdigit() and desc["host_memory_capacity"].endswith(" GB")
     assert desc["operating_system"] and TO_FILL not in desc["operating_system"]
-    assert TO_FILL in desc["status"] and TO_FILL in desc["cooling"]
+    assert desc["status"] == "available" and desc["system_type"] == "datacenter" and TO_FILL in desc["cooling"]
 
 
 def test_check_lists_each_rule_broken_and_nothing_else(closed_tree, tmp_path):
@@ -109,25 +111,26 @@ def test_check_lists_each_rule_broken_and_nothing_else(closed_tree, tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == f"{len(lines) - 1} problem(s)"
     problems = "\n".join(lines[:-1])
-    # tiny runs on the null backend break exactly these rules
-    assert "system description incomplete" in problems and "status" in problems
+    # tiny runs on the null backend break exactly these rules (those the official checker reports)
+    assert "system description" not in problems   # "TO FILL" hints are answers to the official checker
     assert "Offline/performance/run_1/mlperf_log_detail.txt: min_duration 200 ms < 600000 ms" in problems
     assert "samples_per_query 16 < 24576" in problems
-    assert "Server/performance/run_1/mlperf_log_detail.txt: min_query_count 16 < 270336" in problems
+    assert "Server/performance/run_1/mlperf_log_detail.txt: early stopping condition not met" in problems
+    assert "min_query_count 16" not in problems   # early stopping stands in for Server's query count
     assert "rouge1 0.0" in problems and "tokens_per_sample 32.0" in problems   # closed: llama2-70b targets
     assert "accuracy run covers 16 samples, not the data set's 24576" in problems
     assert "missing" not in problems and "TEST06 failed" not in problems and "not truncated" not in problems
 
-    # a filled-in system description clears its line; a missing file and a failed TEST06 appear
+    # a bad status, a missing file and a failed TEST06 appear
     systems = sub / "closed/Org/systems/sys1.json"
     desc = json.loads(systems.read_text())
-    desc.update({k: "filled" for k, v in desc.items() if TO_FILL in str(v)}, status="available")
+    desc.update(status="TO FILL")
     systems.write_text(json.dumps(desc))
     (sub / SCEN.format("Offline") / "measurements.json").unlink()
     verify = sub / SCEN.format("Server") / "TEST06/verify_accuracy.txt"
     verify.write_text(verify.read_text().replace("EOS check pass: True", "EOS check pass: False"))
     after = submission("--check", str(sub), cwd=work).stdout
-    assert "system description incomplete" not in after
+    assert "status 'TO FILL' is not one of available, preview, rdi" in after
     assert f"{sub / SCEN.format('Offline') / 'measurements.json'}: missing" in after
     assert "Server/TEST06/verify_accuracy.txt: TEST06 failed: EOS check pass" in after
 
@@ -149,11 +152,12 @@ def test_open_division_maps_another_model(work):
     proc = submission(*null_args("sub", "open"), cwd=work)
     assert proc.returncode == 0, proc.stderr[-2000:]
     org = work / "sub/open/Org"
-    assert json.loads((org / "model_mapping.json").read_text()) == {"gemma3-270m-q4_k_m": "llama2-70b-99"}
+    assert json.loads((org / "model_mapping.json").read_text()) == {"gemma3-270m-q4_k_m": "llama2-70b-99.9"}
     assert (org / "results/sys1/gemma3-270m-q4_k_m/Offline/accuracy/accuracy.txt").is_file()
     problems = submission("--check", str(work / "sub"), cwd=work).stdout
     assert "gemma3-270m-q4_k_m" in problems and "not a benchmark" not in problems
     assert "rouge1" not in problems  # the open division is not held to the targets
+    assert (org / "src/gemma3-270m-q4_k_m/README.md").is_file()
 
 
 def test_failed_run_never_lands(work):
@@ -202,6 +206,11 @@ def test_truncation_as_the_official_tool(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--check", "no-such-dir"], "error: no submission folder at no-such-dir"),
+    ([a for a in null_args("sub") if a != "--allow-unsubmittable"],
+     "error: 3 rule(s) of MLPerf v6.1 would be broken (above); the closed division refuses"),
+    (["--benchmark", "llama2-70b-99", *null_args("sub")],
+     "error: 'llama2-70b-99' is not a benchmark of MLPerf v6.1 (known: llama2-70b-99.9, llama3.1-8b, "
+     "llama3.1-8b-edge); it is a benchmark of v6.0"),
     (null_args("sub", "closed", ("Offline",), "--scenario", "Server"), "error: --scenario is set by submission.py"),
     (["--submitter", "Org", "--system-name", "a/b", "--division", "open", "--output-dir", "o"],
      "error: --system-name 'a/b' must be a plain folder name"),
@@ -210,6 +219,7 @@ def test_bad_input_is_one_error_line(work, args, message):
     proc = submission(*args, cwd=work)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(message)
+    assert not (work / "sub").exists()   # refused before anything is written
 
 
 @pytest.mark.slow
