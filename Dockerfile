@@ -1,37 +1,55 @@
-# Container for GPU runs: CUDA toolkit image + PyTorch (CUDA wheels from PyPI) + llama.cpp built
-# with CUDA, installed by build.sh into /opt/harness/.venv. Runs as a non-root user whose ids
-# launch.sh sets to the host user's, so files written to mounted folders belong to that user.
-# No secrets and no model weights are baked in: models, data and results are mounted (launch.sh).
-FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04
+# The harness in a container, in two variants of this one file:
+#   GPU (default): CUDA base image, llama.cpp built with CUDA, PyTorch from PyPI (CUDA wheels).
+#     docker build -t llm-loadgen-harness:0.1.0 .
+#   CPU: any Debian/Ubuntu image with python3 (e.g. one made locally, README "Container"):
+#     podman build --build-arg BASE_IMAGE=localhost/bookworm --build-arg GGML_CUDA=off -t llm-loadgen-harness:cpu .
+# Installed by build.sh with run_accuracy.sh's extras (plus gpu), so the main job installs nothing at start.
+# Nothing private is baked in: pip settings come as build secrets (pip-conf: a pip.conf, e.g. an index
+# with credentials; pip-cert: a CA bundle), a wheel folder may be mounted at /wheels at build time
+# (podman build -v DIR:/wheels:ro), and models, data and results are mounted at run time (launch.sh).
+# Any run-time user (-u UID:GID) can run it; files written to /results belong to that user.
+ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04
+FROM ${BASE_IMAGE}
 
-ARG USER_ID=1000
-ARG GROUP_ID=1000
+# LLAMA_CPU: the CPU features llama.cpp is built for (build.sh); portable suits an image that moves.
+ARG GGML_CUDA=on
+ARG LLAMA_CPU=portable
+ARG EXTRAS=llamacpp,hf,openai,gpu
+# The same values at run time, so build.sh (run by run_accuracy.sh) finds its stamp and installs nothing.
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    EXTRAS=${EXTRAS} \
+    LLAMA_CPU=${LLAMA_CPU} \
+    CMAKE_ARGS=-DGGML_CUDA=${GGML_CUDA} \
+    HOME=/home/harness \
+    PATH=/opt/harness/.venv/bin:${PATH}
 
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential cmake git \
+    && apt-get install -y --no-install-recommends ca-certificates python3 python3-venv python3-dev \
+       build-essential cmake git \
     && rm -rf /var/lib/apt/lists/*
 
-# The base image has a user 'ubuntu' with id 1000; replace it by ours with the host's ids.
-RUN (userdel -r ubuntu || true) \
-    && groupadd -o -g "${GROUP_ID}" harness \
-    && useradd -o -l -m -u "${USER_ID}" -g "${GROUP_ID}" harness \
-    && mkdir -p /opt/harness /models /data /results \
-    && chown harness:harness /opt/harness /models /data /results
-
 WORKDIR /opt/harness
-COPY --chown=harness:harness . .
-USER ${USER_ID}:${GROUP_ID}
+COPY . .
 
 # llama.cpp links against the CUDA driver stub at build time; the real driver comes from the host.
-RUN LIBRARY_PATH=/usr/local/cuda/lib64/stubs \
-    CMAKE_ARGS="-DGGML_CUDA=on" \
-    EXTRAS=llamacpp,hf,openai,gpu,plots \
-    bash build.sh
+# The embedded model and the demo data set are made here, so a run only reads them.
+RUN --mount=type=secret,id=pip-conf --mount=type=secret,id=pip-cert \
+    mkdir -p "$HOME/.cache" \
+    && if [ -s /run/secrets/pip-conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip-conf; fi \
+    && if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
+    && if [ -d /wheels ]; then export PIP_FIND_LINKS=/wheels; fi \
+    && LIBRARY_PATH=/usr/local/cuda/lib64/stubs bash build.sh \
+    && .venv/bin/python -m inputs.demo \
+    && rm -rf /root/.cache \
+    && mkdir -p /models /data /results \
+    && ln -s /results output-logs \
+    && chmod -R a+rX /opt/harness "$HOME" \
+    && find "$HOME" data -type d -exec chmod 1777 {} + \
+    && chmod 1777 /results
 
-ENV PATH=/opt/harness/.venv/bin:${PATH}
+# Results land in the mounted /results (output-logs is a link to it).
 CMD ["bash", "run_accuracy.sh"]
