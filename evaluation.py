@@ -143,17 +143,17 @@ def decode(tokenizer, responses: list[Response], dtype: str, skip_special_tokens
     return tokenizer.batch_decode([r.token_ids.tolist() for r in responses], skip_special_tokens=skip_special_tokens)
 
 
-def evaluate_reasoning(args, responses: list[Response], log_dir: Path) -> int:
-    """Exact match of a reasoning benchmark: the reference's printed dict, the table per
-    sub-dataset, the verdict against the round's targets, accuracy.txt / .json."""
+def grade_reasoning_log(benchmark: str, responses: list[Response], dataset_file: str, checkpoint_path: str | None,
+                        dtype: str, num_workers: int | None = None):
+    """Exact-match Score of a reasoning benchmark's responses (also compliance.py's TEST07)."""
     from accuracy import reasoning, sandbox
     from inputs import reasoning as data
     from inputs.tokenizer import load_decoder
 
-    df = data.read(args.dataset_file)
+    df = data.read(dataset_file)
     bad = [r.qsl_idx for r in responses if not 0 <= r.qsl_idx < len(df)]
     if bad:
-        raise HarnessError(f"accuracy log has qsl_idx {bad[0]} outside the dataset {args.dataset_file} of {len(df)} rows")
+        raise HarnessError(f"accuracy log has qsl_idx {bad[0]} outside the dataset {dataset_file} of {len(df)} rows")
     rows = df.iloc[[r.qsl_idx for r in responses]]
     tests = data.code_tests(df)
 
@@ -161,18 +161,23 @@ def evaluate_reasoning(args, responses: list[Response], log_dir: Path) -> int:
         missing = sorted({q for _, q in pairs if q not in tests})
         if missing:
             raise HarnessError(f"no test cases for livecodebench question(s) {', '.join(missing[:3])} in "
-                               f"{args.dataset_file} (a `tests` column)")
+                               f"{dataset_file} (a `tests` column)")
         if not sandbox.available():
             raise HarnessError("livecodebench code runs only in the sandbox, which needs root and Linux namespaces "
                                "(unshare); neither is available here")
-        results = sandbox.run_all([(code, tests[q]) for code, q in pairs], workers=args.num_workers)
-        return [r.passed for r in results]
+        return [r.passed for r in sandbox.run_all([(code, tests[q]) for code, q in pairs], workers=num_workers)]
 
     # gpt-oss-120b's grader reads the Harmony channel markers, which are special tokens
-    texts = decode(load_decoder(args.checkpoint_path), responses, args.dtype,
-                   skip_special_tokens=args.benchmark != "gpt-oss-120b")
-    graded = reasoning.grade(args.benchmark, texts, rows["ground_truth"].tolist(), rows["dataset"].tolist(), run_code)
-    score = reasoning.score(args.benchmark, graded, [len(r.token_ids) for r in responses])
+    texts = decode(load_decoder(checkpoint_path), responses, dtype, skip_special_tokens=benchmark != "gpt-oss-120b")
+    graded = reasoning.grade(benchmark, texts, rows["ground_truth"].tolist(), rows["dataset"].tolist(), run_code)
+    return reasoning.score(benchmark, graded, [len(r.token_ids) for r in responses])
+
+
+def evaluate_reasoning(args, responses: list[Response], log_dir: Path) -> int:
+    """Exact match of a reasoning benchmark: the reference's printed dict, the table per
+    sub-dataset, the verdict against the round's targets, accuracy.txt / .json."""
+    score = grade_reasoning_log(args.benchmark, responses, args.dataset_file, args.checkpoint_path, args.dtype,
+                                args.num_workers)
     bench = registry.benchmark(None, args.benchmark)
     values = {"exact_match": score.exact_match, "tokens_per_sample": score.tokens_per_sample}
     checks = [(m, values[m.name], m.passes(values[m.name])) for m in bench.metrics]

@@ -95,6 +95,17 @@ NOT_READ_HERE = {
     "target_duration", "server_num_issue_query_threads",
 }
 
+# Keys of audit.config that the compliance verification reads and LoadGen ignores (TEST07, TEST09).
+VERIFICATION_KEYS = {"test07_accuracy_threshold", "test09_min_output_tokens", "test09_max_output_tokens"}
+
+
+def _verification_value(key: str, value: str) -> str | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return f"{key} must be a number, got {value!r}"
+    return None if math.isfinite(number) and number >= 0 else f"{key} must be a finite number >= 0, got {value!r}"
+
 
 def check_value(key: str, value: str) -> str | None:
     """Why LoadGen would mishandle `value` for `key`, or None when it reads it as written."""
@@ -155,6 +166,10 @@ def check_line(line: str, audit: bool = False) -> str | None:
         return f"LoadGen reads audit.config for model '*' only; the line for '{line_model}' would be ignored"
     if key in NOT_READ_HERE:
         return f"LoadGen does not read '{key}' from user.conf or audit.config; the line would be ignored"
+    if key in VERIFICATION_KEYS:
+        if not audit:
+            return f"'{key}' belongs in a compliance test's audit.config, which its verification reads"
+        return _verification_value(key, value)
     if key not in RULES:
         return f"unknown LoadGen key '{key}'"
     rule = RULES[key]

@@ -1,0 +1,60 @@
+"""compliance.py --test TEST07 / TEST09 (gpt-oss-120b): real grading of a written accuracy log with
+the embedded model's tokenizer, thresholds from the shipped audit configs, the official lines."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import compliance
+from inputs.tokenizer import load_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "assets" / "reasoning_demo" / "gpt-oss-120b.jsonl"
+FINAL = "<|channel|>analysis<|message|>thinking<|end|><|start|>assistant<|channel|>final<|message|>{}<|return|>"
+
+
+def write_log(path: Path, outputs: list[list[int]]) -> None:
+    path.write_text(json.dumps([{"seq_id": n, "qsl_idx": n, "token_count": len(ids),
+                                 "data": np.asarray(ids, np.int32).tobytes().hex()} for n, ids in enumerate(outputs)]))
+
+
+def test_test09_mean_length_against_the_shipped_bounds(tmp_path, capsys):
+    log = tmp_path / "mlperf_log_accuracy.json"
+    write_log(log, [[5] * 1200, [5] * 1300])  # mean 1250, inside 1150.38-1406.02
+    assert compliance.main(["--test", "TEST09", "--accuracy-log", str(log), "--output-dir", str(tmp_path / "a")]) == 0
+    text = (tmp_path / "a" / "verify_output_len.txt").read_text()
+    assert "Mean output tokens: 1250.00" in text and "TEST PASS" in text
+    write_log(log, [[5] * 100, [5] * 200])
+    assert compliance.main(["--test", "TEST09", "--accuracy-log", str(log), "--output-dir", str(tmp_path / "b")]) == 1
+    assert "TEST FAIL" in (tmp_path / "b" / "verify_output_len.txt").read_text()
+    with pytest.raises(SystemExit) as e:  # never over an earlier verification
+        compliance.main(["--test", "TEST09", "--accuracy-log", str(log), "--output-dir", str(tmp_path / "b")])
+    assert e.value.code == 2 and "exists" in capsys.readouterr().err
+
+
+def test_test07_grades_by_exact_match_against_the_threshold(tmp_path):
+    tok = load_tokenizer(None)
+    # the demo's first four rows are multiple choice: gpqa_diamond right and wrong, mmlu_pro right twice;
+    # gpqa_diamond's rows count 1/5 each (its repeats): score = (1/5 + 2) / (2/5 + 2)
+    answers = ["C", "A", "B", "C"]
+    write_log(tmp_path / "log.json", [tok.encode(FINAL.format(a), add_special_tokens=False) for a in answers])
+    out = tmp_path / "out"
+    rc = compliance.main(["--test", "TEST07", "--accuracy-log", str(tmp_path / "log.json"), "--dataset-file", str(DEMO),
+                          "--output-dir", str(out)])
+    text = (out / "verify_accuracy.txt").read_text()
+    assert f"Accuracy score: {100 * (1 / 5 + 2) / (2 / 5 + 2)}" in text
+    assert rc == 0 and "TEST PASS" in text  # 91.7 >= 60.698
+    write_log(tmp_path / "log2.json", [tok.encode(FINAL.format("D"), add_special_tokens=False)] * 4)
+    assert compliance.main(["--test", "TEST07", "--accuracy-log", str(tmp_path / "log2.json"),
+                            "--dataset-file", str(DEMO), "--output-dir", str(tmp_path / "out2")]) == 1
+    assert "TEST FAIL" in (tmp_path / "out2" / "verify_accuracy.txt").read_text()
+
+
+def test_bad_audit_config_is_one_error(tmp_path, capsys):
+    conf = tmp_path / "audit.config"
+    conf.write_text("*.*.test09_min_output_tokens = lots\n")
+    write_log(tmp_path / "log.json", [[1, 2]])
+    with pytest.raises(SystemExit) as e:
+        compliance.main(["--test", "TEST09", "--accuracy-log", str(tmp_path / "log.json"), "--audit-conf", str(conf)])
+    assert e.value.code == 2 and "must be a number" in capsys.readouterr().err
