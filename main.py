@@ -68,6 +68,9 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--api-key", default=None,
                    help="API key for --api-server, sent as a bearer token and never recorded "
                         "(default: $OPENAI_API_KEY)")
+    p.add_argument("--max-reply-bytes", type=int, default=None,
+                   help="--backend openai: a reply larger than this once decompressed (a whole stream, so any "
+                        "line of it too) fails its query (default 16 MiB)")
     # --- ours ----------------------------------------------------------------------------
     p.add_argument("--backend", default="llamacpp", help="null, llamacpp, hf, fakequant, openai")
     p.add_argument("--backend-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -117,6 +120,8 @@ def backend_options(args) -> dict:
         opts["api_key"] = args.api_key
     if args.api_endpoint is not None:
         opts["api_endpoint"] = args.api_endpoint
+    if args.max_reply_bytes is not None:
+        opts["max_reply_bytes"] = args.max_reply_bytes
     return opts
 
 

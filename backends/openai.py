@@ -39,8 +39,8 @@ from typing import Any, Iterator
 from tqdm import tqdm
 
 from backends.base import Backend
-from backends.openai_client import (ROUTES, Endpoint, EndpointPool, LoopThread, Reply, RequestError, _snippet,
-                                    choice_text, describe)
+from backends.openai_client import (MAX_REPLY_BYTES, ROUTES, Endpoint, EndpointPool, LoopThread, Reply, RequestError,
+                                    _snippet, check_usage, choice_text, describe, ids_in)
 from common.errors import HarnessError
 from common.redact import HIDDEN, redact
 from inputs.tokenizer import load_tokenizer
@@ -70,15 +70,6 @@ def eos_ids_in(folder: str) -> set[int]:
     return set()
 
 
-def _ids_in(choice: dict[str, Any]) -> list[int] | None:
-    """Generated token ids carried by a reply choice, if the server sent them."""
-    for key in ("token_ids", "tokens"):      # vLLM return_token_ids; llama-server return_tokens
-        ids = choice.get(key)
-        if isinstance(ids, list) and all(isinstance(t, int) for t in ids):
-            return ids
-    return None
-
-
 class OpenAIBackend(Backend):
     name = "openai"
     pinnable = True        # its requests run on a loop thread started in load()
@@ -100,6 +91,7 @@ class OpenAIBackend(Backend):
         "failover": True,              # retry a failed request on another endpoint
         "prompt_mode": "auto",         # auto | ids | text
         "tokenizer": "",               # for text mode; empty: the model path (or embedded model)
+        "max_reply_bytes": MAX_REPLY_BYTES,   # a reply past this, decompressed, fails its query
     }
 
     def __init__(self, *args, **kwargs):
@@ -115,8 +107,9 @@ class OpenAIBackend(Backend):
         self._chat = o["api_endpoint"] == "chat"
         if self._chat and o["prompt_mode"] == "ids":
             raise HarnessError("prompt_mode=ids does not apply to api_endpoint=chat: chat messages are text")
-        if o["concurrency"] < 1 or o["timeout_s"] <= 0 or o["deadline_s"] <= 0 or o["deadline_per_token_s"] < 0:
-            raise HarnessError("options concurrency, timeout_s and deadline_s must be positive, "
+        if min(o["concurrency"], o["max_reply_bytes"]) < 1 or min(o["timeout_s"], o["deadline_s"]) <= 0 \
+                or o["deadline_per_token_s"] < 0:
+            raise HarnessError("options concurrency, max_reply_bytes, timeout_s and deadline_s must be positive, "
                                "deadline_per_token_s not negative")
         self._api_key = o["api_key"] or os.environ.get("OPENAI_API_KEY", "")
         self._loop: LoopThread | None = None
@@ -146,7 +139,7 @@ class OpenAIBackend(Backend):
         o = self.options
         self._pool = self._loop.run(self._make_pool(urls, o["timeout_s"], self.deadline_s, o["balance"],
                                                     o["failover"], o["concurrency"], self._api_key,
-                                                    o["api_endpoint"]))
+                                                    o["api_endpoint"], o["max_reply_bytes"]))
         try:
             for ep in self._pool.endpoints:
                 self._check_models(ep)
@@ -253,13 +246,13 @@ class OpenAIBackend(Backend):
             if r.status_code != 200:
                 raise HarnessError(f"server {ep.url}: a test chat completion failed: HTTP {r.status_code}: "
                                    f"{_snippet(r.text)}")
-            ep.returns_ids = _ids_in(r.json()["choices"][0]) is not None
+            ep.returns_ids = ids_in(r.json()["choices"][0]) is not None
             return
         if mode != "text":
             r = self._loop.run(self._pool.post_once(ep, {**base, "prompt": [1]}))
             ep.accepts_ids = r.status_code == 200
             if ep.accepts_ids:
-                ep.returns_ids = _ids_in(r.json()["choices"][0]) is not None
+                ep.returns_ids = ids_in(r.json()["choices"][0]) is not None
                 return
             # Refusals of a list prompt vary (422, 400, llama_cpp.server: 500); a text prompt
             # that works tells them apart from a broken server.
@@ -271,7 +264,7 @@ class OpenAIBackend(Backend):
         if r.status_code != 200:
             raise HarnessError(f"server {ep.url}: a test completion failed: HTTP {r.status_code}: "
                                f"{_snippet(r.text)}")
-        ep.returns_ids = _ids_in(r.json()["choices"][0]) is not None
+        ep.returns_ids = ids_in(r.json()["choices"][0]) is not None
 
     def _load_tokenizer(self) -> None:
         # For a .gguf this is llama.cpp's own vocabulary, so ids match a llama.cpp server's exactly.
@@ -312,7 +305,7 @@ class OpenAIBackend(Backend):
         """Token ids of one reply choice (or streamed piece): the server's, else the text's.
         A text reply does not say which end-of-sequence token stopped it, so text-mode outputs
         carry no EOS id (as the server's own token count)."""
-        ids = _ids_in(choice)
+        ids = ids_in(choice)
         if ids is None:
             text = choice_text(choice)
             # Generated text never spells special tokens, so their names are read as plain text.
@@ -376,6 +369,13 @@ class OpenAIBackend(Backend):
                 outs.append(reply)
                 self._record(self._entry("generate", prompt, e2e, None, reply))
                 continue
+            server_ids = ids_in(reply.choice)
+            try:
+                check_usage(reply, None if server_ids is None else len(server_ids))
+            except RequestError as e:
+                outs.append(e)
+                self._record(self._entry("generate", prompt, e2e, reply, e))
+                continue
             ids = self.trim(self._choice_ids(reply.choice))
             self._record(self._entry("generate", prompt, e2e, reply, None, len(ids)))
             outs.append(ids)
@@ -431,6 +431,7 @@ class OpenAIBackend(Backend):
         times: list[float] = []
         reply, err, done = None, None, False
         end_by = None                 # once done: when to stop waiting for the end of the reply
+        n_server_ids: int | None = 0  # ids the server sent in this stream (None: some pieces were text only)
         try:
             while True:
                 try:
@@ -446,8 +447,13 @@ class OpenAIBackend(Backend):
                     reply = payload
                     continue
                 if kind == "restart":
-                    replay = list(sent)
+                    replay, n_server_ids = list(sent), 0
                     continue
+                server_ids = ids_in(payload)
+                if server_ids is None and choice_text(payload):
+                    n_server_ids = None
+                elif n_server_ids is not None:
+                    n_server_ids += len(server_ids or ())
                 if done:
                     continue          # drain what the server sends past EOS / max tokens
                 ids = self._choice_ids(payload)
@@ -467,6 +473,8 @@ class OpenAIBackend(Backend):
                     yield ids
             if err is not None:
                 raise err
+            if reply is not None:
+                check_usage(reply, n_server_ids)
         except BaseException as e:
             err = err or e
             raise

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import urllib.parse
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -32,6 +33,12 @@ ROUTES = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 # After a failure (refused connection, 5xx, timeout) new requests avoid the endpoint this long;
 # it is tried again afterwards, so a restarted server rejoins on its own.
 DOWN_COOLDOWN_S = 5.0
+# A reply (all of a stream, so any one line of it too) is read up to this many bytes after
+# decompression, so that a gzip bomb or a line without end cannot grow the process.
+MAX_REPLY_BYTES = 16 * 2**20
+# Content encodings decoded here, with the output bounded per step (httpx would inflate a whole
+# network chunk at once: up to ~1000x its size).
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 class RequestError(RuntimeError):
@@ -40,6 +47,12 @@ class RequestError(RuntimeError):
     def __init__(self, message: str, attempts: list[Attempt] | None = None):
         super().__init__(message)
         self.attempts = attempts or []
+
+
+def broken(endpoint: str, why: str) -> RequestError:
+    """A reply that breaks the protocol (too large, not UTF-8, several choices, a wrong usage
+    count): its query fails with the reason; other endpoints are not tried."""
+    return RequestError(f"{endpoint}: reply breaks the protocol: {why}", [Attempt(endpoint, 200, why)])
 
 
 class _Retryable(Exception):
@@ -67,6 +80,20 @@ class Endpoint:
     served: list[dict] = field(default_factory=list)   # /v1/models entries: id, root (vLLM), ...
     outstanding: int = 0             # requests in flight (for least_outstanding)
     down_until: float = 0.0          # time.monotonic() before which new requests skip it
+
+
+@dataclass
+class Body:
+    """A whole (bounded) non-streaming reply."""
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
 
 
 @dataclass
@@ -122,6 +149,25 @@ def choice_text(choice: dict[str, Any]) -> str:
     return part.get("content") or ""
 
 
+def ids_in(choice: dict[str, Any]) -> list[int] | None:
+    """Generated token ids carried by a reply choice, if the server sent them."""
+    for key in ("token_ids", "tokens"):      # vLLM return_token_ids; llama-server return_tokens
+        ids = choice.get(key)
+        if isinstance(ids, list) and all(isinstance(t, int) for t in ids):
+            return ids
+    return None
+
+
+def check_usage(reply: Reply, n_ids: int | None) -> None:
+    """A server that sends token ids (n_ids of them) must count them in its usage; its end token
+    may be counted but not sent, with finish_reason "stop". A reply that says otherwise fails."""
+    n = (reply.usage or {}).get("completion_tokens")
+    if n_ids is None or not isinstance(n, int) or isinstance(n, bool):
+        return
+    if n != n_ids and not (n == n_ids + 1 and reply.choice.get("finish_reason") == "stop"):
+        raise broken(reply.endpoint, f"usage.completion_tokens is {n} but {n_ids} token ids were sent")
+
+
 def describe(e: BaseException) -> str:
     """One line saying why a request failed, for errors and logs (credentials redacted)."""
     if isinstance(e, httpx.TimeoutException):
@@ -157,7 +203,8 @@ class EndpointPool:
     """Sends /v1 requests to a set of endpoints. Use only from the loop thread's coroutines."""
 
     def __init__(self, urls: list[str], timeout_s: float, deadline_s: float, balance: str, failover: bool,
-                 pool_size: int, api_key: str = "", api: str = "completions"):
+                 pool_size: int, api_key: str = "", api: str = "completions",
+                 max_reply_bytes: int = MAX_REPLY_BYTES):
         # A bearer token, where given, replaces credentials written in the URLs.
         self.endpoints = [make_endpoint(u) for u in urls]
         if api_key:
@@ -167,6 +214,7 @@ class EndpointPool:
         self.deadline_s = deadline_s
         self.balance = balance
         self.failover = failover
+        self.max_reply_bytes = max_reply_bytes
         self._rr = itertools.count()
         # Connect and per-read timeout: a stalled server fails the request after timeout_s.
         # pool=None: waiting for a free connection is queueing, not a failure. A whole attempt is
@@ -175,7 +223,7 @@ class EndpointPool:
         # directly (httpx would send it to HTTP_PROXY unless NO_PROXY names it).
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, pool=None),
-            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+            headers={"Accept-Encoding": "gzip, deflate", **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=pool_size),
             mounts={f"all://{host}": None for host in ("127.0.0.1", "localhost", "[::1]")})
         # A non-streaming reply sends nothing until it is complete: its read timeout is the deadline.
@@ -190,15 +238,71 @@ class EndpointPool:
         except asyncio.TimeoutError:
             raise _Retryable(f"timed out: no complete reply within the {self.deadline_s:g} s deadline") from None
 
+    # -- reading replies, bounded ------------------------------------------------------------
+    async def _chunks(self, ep: Endpoint, r: httpx.Response):
+        """The reply's bytes, decompressed, in pieces; past max_reply_bytes in all the request
+        fails (httpx's own decoding is bypassed: it inflates a whole network chunk at once)."""
+        encoding = r.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in (*_WBITS, "identity", ""):
+            raise broken(ep.url, f"content-encoding '{_snippet(encoding, 40)}' (asked for gzip, deflate)")
+        inflate = zlib.decompressobj(_WBITS[encoding]) if encoding in _WBITS else None
+        total = 0
+        async for raw in r.aiter_raw():
+            while raw:
+                if inflate is None:
+                    piece, raw = raw, b""
+                else:
+                    try:
+                        piece = inflate.decompress(raw, self.max_reply_bytes - total + 1)
+                    except zlib.error as e:
+                        raise broken(ep.url, f"bad {encoding} data ({e})") from None
+                    raw = inflate.unconsumed_tail
+                total += len(piece)
+                if total > self.max_reply_bytes:
+                    raise broken(ep.url, f"reply larger than {self.max_reply_bytes} bytes decompressed "
+                                         "(--max-reply-bytes)")
+                if piece:
+                    yield piece
+                if inflate is not None and inflate.eof:
+                    break
+
+    async def _read(self, ep: Endpoint, r: httpx.Response) -> Body:
+        return Body(r.status_code, b"".join([c async for c in self._chunks(ep, r)]))
+
+    async def _lines(self, ep: Endpoint, r: httpx.Response):
+        """The reply's lines as text (UTF-8, strictly: a server that sends anything else is broken)."""
+        buf = bytearray()
+
+        def text(line: bytes) -> str:
+            try:
+                return line.rstrip(b"\r").decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise broken(ep.url, f"a line of the stream is not UTF-8 ({e.reason} at byte {e.start})") from None
+
+        async for chunk in self._chunks(ep, r):
+            start = len(buf)
+            buf += chunk
+            while (i := buf.find(b"\n", start)) >= 0:
+                yield text(bytes(buf[:i]))
+                del buf[: i + 1]
+                start = 0
+        if buf:
+            yield text(bytes(buf))
+
+    async def _request(self, ep: Endpoint, method: str, url: str, **kw) -> Body:
+        async with self.client.stream(method, url, auth=ep.auth, **kw) as r:
+            return await self._read(ep, r)
+
     # -- start-up checks -------------------------------------------------------------------
     async def models(self, ep: Endpoint) -> list[dict]:
-        r = await self.client.get(ep.url + "/v1/models", auth=ep.auth)
-        r.raise_for_status()
+        r = await self._request(ep, "GET", ep.url + "/v1/models")
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {_snippet(r.text)}")
         return [m for m in r.json().get("data", []) if isinstance(m, dict) and "id" in m]
 
-    async def post_once(self, ep: Endpoint, body: dict) -> httpx.Response:
+    async def post_once(self, ep: Endpoint, body: dict) -> Body:
         """One non-streaming request to one endpoint, no failover (capability probes)."""
-        return await self._within_deadline(self.client.post(ep.url + self.path, json=body, auth=ep.auth))
+        return await self._within_deadline(self._request(ep, "POST", ep.url + self.path, json=body))
 
     # -- choosing an endpoint --------------------------------------------------------------
     def _pick(self, tried: set[str]) -> Endpoint | None:
@@ -223,11 +327,10 @@ class EndpointPool:
         msg = "; ".join(f"{a.endpoint}: {a.error}" for a in failed)
         return RequestError(f"request failed on {len(failed)} endpoint(s): {msg}", failed)
 
-    @staticmethod
-    async def _check_status(ep: Endpoint, r: httpx.Response) -> None:
+    async def _check_status(self, ep: Endpoint, r: httpx.Response) -> None:
         if r.status_code == 200:
             return
-        body = _snippet((await r.aread()).decode(errors="replace"))
+        body = _snippet((await self._read(ep, r)).text)
         if r.status_code >= 500:
             raise _Retryable(f"HTTP {r.status_code}: {body}", r.status_code)
         # 4xx: the request itself is wrong, so every endpoint would refuse it.
@@ -250,13 +353,19 @@ class EndpointPool:
         raise self._give_up(failed)
 
     async def _complete_once(self, ep: Endpoint, body: dict, failed: list[Attempt]) -> Reply:
-        r = await self.client.post(ep.url + self.path, json=body, auth=ep.auth,
-                                   timeout=self._complete_timeout)
-        await self._check_status(ep, r)
-        data = r.json()
-        if "error" in data or not data.get("choices"):
-            raise _Retryable(f"no choices in reply: {_snippet(r.text)}", r.status_code)
-        return Reply(ep.url, r.status_code, data["choices"][0], data.get("usage"), failed)
+        async with self.client.stream("POST", ep.url + self.path, json=body, auth=ep.auth,
+                                      timeout=self._complete_timeout) as r:
+            await self._check_status(ep, r)
+            reply = await self._read(ep, r)
+        try:
+            data = reply.json()
+        except UnicodeDecodeError as e:
+            raise broken(ep.url, f"the reply is not UTF-8 ({e.reason} at byte {e.start})") from None
+        if not isinstance(data, dict) or "error" in data or not data.get("choices"):
+            raise _Retryable(f"no choices in reply: {_snippet(reply.text)}", reply.status_code)
+        if len(data["choices"]) != 1:
+            raise broken(ep.url, f"{len(data['choices'])} choices where one was asked for")
+        return Reply(ep.url, reply.status_code, data["choices"][0], data.get("usage"), failed)
 
     async def stream(self, body_for: Callable[[Endpoint], dict], emit: Callable[[str, Any], None],
                      enough: Callable[[], bool] = lambda: False) -> Reply:
@@ -294,7 +403,7 @@ class EndpointPool:
         async with self.client.stream("POST", ep.url + self.path, json=body, auth=ep.auth) as r:
             await self._check_status(ep, r)
             last, usage = None, None
-            async for line in r.aiter_lines():
+            async for line in self._lines(ep, r):
                 if enough():
                     return Reply(ep.url, r.status_code, last or {}, usage, failed)
                 if not line.startswith("data:"):
@@ -307,6 +416,9 @@ class EndpointPool:
                     raise _Retryable(f"error in stream: {_snippet(json.dumps(obj['error']))}", 200)
                 usage = obj.get("usage") or usage
                 for choice in obj.get("choices") or []:
+                    if choice.get("index", 0) != 0:
+                        raise broken(ep.url, f"a choice with index {_snippet(str(choice.get('index')), 20)} "
+                                             "in the stream where one choice was asked for")
                     last = choice
                     emit_choice(choice)
             if enough():

@@ -13,7 +13,12 @@ stops its server on exit.
   finish_reason "stop") with a deterministic answer (fake_answer), and whose behaviour can be
   switched to a fault: "error500", "stall" (no reply until stopped), "drop" (connection closed
   mid-reply), "empty" (a reply without tokens, as a model that ends at once), "endless" (streams
-  tokens past max_tokens until stopped), "keepalive" (sends only keep-alive bytes until stopped).
+  tokens past max_tokens until stopped), "keepalive" (sends only keep-alive bytes until stopped),
+  and replies that break the protocol: "two_choices" (choices 0 and 1 interleaved, as n=2),
+  "bad_utf8" (a byte that is not UTF-8 in the reply), "bad_usage" (usage counts 5 tokens more
+  than sent), "endless_line" (flood_bytes of one line without a newline, then the connection
+  closes), "gzip_bomb" (flood_bytes of zeros gzip-compressed about 1000x). `mode_for` maps a
+  prompt's first id to a mode, so that one run can mix faults.
   It also answers /v1/chat/completions: one user message (text), read as its UTF-8 bytes in place
   of token ids; replies carry `message` / `delta` content, and `token_ids` unless chat_ids=False
   (a server that returns only text).
@@ -21,6 +26,7 @@ stops its server on exit.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -31,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -249,6 +256,11 @@ class _Listening(ThreadingHTTPServer):
     when the accepting thread is slow (a loaded machine)."""
     request_queue_size = 128
 
+    def handle_error(self, request, client_address):
+        # A client that closes a connection (as on a reply too large) is not a server fault.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 def fake_answer(prompt: list[int], n: int) -> list[int]:
     """The fake server's deterministic 'greedy' output for a prompt (ids 2..1001, never EOS)."""
@@ -266,7 +278,8 @@ class FakeServer:
     lowers max_tokens to N, as vLLM does to fit its context (finish_reason "length"); root: the
     model folder /v1/models names (vLLM's `root`)."""
 
-    MODES = ("ok", "error500", "stall", "drop", "empty", "endless", "keepalive")
+    MODES = ("ok", "error500", "stall", "drop", "empty", "endless", "keepalive", "two_choices", "bad_utf8",
+             "bad_usage", "endless_line", "gzip_bomb")
 
     def __init__(self, model: str = "fake-model", token_delay_s: float = 0.0, stop_after: int | None = None,
                  context: int | None = None, honours_min_tokens: bool = True, root: str = "fake-model",
@@ -279,6 +292,8 @@ class FakeServer:
         self.honours_min_tokens = honours_min_tokens
         self.root = root
         self.chat_ids = chat_ids               # chat replies carry token_ids
+        self.mode_for: dict[int, str] = {}     # first prompt id -> mode, over `mode`
+        self.flood_bytes = 256 * 2**20         # endless_line / gzip_bomb: bytes of the (decompressed) reply
         self.bodies: list[dict] = []           # every completion (or chat) body received
         self.headers: list[dict] = []          # the headers of every request received
         self.in_flight = 0                     # completions being answered now
@@ -351,6 +366,9 @@ class FakeServer:
                 if prompt is None:
                     return self._json(400, {"error": "this server takes token-id prompts only" if not self.chat
                                             else "chat: one user message with text content"})
+                mode = fake.mode_for.get(prompt[0], fake.mode) if prompt else fake.mode
+                if mode in ("endless_line", "gzip_bomb"):
+                    return self._flood(mode, bool(body.get("stream")))
                 if fake.mode == "error500":
                     return self._json(500, {"error": "injected internal error"})
                 if fake.mode == "stall":
@@ -360,8 +378,9 @@ class FakeServer:
                 if fake.mode in ("endless", "keepalive"):
                     return self._forever(body)
                 ids, finish = ([], "stop") if fake.mode == "empty" else self._answer(prompt, body)
-                usage = {"prompt_tokens": len(prompt), "completion_tokens": len(ids),
-                         "total_tokens": len(prompt) + len(ids)}
+                n_usage = len(ids) + 5 * (mode == "bad_usage")
+                usage = {"prompt_tokens": len(prompt), "completion_tokens": n_usage,
+                         "total_tokens": len(prompt) + n_usage}
                 if not body.get("stream"):
                     time.sleep(fake.token_delay_s * len(ids))
                     if fake.mode == "drop":
@@ -370,8 +389,10 @@ class FakeServer:
                     choice = self._choice(ids, finish, False)
                     if not self.chat:
                         choice["prompt_token_ids"] = prompt
+                    choices = [choice, {**choice, "index": 1}] if mode == "two_choices" else [choice]
                     return self._json(200, {"object": "chat.completion" if self.chat else "text_completion",
-                                            "model": fake.model, "choices": [choice], "usage": usage})
+                                            "model": fake.model, "choices": choices, "usage": usage},
+                                      bad_utf8=mode == "bad_utf8")
                 self._start_chunked("text/event-stream")
                 if self.chat:   # as vLLM: a first piece with the role and no tokens
                     self._event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
@@ -383,7 +404,10 @@ class FakeServer:
                     choice = self._choice([t], finish if last else None, True)
                     if i == 0 and not self.chat:
                         choice["prompt_token_ids"] = prompt
-                    self._event({"choices": [choice]})
+                    self._event({"choices": [choice]}, bad_utf8=mode == "bad_utf8" and i == 0)
+                    if mode == "two_choices":
+                        self._event({"choices": [{**self._choice([t + 1], finish if last else None, True),
+                                                  "index": 1}]})
                     if fake.mode == "drop" and i == 0:
                         self.close_connection = True
                         return
@@ -423,21 +447,46 @@ class FakeServer:
                     pass
                 self.close_connection = True
 
-            def _start_chunked(self, content_type: str):
+            def _flood(self, mode: str, stream: bool):
+                """flood_bytes of one line without end: plain, or as gzip (about 1000x smaller)."""
+                self._start_chunked("text/event-stream" if stream else "application/json",
+                                    gzip=mode == "gzip_bomb")
+                try:
+                    if mode == "gzip_bomb":
+                        for part in gzip_bomb(fake.flood_bytes):
+                            self._chunk(part)
+                    else:
+                        self._chunk(b'data: {"choices": [{"index": 0, "text": "' if stream else b'{"choices": "')
+                        block = b"a" * 2**16
+                        for _ in range(fake.flood_bytes // len(block)):
+                            if fake._release.is_set():
+                                break
+                            self._chunk(block)
+                    self._chunk(b"")
+                except OSError:          # the client closed the request
+                    pass
+                self.close_connection = True
+
+            def _start_chunked(self, content_type: str, gzip: bool = False):
                 self.send_response(200)
                 self.send_header("Content-Type", content_type)
+                if gzip:
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
 
-            def _event(self, obj):
-                self._chunk(f"data: {json.dumps(obj)}\n\n".encode())
+            def _event(self, obj, bad_utf8: bool = False):
+                data = f"data: {json.dumps(obj)}\n\n".encode()
+                self._chunk(data.replace(b" t", b" \xff", 1) if bad_utf8 else data)
 
             def _chunk(self, data: bytes):
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-            def _json(self, status: int, obj):
+            def _json(self, status: int, obj, bad_utf8: bool = False):
                 data = json.dumps(obj).encode()
+                if bad_utf8:
+                    data = data.replace(b" t", b" \xff", 1)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -463,6 +512,15 @@ class FakeServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@functools.lru_cache(maxsize=2)
+def gzip_bomb(n_bytes: int) -> tuple[bytes, ...]:
+    """n_bytes of zeros as gzip pieces (about 1000x smaller), made once per size."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(2**20)
+    parts = [z.compress(block) for _ in range(n_bytes // len(block))] + [z.flush()]
+    return tuple(p for p in parts if p)
 
 
 def wait_for(predicate, timeout_s: float = 30.0, poll_s: float = 0.05) -> bool:
