@@ -63,6 +63,11 @@ def test_main_abbreviated_and_equals_forms_never_echo_the_key(tmp_path):
         p = run_main("--backend", "openai", *flags, "--output-log-dir", str(tmp_path / "x"), timeout=60)
         assert p.returncode == 2 and "unrecognized arguments" in p.stderr, p.stderr[-500:]
         assert not leaks(tmp_path, p.stdout, p.stderr)
+    # A malformed --backend-arg is quoted back in the error line, its secret hidden.
+    p = run_main("--backend", "openai", "--backend-arg", f"api_key:{KEY}", "--output-log-dir", str(tmp_path / "x"),
+                 timeout=60)
+    assert p.returncode == 2 and "error: --backend-arg expects KEY=VALUE" in p.stderr, p.stderr[-500:]
+    assert not leaks(tmp_path, p.stdout, p.stderr)
 
 
 def test_main_key_from_flags_and_environment_is_in_no_file(tmp_path):
