@@ -1,6 +1,7 @@
 """Kernel times of the real fp8 path at Llama-2-7B shapes on one GPU (CUDA events, medians):
 FP8Linear (per-token activation quantization + torch._scaled_mm) against the fp16 nn.Linear, and
-the Triton fp8 decode attention against fp16 SDPA over the same cache (bytes read / time).
+the Triton fp8 decode attention against fp16 SDPA over the same cache (bytes read / time), and the
+activation quantizer and the fp8 cache write against a plain copy of the same bytes.
 
     python3 benchmarks/fp8_kernels.py [--out fp8_kernels.json]
 """
@@ -16,8 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from quantization.fp8 import FP8Linear  # noqa: E402
-from quantization.fp8_kv import decode_attention_triton, kernel_configs, quantize_kv  # noqa: E402
+from quantization.fp8 import FP8Linear, quantize_rows_fast  # noqa: E402
+from quantization.fp8_kv import decode_attention_triton, kernel_configs, quantize_kv, write_kv  # noqa: E402
 
 
 def timed(fn, reps: int = 20) -> float:
@@ -41,7 +42,29 @@ def main():
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     dev = "cuda"
-    res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "linear": [], "attention": []}
+    res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "linear": [], "attention": [],
+           "quantizer": []}
+    # bytes moved: the fp16 input read, the fp8 codes and float32 scales written
+    for m, k in ((256, 4096), (256, 11008), (8192, 4096), (8192, 11008)):
+        x = torch.randn(m, k, device=dev, dtype=torch.float16)
+        y = torch.empty(m, 3 * k // 2, device=dev, dtype=torch.uint8)
+        src = x.view(torch.uint8)
+        gb = (3 * m * k + 4 * m) / 1e9
+        r = {"M": m, "K": k, "quantize_ms": timed(lambda: quantize_rows_fast(x)),
+             "copy_ms": timed(lambda: y[:, :2 * k].copy_(src))}
+        r["quantize_GBps"], r["copy_GBps"] = gb / r["quantize_ms"] * 1e3, 2 * 2 * m * k / 1e9 / r["copy_ms"] * 1e3
+        res["quantizer"].append(r)
+        print(f"quantize_rows_fast {m}x{k}: {r['quantize_ms']:.4f} ms ({r['quantize_GBps']:.0f} GB/s; "
+              f"copy {r['copy_GBps']:.0f} GB/s)", flush=True)
+    for n, t in ((16, 512), (256, 1)):   # a prefill group's keys, one decode step's
+        x = torch.randn(n, t, 32, 128, device=dev, dtype=torch.float16).transpose(1, 2)
+        cache = torch.zeros(256, 32, 768, 128, dtype=torch.uint8, device=dev)
+        scales = torch.ones(256, 32, 768, device=dev)
+        rows, pos = torch.arange(n, device=dev), torch.arange(t, device=dev).expand(n, t)
+        ms = timed(lambda: write_kv(x, cache, scales, rows, pos))
+        gb = x.numel() * 3 / 1e9
+        res["quantizer"].append({"cache_write": [n, t, 32, 128], "ms": ms, "GBps": gb / ms * 1e3})
+        print(f"write_kv {n} x {t} tokens x 32 heads: {ms:.4f} ms ({gb / ms * 1e3:.0f} GB/s)", flush=True)
     shapes = [(12288, 4096), (22016, 4096), (4096, 4096), (4096, 11008)]  # qkv, gate+up, o, down (fused sizes)
     for m in (256, 8192):
         t16 = t8 = flops = 0.0
