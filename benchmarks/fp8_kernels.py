@@ -47,11 +47,11 @@ def main():
     # bytes moved: the fp16 input read, the fp8 codes and float32 scales written
     for m, k in ((256, 4096), (256, 11008), (8192, 4096), (8192, 11008)):
         x = torch.randn(m, k, device=dev, dtype=torch.float16)
-        y = torch.empty(m, 3 * k // 2, device=dev, dtype=torch.uint8)
+        y = torch.empty(m, 2 * k, device=dev, dtype=torch.uint8)
         src = x.view(torch.uint8)
         gb = (3 * m * k + 4 * m) / 1e9
         r = {"M": m, "K": k, "quantize_ms": timed(lambda: quantize_rows_fast(x)),
-             "copy_ms": timed(lambda: y[:, :2 * k].copy_(src))}
+             "copy_ms": timed(lambda: y.copy_(src))}
         r["quantize_GBps"], r["copy_GBps"] = gb / r["quantize_ms"] * 1e3, 2 * 2 * m * k / 1e9 / r["copy_ms"] * 1e3
         res["quantizer"].append(r)
         print(f"quantize_rows_fast {m}x{k}: {r['quantize_ms']:.4f} ms ({r['quantize_GBps']:.0f} GB/s; "

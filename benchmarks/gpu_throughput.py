@@ -477,7 +477,8 @@ def main():
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
     if args.server_qps:
-        res["server"] = server_sweeps(args, prompts)
+        res["server"] = []
+        server_sweeps(args, prompts, lambda run: (res["server"].append(run), write_json(res, args.out)))
 
     res["rows"] = rows
     res["loadavg_end"] = os.getloadavg()
@@ -520,13 +521,14 @@ def main():
               f"TTFT p99 {s['ttft_p99_ms']} ms | TPOT p99 {s['tpot_p99_ms']} ms | errors {s['errors']} |")
 
 
-def server_sweeps(args, prompts) -> list[dict]:
+def server_sweeps(args, prompts, record) -> None:
     """LoadGen Server at each --server-qps target, per quant config and latency limit set; a
     limit set's sweep stops at the first target whose latency limits fail (higher ones would fail
-    too; an INVALID for too few queries, early stopping, goes on)."""
+    too; an INVALID for too few queries, early stopping, goes on). record(run) gets each run as it
+    ends (the results file is rewritten each time: a sweep cut short keeps what it measured)."""
     from quantization.config import load_config
 
-    slots, server = args.server_slots, []
+    slots = args.server_slots
     for name in [c for c in args.server_quant_configs.split(",") if c]:
         label = "fp16" if name == "fp16" else load_config(name).name
         b = load_backend(args, slots, stream_interval=args.stream_interval,
@@ -539,7 +541,7 @@ def server_sweeps(args, prompts) -> list[dict]:
                                       target_qps=qps, duration_s=args.server_duration_s, workers=2 * slots,
                                       limits_ms=SERVER_LIMITS[limits])
                     lgr.update(target_qps=qps, quant=label, limits=limits, limits_ms=SERVER_LIMITS[limits])
-                    server.append(lgr)
+                    record(lgr)
                     log.info("SERVER %s", json.dumps(lgr, default=str))
                     if lgr["summary_lines"].get("Performance constraints satisfied") == "NO":
                         break
@@ -547,7 +549,6 @@ def server_sweeps(args, prompts) -> list[dict]:
             b.close()
             gc.collect()
             torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    return server
 
 
 def profile_engine(model, prompts, n_in, n_out, args, quant_config: str = ""):
