@@ -79,7 +79,8 @@ def get_args(argv=None) -> argparse.Namespace:
                    help="quantization YAML (quant_configs/): --backend fakequant simulates any config; "
                         "--backend hf executes the FP8 subset on a GPU (docs/quantization.md)")
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="default 1024 as the reference; 128 for the demo (embedded model and demo data set)")
+                   help="default 1024 as the reference; a benchmark's own for its --lg-model-name (deepseek-r1 20000, "
+                        "gpt-oss-120b 32768 in accuracy runs, 10240 in performance runs); 128 for the demo")
     p.add_argument("--min-new-tokens", type=int, default=1)
     p.add_argument("--ignore-eos", action="store_true", help="force max-new-tokens outputs (synthetic perf runs)")
     p.add_argument("--query-timeout", type=float, default=0.0,
@@ -285,7 +286,9 @@ def run(args) -> int:
         check_pin_cpu(backend_cls, args.pin_cpu)
     demo = args.model_path is None and args.dataset_path is None
     if args.max_new_tokens is None:
-        args.max_new_tokens = DEMO_MAX_NEW_TOKENS if demo else 1024
+        found = registry.by_model(args.lg_model_name)
+        limits = found[0].max_new_tokens if found else None  # a benchmark's own: 20,000 for deepseek-r1
+        args.max_new_tokens = DEMO_MAX_NEW_TOKENS if demo else limits[0 if args.accuracy else 1] if limits else 1024
     params = GenerationParams(args.max_new_tokens, args.min_new_tokens, args.ignore_eos)
     if params.max_new_tokens < 2:   # LoadGen's token latencies (use_token_latencies) reject 1-token replies
         raise HarnessError(f"--max-new-tokens {params.max_new_tokens}: LoadGen's LLM mode needs at least 2 output "

@@ -86,6 +86,8 @@ class Benchmark:
     test07: bool = False                   # models_TEST07: accuracy in performance mode
     test09: bool = False                   # models_TEST09: mean output length in performance mode
     min_duration_ms: int = TEST_DURATION_MS
+    # the reference's output limit (accuracy runs, performance runs); None: main.py's own default
+    max_new_tokens: tuple[int, int] | None = None
 
     @property
     def level(self) -> str:
@@ -185,7 +187,8 @@ def _deepseek_r1(round_name: str) -> Benchmark:
         metrics=(Metric("exact_match", "exact_match", 81.3582, 0.99), _length("tokens_per_sample", 3886.2274)),
         required={DC: ("Offline",), DC_EDGE: ("Offline",)},
         optional={DC: ("Server", "Interactive"), DC_EDGE: ("Server", "Interactive")},
-        latency=DEEPSEEK_R1_LATENCY, target_latency_ns=SERVER_60S, min_queries=LLM_MIN_QUERIES, test06=True)
+        latency=DEEPSEEK_R1_LATENCY, target_latency_ns=SERVER_60S, min_queries=LLM_MIN_QUERIES, test06=True,
+        max_new_tokens=(20000, 20000))  # MAX_OSL of the reference's backends
 
 
 def _gpt_oss_120b(round_name: str) -> Benchmark:
@@ -198,7 +201,8 @@ def _gpt_oss_120b(round_name: str) -> Benchmark:
         required={DC: ("Offline",), DC_EDGE: ("Offline",)},
         optional={DC: ("Server", "Interactive"), DC_EDGE: ("Server", "Interactive")},
         latency=GPT_OSS_LATENCY, target_latency_ns=SERVER_60S, min_queries=LLM_MIN_QUERIES, test06=False,
-        test07=True, test09=True)
+        test07=True, test09=True,
+        max_new_tokens=(32768, 10240))  # generation_config.json; its README's performance config
 
 
 def _round(name: str, seeds: Seeds, benchmarks: list[Benchmark]) -> Round:
