@@ -54,9 +54,7 @@ def build_70b_two_gpus(devices=("cuda:0", "cuda:1"), **shape):
     from accelerate import dispatch_model
     from transformers.models.llama.modeling_llama import LlamaRMSNorm, LlamaRotaryEmbedding
 
-    dims = dict(vocab_size=32000, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
-                num_attention_heads=64, num_key_value_heads=8, max_position_embeddings=4096)
-    dims.update(shape)
+    dims = {**LLAMA2_70B, **shape}
     cfg = LlamaConfig(**dims)
     layers = cfg.num_hidden_layers
     cfg.eos_token_id, cfg.bos_token_id, cfg.pad_token_id = EOS, 1, 0
@@ -80,6 +78,49 @@ def build_70b_two_gpus(devices=("cuda:0", "cuda:1"), **shape):
     return model
 
 
+LLAMA2_70B = dict(vocab_size=32000, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                  num_attention_heads=64, num_key_value_heads=8, max_position_embeddings=4096)
+
+
+def build_70b_fp8(device: str, **shape):
+    """Llama-2-70B shape on one GPU with its decoder linears in fp8 (FP8Linear per output channel,
+    per-token activations, q/k/v and gate/up merged), random weights: built layer by layer, each
+    layer made in fp16 on the GPU and converted before the next one exists (the 138 GB of fp16
+    weights never fit at once). Embeddings, norms and the head stay fp16."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm, LlamaRotaryEmbedding
+
+    from quantization.fp8 import FP8Linear, merge_shared_inputs
+
+    cfg = LlamaConfig(**{**LLAMA2_70B, **shape})
+    cfg.eos_token_id, cfg.bos_token_id, cfg.pad_token_id = EOS, 1, 0
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg).to(torch.float16).eval()
+    torch.manual_seed(0)
+
+    def materialize(mod):
+        mod.to_empty(device=device)
+        for p in mod.parameters():
+            p.data.normal_(0.0, 0.02)
+        for m in mod.modules():
+            if isinstance(m, LlamaRMSNorm):
+                m.weight.data.fill_(1.0)
+
+    for mod in (model.model.embed_tokens, model.model.norm, model.lm_head):
+        materialize(mod)
+    for layer in model.model.layers:
+        materialize(layer)
+        for parent in (layer.self_attn, layer.mlp):
+            for name, lin in list(parent.named_children()):
+                if isinstance(lin, torch.nn.Linear):
+                    setattr(parent, name, FP8Linear(lin, "per_channel", "per_token"))
+        merge_shared_inputs(layer)
+    model.model.rotary_emb = LlamaRotaryEmbedding(config=cfg, device=device)  # buffers, not parameters
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = EOS, 0
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return model
+
+
 def build_model(tiny: bool, device: str, layers: int):
     if tiny:
         cfg = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -100,11 +141,12 @@ class InMemoryHF(HFBackend):
     """The hf backend over a model already in memory (the random weights are never saved)."""
 
     model_in_memory = None
+    share_model = False   # the model is built quantized and too large to copy (--shape-70b-fp8)
 
     def _load_model(self):
         # a quant config rewrites the model: give it a copy, keep the fp16 one for the other rows
         model = InMemoryHF.model_in_memory
-        return copy.deepcopy(model) if self.options["quant_config"] else model
+        return copy.deepcopy(model) if self.options["quant_config"] and not InMemoryHF.share_model else model
 
 
 class InMemoryFake(FakeQuantBackend):
@@ -180,17 +222,17 @@ def rooflines(model, batch: int, n_in: int, n_out: int, dev: dict, quant=None) -
     rest), fp8 KV bytes plus one float32 scale per token and KV head, and its linears' prefill
     FLOPs at the measured fp8 matmul rate."""
     cfg = model.config
-    n_params = sum(p.numel() for p in model.parameters())
+    codes = sum(b.numel() for b in model.buffers() if b.dtype == torch.float8_e4m3fn)   # linears built in fp8
+    n_params = sum(p.numel() for p in model.parameters()) + codes
     bytes_per = next(model.parameters()).element_size()
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * bytes_per
-    weight_bytes = n_params * bytes_per
-    prefill_s_per_seq = 2 * n_params * n_in / (dev["matmul_TFLOPs"] * 1e12)
+    n_lin = codes
     if quant is not None and quant.weights is not None:
         n_lin = sum(m.weight.numel() for name, m in model.named_modules()
                     if isinstance(m, torch.nn.Linear) and name != "lm_head")
-        weight_bytes -= n_lin * (bytes_per - 1)
-        prefill_s_per_seq = 2 * n_in * (n_lin / dev["fp8_matmul_TFLOPs"] + (n_params - n_lin) / dev["matmul_TFLOPs"]) / 1e12
+    weight_bytes = n_params * bytes_per - n_lin * (bytes_per - 1)
+    prefill_s_per_seq = 2 * n_in * (n_lin / dev["fp8_matmul_TFLOPs"] + (n_params - n_lin) / dev["matmul_TFLOPs"]) / 1e12
     if quant is not None and quant.kv_cache is not None:
         per_token_scales = 4 if quant.kv_cache.granularity == "per_token" else 0
         kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (head_dim + per_token_scales)
@@ -337,8 +379,9 @@ def main():
     ap.add_argument("--server-qps", default="", help="comma list of Server target QPS to try through LoadGen")
     ap.add_argument("--server-duration-s", type=float, default=60)
     ap.add_argument("--server-slots", type=int, default=256)
-    ap.add_argument("--server-limits", default="llama2-70b", help="comma list of Server latency limits, each "
-                    f"swept over --server-qps: {', '.join(f'{k} (TTFT/TPOT p99 {a}/{b} ms)' for k, (a, b) in SERVER_LIMITS.items())}")
+    ap.add_argument("--server-limits", default="llama2-70b", help="';' list of Server latency limits, each "
+                    "NAME (swept over --server-qps) or NAME:QPS,QPS,... (its own targets); names: "
+                    f"{', '.join(f'{k} (TTFT/TPOT p99 {a}/{b} ms)' for k, (a, b) in SERVER_LIMITS.items())}")
     ap.add_argument("--server-quant-configs", default="fp16", help="comma list: 'fp16' and/or quant config YAMLs "
                     "the Server sweep runs (one backend each)")
     ap.add_argument("--stream-interval", type=int, default=16, help="Server: tokens per streamed chunk after the first")
@@ -355,6 +398,8 @@ def main():
     ap.add_argument("--overlap-probe", action="store_true", help="only time decode steps and a prefill group "
                     "one after the other vs at once on two CUDA streams (last --slots value)")
     ap.add_argument("--shape-70b", action="store_true", help="Llama-2-70B shape split over cuda:0 and cuda:1")
+    ap.add_argument("--shape-70b-fp8", action="store_true", help="Llama-2-70B shape on one GPU, its linears built "
+                    "in fp8 (run it with --quant-configs quant_configs/fp8_kv.yaml for the fp8 KV cache)")
     ap.add_argument("--check-ties", action="store_true", help="explain output mismatches (logit gaps)")
     ap.add_argument("--quant-configs", default="", help="comma list: 'fp16' and/or quant config YAMLs, each run "
                     "by the slots engine (and LoadGen Offline with --loadgen-offline) at the last --slots value "
@@ -372,7 +417,14 @@ def main():
     dev = measure_device(args.device)
     res["device"] = dev
     log.info("device %s", dev)
-    model = build_70b_two_gpus() if args.shape_70b else build_model(args.tiny, args.device, args.layers)
+    if args.shape_70b_fp8:
+        model = build_70b_fp8(args.device, **(dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                                    num_attention_heads=4, num_key_value_heads=2, vocab_size=512)
+                                               if args.tiny else {}))
+        InMemoryHF.share_model = True
+        args.match_prompts = 0   # no fp16 model to compare with, no second copy for fakequant
+    else:
+        model = build_70b_two_gpus() if args.shape_70b else build_model(args.tiny, args.device, args.layers)
     InMemoryHF.model_in_memory = model
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(1)
@@ -476,7 +528,7 @@ def main():
         gc.collect()
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
-    if args.server_qps:
+    if args.server_qps or ":" in args.server_limits:
         res["server"] = []
         server_sweeps(args, prompts, lambda run: (res["server"].append(run), write_json(res, args.out)))
 
@@ -535,8 +587,9 @@ def server_sweeps(args, prompts, record) -> None:
                          quant_config="" if name == "fp16" else name)
         try:
             warm_all_graphs(b, prompts)
-            for limits in [x for x in args.server_limits.split(",") if x]:
-                for qps in [float(q) for q in args.server_qps.split(",")]:
+            for entry in [x for x in args.server_limits.split(";") if x]:
+                limits, _, targets = entry.partition(":")
+                for qps in [float(q) for q in (targets or args.server_qps).split(",") if q]:
                     lgr = loadgen_run(b, prompts, "Server", os.path.join(args.log_dir, f"server_{label}_{limits}_{qps:g}"),
                                       target_qps=qps, duration_s=args.server_duration_s, workers=2 * slots,
                                       limits_ms=SERVER_LIMITS[limits])
@@ -695,7 +748,7 @@ def quant_runs(args, model, prompts, row, res):
     n_match = min(args.match_prompts, len(todo))
     outs: dict[str, list] = {}
     fp16_tps: dict[str, float] = {}
-    logits = {"fp16": last_logits(model, todo[:8])}
+    logits = {"fp16": last_logits(model, todo[:8])} if n_match else {}
     res["quant_matches"] = {}
 
     def free(b):
@@ -711,7 +764,7 @@ def quant_runs(args, model, prompts, row, res):
             t = time.perf_counter()
             b.generate(todo[:slots])  # warm-up: compile, graph capture for every (slots, kv bucket)
             warm = time.perf_counter() - t
-            outs[label] = b.generate(todo[:n_match])
+            outs[label] = b.generate(todo[:n_match]) if n_match else []
             sync()
             before = dict(b.engine.stats)
             t = time.perf_counter()
@@ -739,16 +792,18 @@ def quant_runs(args, model, prompts, row, res):
                 r = row(f"LoadGen Offline, hf backend, {slots} slots, {label}", lgr["tok_s"], slots, extra, cfg)
             else:
                 r = row(f"hf backend slots engine, {slots} slots, {label}", len(todo) * n_out / dt, slots, extra, cfg)
-            fp16_tps.setdefault("rate", r["tok_s"])
-            r["x_fp16"] = r["tok_s"] / fp16_tps["rate"]
-            if cfg is not None:
+            if cfg is None:
+                fp16_tps["rate"] = r["tok_s"]
+            if "rate" in fp16_tps:
+                r["x_fp16"] = r["tok_s"] / fp16_tps["rate"]
+            if cfg is not None and n_match:
                 match = {"vs_fp16": compare(outs[label], outs["fp16"]) if "fp16" in outs else None}
                 logits["real"] = last_logits(b.model, todo[:8])
                 if args.check_ties and "fp16" in outs:
                     match["vs_fp16_ties"] = tie_margins(b.model, todo, outs[label], outs["fp16"])
         finally:
             free(b)
-        if cfg is not None:
+        if cfg is not None and n_match:
             fb = load_backend(args, n_match, cls=InMemoryFake, quant_config=name)
             try:
                 fake = fb.generate(todo[:n_match])
