@@ -5,6 +5,9 @@ The pickle (or the same table as parquet or JSON lines) is the DataFrame written
 tok_input, tok_output, origin, tok_input_length, tok_output_length. Only `tok_input` is needed to
 run; `output`/`tok_output` are the references used by evaluation.py. Prompts are kept as plain
 lists of token ids: every backend takes ids, and no tensor is built per sample before it is needed.
+The reasoning benchmarks' tables (inputs/reasoning.py) are read too: gpt-oss-120b's `input_tokens`
+as tok_input, and a table with only `text_input` (deepseek-r1's) is tokenized at load time with
+the model's tokenizer and chat template, as its reference does.
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ def read_processed_pickle(path: str):
     if not path or not os.path.isfile(path):
         raise HarnessError(f"dataset not found: {path} (build it with processorca.py or python -m inputs.synthetic)")
     df = read_table(path, "dataset")
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if "tok_input" not in df.columns and "input_tokens" in df.columns:  # gpt-oss-120b's name for it
+        df = df.rename(columns={"input_tokens": "tok_input"})
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns and "text_input" not in df.columns]
     if missing:
         raise HarnessError(f"dataset {path} lacks column(s) {', '.join(missing)} "
                            f"(has: {', '.join(map(str, df.columns))})")
@@ -37,10 +42,16 @@ def read_processed_pickle(path: str):
 
 class Dataset:
     def __init__(self, dataset_path: str, total_sample_count: int | None = None,
-                 perf_count_override: int | None = None):
-        """total_sample_count None: every row of the dataset."""
+                 perf_count_override: int | None = None, model_path: str | None = None):
+        """total_sample_count None: every row of the dataset. model_path: whose tokenizer turns a
+        text_input-only table into ids."""
         self.dataset_path = dataset_path
         df = read_processed_pickle(dataset_path)
+        if "tok_input" not in df.columns:
+            from inputs.reasoning import prompt_ids
+            from inputs.tokenizer import load_tokenizer
+
+            df = df.assign(tok_input=prompt_ids(df, load_tokenizer(model_path)))
         if total_sample_count is None:
             total_sample_count = len(df)
         if total_sample_count < 1:

@@ -300,7 +300,7 @@ def run(args) -> int:
     if not os.path.isfile(args.audit_conf) and args.audit_conf != "audit.conf":
         raise HarnessError(f"audit config not found: {args.audit_conf}")
     dataset_path = args.dataset_path or default_dataset_path(args.model_path)
-    dataset = Dataset(dataset_path, args.total_sample_count)
+    dataset = Dataset(dataset_path, args.total_sample_count, model_path=args.model_path)
     if args.output_log_dir is None:
         mode = "accuracy" if args.accuracy else "performance"
         args.output_log_dir = os.path.join("output-logs", f"{args.scenario.lower()}-{mode}-{stamp()}")

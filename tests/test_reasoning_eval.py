@@ -81,3 +81,20 @@ def test_cli_writes_tok_input_pickle_never_over_a_file(tmp_path):
     assert len(df) == 10 and all(len(i) == n for i, n in zip(df["tok_input"], df["tok_input_length"]))
     with pytest.raises(evaluation.HarnessError, match="exists already"):
         data.main(["--input", str(DEMO), "--output", str(out)])
+
+
+def test_demo_set_runs_through_main_and_loadgen_then_grades(tmp_path):
+    """The shipped jsonl (text_input only) through main.py and real LoadGen on the null backend,
+    tokenized at load by the embedded model's tokenizer, then graded: the table comes out."""
+    from helpers import run_main
+
+    out = tmp_path / "run"
+    p = run_main("--backend", "null", "--dataset-path", str(DEMO), "--lg-model-name", "deepseek-r1", "--accuracy",
+                 "--max-new-tokens", "8", "--backend-arg", "tokens=8", "--output-log-dir", str(out), timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rc = evaluation.main(["--mlperf-accuracy-file", str(out / "mlperf_log_accuracy.json"), "--dataset-file", str(DEMO),
+                          "--benchmark", "deepseek-r1"])
+    assert rc == 1
+    text = (out / "accuracy.txt").read_text().replace("\n", " ")
+    assert float(re.match(EXACT_MATCH, text).group(1)) == 0.0
+    assert float(re.match(TOKENS, text).group(1)) == 8.0
