@@ -149,6 +149,15 @@ def choice_text(choice: dict[str, Any]) -> str:
     return part.get("content") or ""
 
 
+def _well_formed(obj: Any) -> bool:
+    """A reply or stream chunk of the shape read here: an object whose choices (if any) are a list
+    of objects and whose usage (if any) is an object."""
+    if not isinstance(obj, dict):
+        return False
+    choices, usage = obj.get("choices") or [], obj.get("usage") or {}
+    return isinstance(choices, list) and all(isinstance(c, dict) for c in choices) and isinstance(usage, dict)
+
+
 def ids_in(choice: dict[str, Any]) -> list[int] | None:
     """Generated token ids carried by a reply choice, if the server sent them."""
     for key in ("token_ids", "tokens"):      # vLLM return_token_ids; llama-server return_tokens
@@ -363,6 +372,8 @@ class EndpointPool:
             raise broken(ep.url, f"the reply is not UTF-8 ({e.reason} at byte {e.start})") from None
         if not isinstance(data, dict) or "error" in data or not data.get("choices"):
             raise _Retryable(f"no choices in reply: {_snippet(reply.text)}", reply.status_code)
+        if not _well_formed(data):
+            raise broken(ep.url, f"not a completion: {_snippet(reply.text, 80)}")
         if len(data["choices"]) != 1:
             raise broken(ep.url, f"{len(data['choices'])} choices where one was asked for")
         return Reply(ep.url, reply.status_code, data["choices"][0], data.get("usage"), failed)
@@ -412,6 +423,8 @@ class EndpointPool:
                 if data == "[DONE]":
                     break
                 obj = json.loads(data)
+                if not _well_formed(obj):
+                    raise broken(ep.url, f"a stream event is not a completion chunk: {_snippet(data, 80)}")
                 if "error" in obj:
                     raise _Retryable(f"error in stream: {_snippet(json.dumps(obj['error']))}", 200)
                 usage = obj.get("usage") or usage

@@ -16,9 +16,10 @@ stops its server on exit.
   tokens past max_tokens until stopped), "keepalive" (sends only keep-alive bytes until stopped),
   and replies that break the protocol: "two_choices" (choices 0 and 1 interleaved, as n=2),
   "bad_utf8" (a byte that is not UTF-8 in the reply), "bad_usage" (usage counts 5 tokens more
-  than sent), "endless_line" (flood_bytes of one line without a newline, then the connection
-  closes), "gzip_bomb" (flood_bytes of zeros gzip-compressed about 1000x). `mode_for` maps a
-  prompt's first id to a mode, so that one run can mix faults.
+  than sent), "bad_shape" (choices that are not objects), "endless_line" (flood_bytes of one
+  line without a newline, then the connection closes), "gzip_bomb" (flood_bytes of zeros
+  gzip-compressed about 1000x). `mode_for` maps a prompt's first id to a mode, so that one run
+  can mix faults.
   It also answers /v1/chat/completions: one user message (text), read as its UTF-8 bytes in place
   of token ids; replies carry `message` / `delta` content, and `token_ids` unless chat_ids=False
   (a server that returns only text).
@@ -279,7 +280,7 @@ class FakeServer:
     model folder /v1/models names (vLLM's `root`)."""
 
     MODES = ("ok", "error500", "stall", "drop", "empty", "endless", "keepalive", "two_choices", "bad_utf8",
-             "bad_usage", "endless_line", "gzip_bomb")
+             "bad_usage", "bad_shape", "endless_line", "gzip_bomb")
 
     def __init__(self, model: str = "fake-model", token_delay_s: float = 0.0, stop_after: int | None = None,
                  context: int | None = None, honours_min_tokens: bool = True, root: str = "fake-model",
@@ -390,6 +391,7 @@ class FakeServer:
                     if not self.chat:
                         choice["prompt_token_ids"] = prompt
                     choices = [choice, {**choice, "index": 1}] if mode == "two_choices" else [choice]
+                    choices = [5] if mode == "bad_shape" else choices
                     return self._json(200, {"object": "chat.completion" if self.chat else "text_completion",
                                             "model": fake.model, "choices": choices, "usage": usage},
                                       bad_utf8=mode == "bad_utf8")
@@ -404,7 +406,8 @@ class FakeServer:
                     choice = self._choice([t], finish if last else None, True)
                     if i == 0 and not self.chat:
                         choice["prompt_token_ids"] = prompt
-                    self._event({"choices": [choice]}, bad_utf8=mode == "bad_utf8" and i == 0)
+                    self._event({"choices": [5] if mode == "bad_shape" else [choice]},
+                                bad_utf8=mode == "bad_utf8" and i == 0)
                     if mode == "two_choices":
                         self._event({"choices": [{**self._choice([t + 1], finish if last else None, True),
                                                   "index": 1}]})

@@ -90,6 +90,7 @@ def test_huge_replies_fail_the_query_in_bounded_memory(srv, backend, mode, strea
     ("two_choices", r"choices? .*where one (choice )?was asked for"),
     ("bad_utf8", "not UTF-8"),
     ("bad_usage", "usage.completion_tokens is 13 but 8 token ids were sent"),
+    ("bad_shape", "not a completion"),
 ])
 def test_protocol_breaks_fail_the_query_with_the_reason(srv, backend, mode, reason, stream):
     srv.mode_for = {BAD[0]: mode}
