@@ -7,6 +7,12 @@ times faster (accuracy/rouge.py), and with a pass/fail verdict against accuracy_
     python evaluation.py --mlperf-accuracy-file build/logs/mlperf_log_accuracy.json \
         --dataset-file open_orca.pkl [--checkpoint-path MODEL] [--model-name llama2-70b]
 
+A llama3.1-8b set (cnn_eval.json from processcnndm.py) is scored as the reference's
+language/llama3.1-8b/evaluation.py scores it: ROUGE-1/2/L/Lsum, gen_len (characters of the decoded
+outputs) and gen_num, judged against the round's targets (mlsubmit/registry.py; --model-name
+llama3_1-8b-edge for the edge set); the embedded model on the CNN-DailyMail demo is judged against
+its own recorded targets (gemma3-270m-q4_k_m-cnndm).
+
 Prints the reference's dict (the submission checker parses it with regexes), writes accuracy.txt
 and accuracy.json next to the accuracy log (a new name when they exist already) and exits 1 when
 the chosen level (--accuracy-level, default 99) fails. See docs/accuracy.md.
@@ -27,7 +33,7 @@ from accuracy.mlperf_log import DTYPES, decode_ids, read_entries
 from accuracy.reasoning import BENCHMARKS as REASONING_BENCHMARKS
 from accuracy.rouge import ROUGE_TYPES, RougeScores, score_pairs
 from accuracy.sentences import newline_sentences_chunk, splitter_name
-from accuracy.targets import LEVELS, TARGETS_FILE, get_targets, load_targets, record_targets
+from accuracy.targets import LEVELS, RECORDED_METRICS, TARGETS_FILE, get_targets, load_targets, record_targets
 from common.errors import HarnessError, exit_on_error
 from common.files import make_folder, temp_file_beside
 from common.parallel import chunked_map
@@ -37,6 +43,8 @@ from mlsubmit import registry
 log = logging.getLogger("evaluation")
 
 LLAMA2_70B = "llama2-70b"
+LLAMA31_8B = "llama3_1-8b"
+CNNDM_SUFFIX = "-cnndm"
 
 
 @dataclass
@@ -80,14 +88,23 @@ def get_args(argv=None):
     return args
 
 
-def default_model_name(checkpoint_path: str | None) -> str:
-    """llama2-70b for a Llama-2-70B checkpoint, the embedded model's name for None, else the file/folder name."""
+def default_model_name(checkpoint_path: str | None, cnndm: bool = False) -> str:
+    """llama2-70b for a Llama-2-70B checkpoint, llama3_1-8b for a Llama-3.1-8B one (its edge
+    benchmark is chosen with --model-name llama3_1-8b-edge), the embedded model's name for None
+    (with CNNDM_SUFFIX on the CNN-DailyMail demo: its own targets), else the file/folder name."""
     if checkpoint_path is None:
-        return DEFAULT_MODEL_NAME
+        return DEFAULT_MODEL_NAME + (CNNDM_SUFFIX if cnndm else "")
     name = Path(checkpoint_path.rstrip("/")).name
     if re.search(r"llama[-_]?2[-_].*70b", name, re.IGNORECASE):
         return LLAMA2_70B
+    if re.search(r"llama[-_]?3\.?1[-_].*8b", name, re.IGNORECASE):
+        return LLAMA31_8B
     return name.removesuffix(".gguf")
+
+
+def is_cnndm(df) -> bool:
+    """A CNN-DailyMail set as processcnndm.py (and the reference's download_cnndm.py) writes it."""
+    return "instruction" in df.columns and "system_prompt" not in df.columns
 
 
 def load_accuracy_log(path: str, dtype: str) -> list[Response]:
@@ -114,10 +131,10 @@ def _looks_like_int64(responses: list[Response]) -> bool:
     return bool(ids) and all(a.size % 2 == 0 and not a[1::2].any() for a in ids) and any(a[0::2].any() for a in ids)
 
 
-def load_references(dataset_file: str, responses: list[Response]) -> list[str]:
-    """The reference output for each response, in response order."""
+def load_references(dataset_file: str, responses: list[Response], df=None) -> list[str]:
+    """The reference output for each response, in response order (`df`: the dataset, read already)."""
     from dataset import read_processed_pickle
-    df = read_processed_pickle(dataset_file)
+    df = read_processed_pickle(dataset_file) if df is None else df
     if "output" not in df.columns:
         raise HarnessError(f"dataset {dataset_file} lacks the column 'output' (the reference answers)")
     outputs = df["output"]
@@ -263,7 +280,9 @@ def main(argv=None) -> int:
     args = get_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     targets = None
-    model_name = args.model_name or default_model_name(args.checkpoint_path)
+    from dataset import read_processed_pickle
+    dataset = None if args.benchmark else read_processed_pickle(args.dataset_file)  # reasoning sets: their own reader
+    model_name = args.model_name or default_model_name(args.checkpoint_path, dataset is not None and is_cnndm(dataset))
     log_dir = Path(args.log_dir or os.path.dirname(os.path.abspath(args.mlperf_accuracy_file)))
     if args.record_targets is None:
         targets_file = Path(args.targets_file or TARGETS_FILE)
@@ -295,7 +314,7 @@ def main(argv=None) -> int:
     responses = load_accuracy_log(args.mlperf_accuracy_file, args.dtype)
     if args.benchmark:
         return evaluate_reasoning(args, responses, log_dir)
-    refs_raw = load_references(args.dataset_file, responses)
+    refs_raw = load_references(args.dataset_file, responses, dataset)
     from inputs.tokenizer import load_decoder
     preds_raw = decode(load_decoder(args.checkpoint_path), responses, args.dtype)
     gen_tok_len = sum(len(r.token_ids) for r in responses)
@@ -317,7 +336,9 @@ def main(argv=None) -> int:
                   f"{file_sha256(args.mlperf_accuracy_file)[:16]}) on {os.path.abspath(args.dataset_file)}, "
                   f"{len(responses)} samples, tokenizer {args.checkpoint_path or DEFAULT_MODEL_NAME}, dtype {args.dtype}")
         model_name = args.record_targets
-        targets = record_targets(model_name, result, source, targets_file)
+        # a CNN-DailyMail run records what llama3.1-8b is judged on (ROUGE-Lsum and gen_len too)
+        metrics = tuple(registry.model_targets(LLAMA31_8B).metrics) if is_cnndm(dataset) else RECORDED_METRICS
+        targets = record_targets(model_name, result, source, targets_file, metrics)
         print(f"recorded these scores as the targets of {model_name} in {targets_file}")
 
     if targets is None:

@@ -40,7 +40,8 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model-path", default=None,
                    help="checkpoint folder or GGUF file (default: the embedded Gemma 3 270M Q4_K_M GGUF)")
     p.add_argument("--dataset-path", default=None,
-                   help="processed pickle from processorca.py (default: the demo set, built on first use)")
+                   help="processed pickle from processorca.py, or cnn_eval.json from processcnndm.py "
+                        "(default: the --lg-model-name benchmark's demo set, built on first use)")
     p.add_argument("--accuracy", action="store_true", help="run accuracy mode (every sample once, logged)")
     p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (hf/fakequant backends)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -79,7 +80,7 @@ def get_args(argv=None) -> argparse.Namespace:
                    help="quantization YAML (quant_configs/): --backend fakequant simulates any config; "
                         "--backend hf executes the FP8 subset on a GPU (docs/quantization.md)")
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="default 1024 as the reference; a benchmark's own for its --lg-model-name (deepseek-r1 20000, "
+                   help="default 1024 as the reference; a benchmark's own for its --lg-model-name (llama3.1-8b 128, deepseek-r1 20000, "
                         "gpt-oss-120b 32768 in accuracy runs, 10240 in performance runs); 128 for the demo")
     p.add_argument("--min-new-tokens", type=int, default=1)
     p.add_argument("--ignore-eos", action="store_true", help="force max-new-tokens outputs (synthetic perf runs)")
@@ -275,7 +276,7 @@ def run(args) -> int:
     from harness.summary import run_summary
     from harness.supervisor import note
     from harness.sysmetrics import SystemMonitor
-    from inputs.demo import DEMO_MAX_NEW_TOKENS, default_dataset_path
+    from inputs.demo import DEMO_MAX_NEW_TOKENS, OPENORCA_DEMO, default_dataset_path
     from SUT_offline import SUT
     from SUT_server import SUTServer
 
@@ -285,8 +286,8 @@ def run(args) -> int:
     if args.pin_cpu is not None:
         check_pin_cpu(backend_cls, args.pin_cpu)
     demo = args.model_path is None and args.dataset_path is None
+    found = registry.by_model(args.lg_model_name)
     if args.max_new_tokens is None:
-        found = registry.by_model(args.lg_model_name)
         limits = found[0].max_new_tokens if found else None  # a benchmark's own: 20,000 for deepseek-r1
         args.max_new_tokens = DEMO_MAX_NEW_TOKENS if demo else limits[0 if args.accuracy else 1] if limits else 1024
     params = GenerationParams(args.max_new_tokens, args.min_new_tokens, args.ignore_eos)
@@ -299,7 +300,10 @@ def run(args) -> int:
     goodput = parse_goodput(args.goodput)
     if not os.path.isfile(args.audit_conf) and args.audit_conf != "audit.conf":
         raise HarnessError(f"audit config not found: {args.audit_conf}")
-    dataset_path = args.dataset_path or default_dataset_path(args.model_path)
+    demo_set = found[0].dataset.demo if found else OPENORCA_DEMO   # the benchmark's shipped demo set
+    if args.dataset_path is None and demo_set is None:
+        raise HarnessError(f"--lg-model-name {args.lg_model_name}: no demo data set is shipped; give --dataset-path")
+    dataset_path = args.dataset_path or default_dataset_path(args.model_path, demo=demo_set)
     dataset = Dataset(dataset_path, args.total_sample_count, model_path=args.model_path)
     if args.output_log_dir is None:
         mode = "accuracy" if args.accuracy else "performance"

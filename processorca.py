@@ -29,6 +29,7 @@ Differences from the reference, all for robustness or speed, none changing the r
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -246,15 +247,25 @@ def output_files(ds: OrcaDataset, num_total_samples: int) -> dict[str, pd.DataFr
     return files
 
 
+def write_frame(frame: pd.DataFrame, path: Path) -> None:
+    """A pandas pickle (.pkl), or a JSON array of records (.json, the llama3.1-8b reference's format)."""
+    if path.suffix == ".json":
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(frame.to_dict("records"), f, indent=4, ensure_ascii=False, default=int)
+    else:
+        frame.to_pickle(path)
+
+
 def export(files: dict[str, pd.DataFrame], export_dir: str | os.PathLike) -> list[Path]:
-    """Write every pickle, and the same table as parquet beside it (readable without running code
-    from the file, see common/tables.py), into a temporary folder first, then move them into export_dir."""
+    """Write every pickle (or JSON array, see write_frame), and the same table as parquet beside it
+    (readable without running code from the file, see common/tables.py), into a temporary folder
+    first, then move them into export_dir."""
     export_dir = make_folder(export_dir, "--export_dir")
     tmp = Path(tempfile.mkdtemp(prefix=".processorca-", dir=export_dir))
     names = [n for name in files for n in (name, str(Path(name).with_suffix(".parquet")))]
     try:
         for name, frame in files.items():
-            frame.to_pickle(tmp / name)
+            write_frame(frame, tmp / name)
             frame.to_parquet(tmp / Path(name).with_suffix(".parquet"))
         written = []
         for name in names:

@@ -127,15 +127,17 @@ def get_targets(name: str, path: Path = TARGETS_FILE) -> ModelTargets:
     return targets[name]
 
 
-def record_targets(name: str, result: dict, source: str, path: Path = TARGETS_FILE) -> ModelTargets:
-    """Add `name` with this run's scores to the targets file (atomic; an existing name is refused)."""
+def record_targets(name: str, result: dict, source: str, path: Path = TARGETS_FILE,
+                   metrics: tuple[str, ...] = RECORDED_METRICS) -> ModelTargets:
+    """Add `name` with this run's scores of `metrics` to the targets file (atomic; an existing name
+    is refused)."""
     path = Path(path)
     # An existing file that is not a targets file is refused, never replaced.
     data = _read_file(path, models_required=False) if path.exists() else {}
     models = data.setdefault("models", {})
     if name in models:
         raise HarnessError(f"{path} already has targets for {name!r}; remove that entry first to re-record it")
-    metrics = {m: float(result[m]) for m in RECORDED_METRICS}
+    metrics = {m: float(result[m]) for m in metrics}
     models[name] = {
         "metrics": metrics,
         "sample_count": int(result["gen_num"]),

@@ -117,6 +117,7 @@ def _read_parquet(path: str, what: str):
 
 
 def _read_jsonl(path: str, what: str):
+    """JSON lines, or one JSON array of objects (the llama3.1-8b reference's cnn_eval.json)."""
     import pandas as pd
 
     rows = []
@@ -125,6 +126,8 @@ def _read_jsonl(path: str, what: str):
             lines = f.readlines()
         except UnicodeDecodeError as e:
             raise HarnessError(f"{what} {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        if next((line for line in lines if line.strip()), "").lstrip().startswith("["):
+            return pd.DataFrame(_json_array(path, what, "".join(lines)))
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -140,9 +143,22 @@ def _read_jsonl(path: str, what: str):
     return pd.DataFrame(rows)
 
 
+def _json_array(path: str, what: str, text: str) -> list[dict]:
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"{what} {path}: not JSON ({e.msg} at line {e.lineno}); expected an array of objects "
+                           f"or one object per line") from None
+    bad = next((i for i, row in enumerate(rows) if not isinstance(row, dict)), None) if isinstance(rows, list) else 0
+    if bad is not None:
+        raise HarnessError(f"{what} {path}: expected an array of objects (column: value), item {bad} is not one")
+    return rows
+
+
 def read_table(path: str | os.PathLike, what: str = "table"):
     """The DataFrame in `path`, chosen by suffix: .pkl/.pickle (restricted unpickling), .parquet,
-    .jsonl/.json (JSON lines). `what` names the file in errors ("dataset", "calibration dataset")."""
+    .jsonl/.json (JSON lines, or a JSON array of objects). `what` names the file in errors
+    ("dataset", "calibration dataset")."""
     import pandas as pd
 
     path = os.fspath(path)

@@ -131,8 +131,9 @@ def _length(name: str, reference: float) -> Metric:
 
 
 OPENORCA = Dataset("OpenOrca (GPT-4 answers, llama2-70b reference sampling)", 24576, "assets/openorca_demo")
-CNN_DM = Dataset("CNN-DailyMail 3.0.0 validation", 13368)
-CNN_DM_EDGE = Dataset("CNN-DailyMail 3.0.0 validation, edge subset", 5000)
+CNN_DM = Dataset("CNN-DailyMail 3.0.0 validation", 13368, "assets/cnndm_demo")
+CNN_DM_EDGE = Dataset("CNN-DailyMail 3.0.0 validation, edge subset", 5000, "assets/cnndm_demo")
+LLAMA31_8B_MAX_NEW_TOKENS = (128, 128)  # language/llama3.1-8b/SUT_VLLM.py: max_tokens
 # AIME, MATH500, GPQA, MMLU-Pro, LiveCodeBench; gpt-oss-120b's accuracy runs cover 4,395 of its 6,396
 # (accuracy-sample-count, LoadGen's accuracy_sample_count_override)
 DEEPSEEK_R1 = Dataset("deepseek-r1 reasoning set (AIME, MATH500, GPQA, MMLU-Pro, LiveCodeBench)", 4388)
@@ -168,7 +169,8 @@ def _llama31_8b(round_name: str) -> Benchmark:
         metrics=_rouge(38.7792, 15.9075, 24.4957, 35.793, 0.99) + (_length("gen_len", 8167644),),
         required={DC: ("Offline",), DC_EDGE: ("Offline",)},
         optional={DC: ("Server", "Interactive"), DC_EDGE: ("Server", "Interactive")},
-        latency=LLAMA31_8B_LATENCY, target_latency_ns=SERVER_20S, min_queries=LLM_MIN_QUERIES, test06=True)
+        latency=LLAMA31_8B_LATENCY, target_latency_ns=SERVER_20S, min_queries=LLM_MIN_QUERIES, test06=True,
+        max_new_tokens=LLAMA31_8B_MAX_NEW_TOKENS)
 
 
 def _llama31_8b_edge(round_name: str) -> Benchmark:
@@ -177,7 +179,8 @@ def _llama31_8b_edge(round_name: str) -> Benchmark:
         performance_sample_count=5000, offline_min_samples_per_query=5000,
         metrics=_rouge(39.06, 16.1147, 24.6375, 36.124, 0.99) + (_length("gen_len", 3051113),),
         required={"edge": ("Offline", "SingleStream"), DC_EDGE: ("Offline", "SingleStream")},
-        optional={}, latency={}, target_latency_ns={}, min_queries=EDGE_MIN_QUERIES, test06=False)
+        optional={}, latency={}, target_latency_ns={}, min_queries=EDGE_MIN_QUERIES, test06=False,
+        max_new_tokens=LLAMA31_8B_MAX_NEW_TOKENS)
 
 
 def _deepseek_r1(round_name: str) -> Benchmark:
