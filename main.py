@@ -80,8 +80,9 @@ def get_args(argv=None) -> argparse.Namespace:
                    help="quantization YAML (quant_configs/): --backend fakequant simulates any config; "
                         "--backend hf executes the FP8 subset on a GPU (docs/quantization.md)")
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="default 1024 as the reference; a benchmark's own for its --lg-model-name (llama3.1-8b 128, deepseek-r1 20000, "
-                        "gpt-oss-120b 32768 in accuracy runs, 10240 in performance runs); 128 for the demo")
+                   help="default 1024 as the reference; a benchmark's own for its --lg-model-name (llama3.1-8b 128, "
+                        "deepseek-r1 20000, gpt-oss-120b 32768 in accuracy runs, 10240 in performance runs); 128 for "
+                        "the demo")
     p.add_argument("--min-new-tokens", type=int, default=1)
     p.add_argument("--ignore-eos", action="store_true", help="force max-new-tokens outputs (synthetic perf runs)")
     p.add_argument("--query-timeout", type=float, default=0.0,
