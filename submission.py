@@ -29,6 +29,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from accuracy.reasoning import BENCHMARKS as REASONING_BENCHMARKS
 from common.errors import HarnessError, exit_on_error
 from common.files import make_folder, read_text
 from common.redact import RedactingArgumentParser, redact_argv
@@ -114,7 +115,8 @@ class Submission:
         self.out = Path(args.output_dir).resolve()
         self.logs = self.out / "run_logs"
         self.org = layout.submitter_dir(self.out, args.division, self.submitter)
-        kinds = layout.RUN_KINDS if self.bench.test06 else tuple(k for k in layout.RUN_KINDS if k != "TEST06")
+        # the compliance tests the registry names for the benchmark (test06, test07, test09)
+        kinds = tuple(k for k in layout.RUN_KINDS if not k.startswith("TEST") or getattr(self.bench, k.lower()))
         self.runs = plan(self.scenarios, kinds)
         self.rates: dict[str, float] = {}   # samples/s measured by each scenario's performance run
         self.unsubmittable: list[str] = []  # the preflight's findings, when allowed
@@ -222,10 +224,13 @@ class Submission:
         log_file = run_dir / layout.ACCURACY_LOG
         cmds = [main_command(run, self.bench, self.passthrough, run_dir)]
         if run.kind == "accuracy":
+            reasoning = self.bench.name if self.bench.name in REASONING_BENCHMARKS else None
             cmds.append(evaluation_command(log_file, self.dataset, self.flags.model_path,
-                                           self.bench.lg_model_name if self.reference else None, self.bench.level))
-        elif run.kind == "TEST06":
-            cmds.append(compliance_command(log_file, run.scenario, run_dir))
+                                           self.bench.lg_model_name if self.reference else None, self.bench.level,
+                                           reasoning))
+        elif run.kind.startswith("TEST"):
+            cmds.append(compliance_command(log_file, run.scenario, run_dir, run.kind, self.bench, self.dataset,
+                                           self.flags.model_path))
         return cmds
 
     def estimate(self, run: Run) -> tuple[float, str]:
@@ -280,12 +285,12 @@ class Submission:
             layout.truncate_accuracy_log(run_dir / layout.ACCURACY_LOG, built / layout.ACCURACY_LOG)
         else:
             rc = subprocess.run(cmds[0]).returncode
-            verify = run_dir / layout.VERIFY_FILE
+            verify = run_dir / layout.VERIFY_FILES[run.kind]
             if rc not in (0, 1) or not verify.exists():
                 self.fail(run, run_dir, f"compliance.py exited with {rc}")
             if rc == 1:
-                print(f"{run.label}: TEST06 checks FAILED (see {layout.VERIFY_FILE})")
-            layout.copy_new(verify, built / layout.VERIFY_FILE)
+                print(f"{run.label}: {run.kind} checks FAILED (see {verify.name})")
+            layout.copy_new(verify, built / verify.name)
             layout.copy_new(run_dir / layout.ACCURACY_LOG, built / "accuracy" / layout.ACCURACY_LOG)
 
     def note_rate(self, run: Run, full: Path) -> None:

@@ -34,8 +34,11 @@ ACCURACY_LOG = "mlperf_log_accuracy.json"
 VERIFY_FILE = "verify_accuracy.txt"
 
 # What each run of a scenario becomes in the tree.
-RUN_KINDS = ("performance", "accuracy", "TEST06")
-TREE_SUBDIR = {"performance": "performance/run_1", "accuracy": "accuracy", "TEST06": "TEST06"}
+# the compliance tests run where the registry says (Benchmark.test06 / test07 / test09)
+RUN_KINDS = ("performance", "accuracy", "TEST06", "TEST07", "TEST09")
+TREE_SUBDIR = {"performance": "performance/run_1", "accuracy": "accuracy", "TEST06": "TEST06", "TEST07": "TEST07",
+               "TEST09": "TEST09"}
+VERIFY_FILES = {"TEST06": VERIFY_FILE, "TEST07": VERIFY_FILE, "TEST09": "verify_output_len.txt"}
 
 # truncate_accuracy_log.py: logs over 10 KiB keep their first and last 4 KiB.
 MAX_ACCURACY_LOG_SIZE = 10 * 1024

@@ -136,8 +136,10 @@ CNN_DM_EDGE = Dataset("CNN-DailyMail 3.0.0 validation, edge subset", 5000, "asse
 LLAMA31_8B_MAX_NEW_TOKENS = (128, 128)  # language/llama3.1-8b/SUT_VLLM.py: max_tokens
 # AIME, MATH500, GPQA, MMLU-Pro, LiveCodeBench; gpt-oss-120b's accuracy runs cover 4,395 of its 6,396
 # (accuracy-sample-count, LoadGen's accuracy_sample_count_override)
-DEEPSEEK_R1 = Dataset("deepseek-r1 reasoning set (AIME, MATH500, GPQA, MMLU-Pro, LiveCodeBench)", 4388)
-GPT_OSS = Dataset("gpt-oss-120b reasoning set (AIME25, GPQA-Diamond, LiveCodeBench v6, ...)", 6396)
+DEEPSEEK_R1 = Dataset("deepseek-r1 reasoning set (AIME, MATH500, GPQA, MMLU-Pro, LiveCodeBench)", 4388,
+                      "assets/reasoning_demo/deepseek-r1.jsonl")
+GPT_OSS = Dataset("gpt-oss-120b reasoning set (AIME25, GPQA-Diamond, LiveCodeBench v6, ...)", 6396,
+                  "assets/reasoning_demo/gpt-oss-120b.jsonl")
 
 DC = "datacenter"
 DC_EDGE = "datacenter,edge"

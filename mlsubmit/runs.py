@@ -25,13 +25,18 @@ RESERVED_FLAGS = ("--scenario", "--accuracy", "--output-log-dir", "--audit-conf"
 @dataclass(frozen=True)
 class Run:
     scenario: str
-    kind: str       # performance | accuracy | TEST06
+    kind: str       # performance | accuracy | TEST06 | TEST07 | TEST09
     index: int      # 1-based, in the order the runs are made
     total: int
 
     @property
     def label(self) -> str:
         return f"[{self.index}/{self.total}] {self.scenario} {self.kind}"
+
+
+def audit_conf(kind: str, bench: Benchmark) -> Path:
+    """A compliance test's audit.config: TEST06's is shared, TEST07's and TEST09's are per benchmark."""
+    return TEST06_AUDIT if kind == "TEST06" else ROOT / "compliance" / kind / bench.name / "audit.config"
 
 
 def plan(scenarios: list[str], kinds: tuple[str, ...]) -> list[Run]:
@@ -62,15 +67,18 @@ def main_command(run: Run, bench: Benchmark, passthrough: list[str], out_dir: Pa
     cmd = [sys.executable, str(ROOT / "main.py"), "--scenario", run.scenario, "--lg-model-name", bench.lg_model_name]
     if run.kind == "accuracy":
         cmd.append("--accuracy")
-    elif run.kind == "TEST06":
-        cmd += ["--audit-conf", str(TEST06_AUDIT)]
+    elif run.kind.startswith("TEST"):
+        cmd += ["--audit-conf", str(audit_conf(run.kind, bench))]
     return cmd + list(passthrough) + ["--output-log-dir", str(out_dir)]
 
 
 def evaluation_command(accuracy_log: Path, dataset: str, checkpoint: str | None, model_name: str | None,
-                       level: str) -> list[str]:
+                       level: str, benchmark: str | None = None) -> list[str]:
+    """benchmark: a reasoning benchmark's name, graded by exact match instead of ROUGE."""
     cmd = [sys.executable, str(ROOT / "evaluation.py"), "--mlperf-accuracy-file", str(accuracy_log),
            "--dataset-file", dataset, "--accuracy-level", level]
+    if benchmark:
+        cmd += ["--benchmark", benchmark]
     if checkpoint:
         cmd += ["--checkpoint-path", checkpoint]
     if model_name:
@@ -78,10 +86,17 @@ def evaluation_command(accuracy_log: Path, dataset: str, checkpoint: str | None,
     return cmd
 
 
-def compliance_command(accuracy_log: Path, scenario: str, out_dir: Path) -> list[str]:
-    return [sys.executable, str(ROOT / "compliance.py"), "--accuracy-log", str(accuracy_log),
-            "--scenario", scenario,
-            "--output-dir", str(out_dir)]
+def compliance_command(accuracy_log: Path, scenario: str, out_dir: Path, kind: str = "TEST06",
+                       bench: Benchmark | None = None, dataset: str | None = None,
+                       checkpoint: str | None = None) -> list[str]:
+    cmd = [sys.executable, str(ROOT / "compliance.py"), "--accuracy-log", str(accuracy_log)]
+    if kind == "TEST06":
+        cmd += ["--scenario", scenario]
+    else:
+        cmd += ["--test", kind, "--benchmark", bench.name, "--audit-conf", str(audit_conf(kind, bench))]
+    if kind == "TEST07":  # graded by exact match: the ground truths and the tokenizer
+        cmd += ["--dataset-file", dataset] + (["--checkpoint-path", checkpoint] if checkpoint else [])
+    return cmd + ["--output-dir", str(out_dir)]
 
 
 def shown(cmd: list[str]) -> str:
@@ -92,8 +107,8 @@ def shown(cmd: list[str]) -> str:
 
 
 # -- time estimates -----------------------------------------------------------------------------------
-def _audit_value(key: str, default: float) -> float:
-    for line in TEST06_AUDIT.read_text().splitlines():
+def _audit_value(key: str, default: float, path: Path = TEST06_AUDIT) -> float:
+    for line in path.read_text().splitlines():
         k, sep, v = line.split("#", 1)[0].partition("=")
         if sep and k.strip().endswith(f".{key}"):
             return float(v)
@@ -125,9 +140,10 @@ def estimate_s(run: Run, user_conf: str, bench: Benchmark, total_samples: int,
         secs = total_samples / rate
         why = f"up to {total_samples} samples at {rate:g} samples/s ({source})"
     else:
-        n = _audit_value("min_query_count", s.min_query_count)
-        secs = max(_audit_value("min_duration", 0) / 1000, n / rate)
-        why = f"TEST06: {n:g} queries at {rate:g} QPS ({source})"
+        path = audit_conf(run.kind, bench)
+        n = _audit_value("min_query_count", s.min_query_count, path)
+        secs = max(_audit_value("min_duration", 0, path) / 1000, n / rate)
+        why = f"{run.kind}: {n:g} queries at {rate:g} QPS ({source})"
     return secs, why
 
 

@@ -58,3 +58,30 @@ def test_bad_audit_config_is_one_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         compliance.main(["--test", "TEST09", "--accuracy-log", str(tmp_path / "log.json"), "--audit-conf", str(conf)])
     assert e.value.code == 2 and "must be a number" in capsys.readouterr().err
+
+
+def test_submission_runs_the_compliance_tests_the_registry_names(tmp_path):
+    from mlsubmit import layout, registry, runs
+
+    kinds = {name: tuple(k for k in layout.RUN_KINDS if not k.startswith("TEST") or getattr(b, k.lower()))
+             for name, b in registry.get_round("v6.1").benchmarks.items()}
+    assert kinds["gpt-oss-120b"] == ("performance", "accuracy", "TEST07", "TEST09")
+    assert kinds["deepseek-r1"] == ("performance", "accuracy", "TEST06")
+    b = registry.benchmark("v6.1", "gpt-oss-120b")
+    cmd = runs.compliance_command(tmp_path / "log.json", "Offline", tmp_path, "TEST07", b, "data.pkl", "MODEL")
+    assert cmd[cmd.index("--test") + 1] == "TEST07" and cmd[cmd.index("--dataset-file") + 1] == "data.pkl"
+    assert runs.audit_conf("TEST09", b).is_file() and runs.audit_conf("TEST07", b).is_file()
+    main = runs.main_command(runs.Run("Offline", "TEST09", 4, 4), b, [], tmp_path)
+    assert main[main.index("--audit-conf") + 1] == str(runs.audit_conf("TEST09", b))
+    assert layout.VERIFY_FILES["TEST09"] == "verify_output_len.txt"
+
+
+def test_unique_issue_beyond_the_data_set_is_refused_before_loadgen(tmp_path):
+    """LoadGen 6.0.17 crashes (SIGSEGV) issuing 990 unique samples from a 10-sample set."""
+    from helpers import run_main
+
+    p = run_main("--backend", "null", "--dataset-path", str(DEMO), "--lg-model-name", "gpt-oss-120b",
+                 "--audit-conf", str(ROOT / "compliance" / "TEST07" / "gpt-oss-120b" / "audit.config"),
+                 "--output-log-dir", str(tmp_path / "run"), timeout=120)
+    assert p.returncode == 2 and "issues each sample once for 990 queries, and the data set has 10" in p.stderr
+    assert not (tmp_path / "run").exists()
