@@ -157,7 +157,8 @@ def test09(args) -> tuple[bool, str]:
     return ok, (f"{'=' * 80}\nTEST09: Verify Output Token Length in Performance Mode\n{'=' * 80}\n\n"
                 f"Total samples: {len(lengths)}\nMean output tokens: {mean:.2f}\nMin output tokens: {min(lengths)}\n"
                 f"Max output tokens: {max(lengths)}\nMin threshold: {low}\nMax threshold: {high}\n"
-                f"Min check pass: {mean >= low}\nMax check pass: {mean <= high}\n\n{'TEST PASS' if ok else 'TEST FAIL'}\n")
+                f"Min check pass: {mean >= low}\nMax check pass: {mean <= high}\n\n"
+                f"{'TEST PASS' if ok else 'TEST FAIL'}\n")
 
 
 def main(argv=None) -> int:

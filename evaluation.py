@@ -206,7 +206,8 @@ def evaluate_reasoning(args, responses: list[Response], log_dir: Path) -> int:
     sha = file_sha256(args.mlperf_accuracy_file)
     summary = {"benchmark": bench.name, "round": bench.round, "result": values, "num_samples": score.num_samples,
                "per_dataset": {k: {"right": r, "total": t} for k, (r, t) in score.per_dataset.items()},
-               "passed": all(ok for _, _, ok in checks), "mlperf_accuracy_file": os.path.abspath(args.mlperf_accuracy_file),
+               "passed": all(ok for _, _, ok in checks),
+               "mlperf_accuracy_file": os.path.abspath(args.mlperf_accuracy_file),
                "mlperf_accuracy_file_sha256": sha, "dataset_file": os.path.abspath(args.dataset_file),
                "checkpoint_path": args.checkpoint_path, "dtype": args.dtype}
     text = f"{printed}\n{score.table()}\n{verdict}\nhash={sha}\n"

@@ -68,7 +68,8 @@ def code_tests(df) -> dict[str, list[tuple[str, str]]]:
         return {}
     out = {}
     for n, (name, qid, tests) in enumerate(zip(df["dataset"], df["ground_truth"], df["tests"])):
-        if "livecodebench" not in str(name).lower() or tests is None or (isinstance(tests, float) and math.isnan(tests)):
+        missing = tests is None or (isinstance(tests, float) and math.isnan(tests))
+        if missing or "livecodebench" not in str(name).lower():
             continue
         try:
             cases = json.loads(tests) if isinstance(tests, str) else list(tests)
