@@ -121,14 +121,11 @@ class Submission:
         self.rates: dict[str, float] = {}   # samples/s measured by each scenario's performance run
         self.unsubmittable: list[str] = []  # the preflight's findings, when allowed
 
-    def demo_dataset(self, openorca_demo) -> str:
-        """The benchmark's shipped demo set, passed to every main.py run."""
-        demo = self.bench.dataset.demo
-        if demo is None:
+    def demo_dataset(self, demo_path) -> str:
+        """The benchmark's shipped demo set, the one main.py picks for its --lg-model-name."""
+        if self.bench.dataset.demo is None:
             raise HarnessError(f"no demo set of {self.benchmark} is shipped; give its data with --dataset-path")
-        path = openorca_demo(self.flags.model_path) if demo == registry.OPENORCA.demo else str(HERE / demo)
-        self.passthrough = [*self.passthrough, "--dataset-path", path]
-        return path
+        return demo_path(self.flags.model_path, demo=self.bench.dataset.demo)
 
     def check_rules(self) -> list[str]:
         """The preflight: said before the first run; the closed division stops on it unless allowed."""
