@@ -15,7 +15,7 @@ from typing import Any
 from common.errors import HarnessError
 from harness.loadgen_logs import DETAIL_FILE, parse_detail
 from mlsubmit.layout import (ACC_FILES, ACCURACY_LOG, MAX_ACCURACY_LOG_SIZE, PERF_FILES, SCENARIO_FILES, SRC_DIR,
-                             TREE_SUBDIR, VERIFY_FILE)
+                             TREE_SUBDIR, VERIFY_FILE, VERIFY_FILES)
 from mlsubmit.registry import Benchmark, get_round
 from mlsubmit.system import (AVAILABILITIES, MEANINGFUL_FIELDS, MEASUREMENT_FIELDS, REQUIRED_FIELDS, SYSTEM_TYPES)
 
@@ -29,7 +29,10 @@ ACC_PATTERNS = {
     "ROUGELSUM": r".*'rougeLsum':\s+'?([\d.]+)'?.*",
     "GEN_LEN": r".*'gen_len':\s([\d.]+).*",
     "TOKENS_PER_SAMPLE": r".*'tokens_per_sample':\s([\d.]+).*",
+    "exact_match": r".*'exact_match':\s([\d.]+).*",
 }
+# compliance_check.py: TEST07 and TEST09 pass when their verify file says so
+LATER_TESTS = ("TEST07", "TEST09")
 TEST06_LINES = (("First token check pass: True", "First token check pass: Skipped"),
                 ("EOS check pass: True",), ("Sample length check pass: True",))
 
@@ -184,6 +187,12 @@ def check_test06(folder: Path) -> list[str]:
     return [f"{folder / VERIFY_FILE}: TEST06 failed: {', '.join(failed)}"] if failed else []
 
 
+def check_test_pass(folder: Path, kind: str) -> list[str]:
+    """compliance_check.py, TEST07 / TEST09: "TEST PASS" in the verify file."""
+    path = folder / VERIFY_FILES[kind]
+    return [] if "TEST PASS" in path.read_text() else [f"{path}: {kind} failed (no TEST PASS)"]
+
+
 def check_scenario(folder: Path, bench: Benchmark, division: str) -> list[str]:
     scenario = folder.name
     required = [folder / f for f in SCENARIO_FILES]
@@ -191,6 +200,8 @@ def check_scenario(folder: Path, bench: Benchmark, division: str) -> list[str]:
     required += [folder / TREE_SUBDIR["accuracy"] / f for f in ACC_FILES]
     if bench.test06:
         required += [folder / "TEST06" / VERIFY_FILE, folder / "TEST06" / "accuracy" / ACCURACY_LOG]
+    later = [k for k in LATER_TESTS if getattr(bench, k.lower())]
+    required += [folder / k / VERIFY_FILES[k] for k in later]
     missing = [f"{p}: missing (REQUIRED_*_FILES, TEST06_ACC_PATH)" for p in required if not p.is_file()]
     if missing:
         return missing
@@ -205,6 +216,8 @@ def check_scenario(folder: Path, bench: Benchmark, division: str) -> list[str]:
     problems += check_accuracy(folder / "accuracy", bench, division)
     if bench.test06:
         problems += check_test06(folder / "TEST06")
+    for kind in later:
+        problems += check_test_pass(folder / kind, kind)
     return problems
 
 

@@ -85,3 +85,19 @@ def test_unique_issue_beyond_the_data_set_is_refused_before_loadgen(tmp_path):
                  "--output-log-dir", str(tmp_path / "run"), timeout=120)
     assert p.returncode == 2 and "issues each sample once for 990 queries, and the data set has 10" in p.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_check_reads_exact_match_and_the_later_tests_verdicts(tmp_path):
+    from mlsubmit import check, registry
+
+    acc = tmp_path / "accuracy.txt"
+    acc.write_text("\nResults\n\n{'exact_match': 83.5, 'tokens_per_sample': 1200.0, 'num-samples': 4395}\nhash=ab12\n")
+    assert check.accuracy_result(acc) == ({"exact_match": 83.5, "TOKENS_PER_SAMPLE": 1200.0}, True)
+    b = registry.benchmark("v6.1", "gpt-oss-120b")
+    assert all(m.passes(check.accuracy_result(acc)[0][m.checker]) for m in b.metrics)
+    for kind, verdict in (("TEST07", "TEST PASS"), ("TEST09", "TEST FAIL")):
+        (tmp_path / kind).mkdir()
+        (tmp_path / kind / check.VERIFY_FILES[kind]).write_text(f"...\n{verdict}\n")
+    assert check.check_test_pass(tmp_path / "TEST07", "TEST07") == []
+    assert check.check_test_pass(tmp_path / "TEST09", "TEST09") == [
+        f"{tmp_path / 'TEST09' / 'verify_output_len.txt'}: TEST09 failed (no TEST PASS)"]
