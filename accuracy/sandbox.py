@@ -9,8 +9,8 @@ enforces the wall time and caps what it reads of the output, killing the whole g
 Where `unshare` is refused (no root, a kernel or container that forbids namespaces) `available()`
 is false and nothing runs: programs are never run without the sandbox.
 
-A test case passes when the program exits 0 and its output equals the expected one line by line,
-each line stripped, trailing empty lines ignored. A program passes when all its cases pass; the
+A test case passes when the program exits 0 and its output equals the expected one as
+LiveCodeBench's grader compares them (same_output). A program passes when all its cases pass; the
 first failure stops it. `run_all` spreads programs over the cores.
 
 Standard library only: the parent imports it and the namespace's first process runs this file.
@@ -30,6 +30,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Sequence
 
 _UID_BASE = 61000  # uids of the programs, one per run in turn, none of them a real user's
@@ -155,11 +156,29 @@ def _feed(pipe, data: bytes) -> None:
         pass
 
 
-def _same_output(got: bytes, expected: str) -> bool:
-    def lines(text: str) -> list[str]:
-        rows = [row.strip() for row in text.strip().splitlines()]
-        return rows
-    return lines(got.decode("utf-8", "replace")) == lines(expected)
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.strip().split("\n")]
+
+
+def _decimals(line: str) -> list[Decimal] | None:
+    try:
+        return [Decimal(word) for word in line.split()]
+    except InvalidOperation:
+        return None
+
+
+def same_output(got: bytes, expected: str) -> bool:
+    """LiveCodeBench's stdio rule: the same number of lines (whole output and each line stripped),
+    each line equal as text or, word by word, as decimal numbers (1.50 == 1.5, never 1e16 == 1e16 + 1)."""
+    ours, theirs = _lines(got.decode("utf-8", "replace")), _lines(expected)
+    if len(ours) != len(theirs):
+        return False
+    for a, b in zip(ours, theirs):
+        if a != b:
+            da, db = _decimals(a), _decimals(b)
+            if da is None or db is None or da != db:
+                return False
+    return True
 
 
 def _is_signal(status: int) -> bool:
@@ -181,7 +200,7 @@ def check(code: str, cases: Sequence[tuple[str, str]], limits: Limits = Limits()
         if status != 0:
             reason = f"signal {signal.Signals(status - 128).name}" if _is_signal(status) else f"exit {status}"
             return CaseResult(False, reason, out)
-        if not _same_output(out, expected):
+        if not same_output(out, expected):
             return CaseResult(False, "wrong answer", out)
         result = CaseResult(True, "ok", out)
     return result

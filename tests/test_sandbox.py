@@ -99,3 +99,11 @@ def test_run_all_keeps_order_across_workers():
     programs.append(("print(0)", [("1", "2")]))
     results = sandbox.run_all(programs, LIMITS, workers=2)
     assert [r.passed for r in results] == [True] * 4 + [False]
+
+
+@pytest.mark.parametrize("got, expected, same", [
+    (b"3\n", "3", True), (b"  1 2  \n\n", "1 2\n", True), (b"1.50\n", "1.5", True), (b"1.5 2\n", "1.50 2.0", True),
+    (b"50000000000000001\n", "50000000000000000", False), (b"1\n2\n", "1 2", False), (b"yes\n", "Yes", False),
+    (b"1 2\n", "1 2 3", False), (b"nan\n", "NaN", False), (b"", "", True)])
+def test_output_comparison_is_livecodebench_s(got, expected, same):
+    assert sandbox.same_output(got, expected) is same
