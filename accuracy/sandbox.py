@@ -18,6 +18,7 @@ Standard library only: the parent imports it and the namespace's first process r
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import resource
 import select
@@ -156,6 +157,37 @@ def _feed(pipe, data: bytes) -> None:
         pass
 
 
+# LiveCodeBench's call-based (LeetCode) problems run with these modules' names imported
+_CALL_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random", "statistics",
+                 "itertools", "functools", "operator", "io", "sys", "json", "builtins", "typing")
+_CALL_HEADER = "".join(f"from {m} import *\n" for m in _CALL_MODULES) + "".join(
+    f"import {m}\n" for m in _CALL_MODULES if m not in ("builtins", "typing")) + "sys.setrecursionlimit(50000)\n"
+_CALL_DRIVER = """
+import json as _json, sys as _sys
+_source = {source!r}
+_ns = {{}}
+exec(compile({header!r} + "\\n\\n" + _source, "prog.py", "exec"), _ns)
+_target = _ns["Solution"]() if "class Solution" in _source else None
+_method = getattr(_target, {fn!r}) if _target is not None else _ns[{fn!r}]
+_result = _method(*[_json.loads(line) for line in _sys.stdin.read().split("\\n")])
+_sys.stdout.write(_json.dumps(list(_result) if isinstance(_result, tuple) else _result))
+"""
+
+
+def call_program(code: str, fn_name: str) -> str:
+    """A script that calls `fn_name` (a method of `Solution` when the code defines one) with the
+    case's input, one JSON argument a line, and prints the result as JSON (a tuple as a list)."""
+    return _CALL_DRIVER.format(source=code, header=_CALL_HEADER, fn=fn_name)
+
+
+def same_result(got: bytes, expected: str) -> bool:
+    """LiveCodeBench's call-based rule: the result equals the expected JSON value."""
+    try:
+        return json.loads(got.decode("utf-8", "replace")) == json.loads(expected)
+    except ValueError:
+        return False
+
+
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.strip().split("\n")]
 
@@ -190,17 +222,20 @@ def _is_signal(status: int) -> bool:
         return False
 
 
-def check(code: str, cases: Sequence[tuple[str, str]], limits: Limits = Limits()) -> CaseResult:
-    """Runs `code` on each (input, expected output) case until one fails."""
+def check(code: str, cases: Sequence[tuple], limits: Limits = Limits()) -> CaseResult:
+    """Runs `code` on each case until one fails: (stdin, expected stdout), or for a call-based
+    problem (JSON arguments a line, expected JSON result, function name)."""
     result = CaseResult(False, "no test cases")
-    for stdin, expected in cases:
-        status, out, hit = run_case(code, stdin, limits)
+    for case in cases:
+        stdin, expected, fn_name = (*case, None)[:3]
+        program = call_program(code, fn_name) if fn_name else code
+        status, out, hit = run_case(program, stdin, limits)
         if hit:
             return CaseResult(False, hit, out)
         if status != 0:
             reason = f"signal {signal.Signals(status - 128).name}" if _is_signal(status) else f"exit {status}"
             return CaseResult(False, reason, out)
-        if not same_output(out, expected):
+        if not (same_result(out, expected) if fn_name else same_output(out, expected)):
             return CaseResult(False, "wrong answer", out)
         result = CaseResult(True, "ok", out)
     return result

@@ -7,7 +7,8 @@ question id) and the prompt: `text_input` (deepseek-r1, put through the model's 
 user message with the generation prompt, as its reference tokenizes it) or already-tokenized
 `tok_input` / `input_tokens` (gpt-oss-120b's Harmony prompts). They are read with the project's
 safe table reader. LiveCodeBench's test cases come from a `tests` column: JSON text (or a list)
-of {"input": ..., "output": ...}, stdin and the expected stdout.
+of {"input": ..., "output": ...}, stdin and the expected stdout, or with "fn_name" a call-based
+case: one JSON argument a line, the expected JSON result.
 
     python -m inputs.reasoning --input assets/reasoning_demo/deepseek-r1.jsonl --output demo.pkl \
         [--model-path MODEL]        # adds tok_input for main.py (the chat template of MODEL)
@@ -62,7 +63,7 @@ def prompt_ids(df, tokenizer) -> list[list[int]]:
     return out
 
 
-def code_tests(df) -> dict[str, list[tuple[str, str]]]:
+def code_tests(df) -> dict[str, list[tuple]]:
     """Question id (the ground truth of livecodebench rows) -> its (stdin, expected stdout) cases."""
     if "tests" not in df.columns:
         return {}
@@ -73,8 +74,10 @@ def code_tests(df) -> dict[str, list[tuple[str, str]]]:
             continue
         try:
             cases = json.loads(tests) if isinstance(tests, str) else list(tests)
-            out[str(qid)] = [(str(c["input"]), str(c["output"])) for c in cases]
-        except (ValueError, TypeError, KeyError) as e:
+            # call-based (LeetCode) cases name the function to call
+            out[str(qid)] = [(str(c["input"]), str(c["output"])) + ((str(c["fn_name"]),) if c.get("fn_name") else ())
+                             for c in cases]
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise HarnessError(f"reasoning dataset: row {n}: tests must be a JSON list of "
                                f"{{\"input\", \"output\"}} ({type(e).__name__}: {e})") from None
     return out

@@ -107,3 +107,14 @@ def test_run_all_keeps_order_across_workers():
     (b"1 2\n", "1 2 3", False), (b"nan\n", "NaN", False), (b"", "", True)])
 def test_output_comparison_is_livecodebench_s(got, expected, same):
     assert sandbox.same_output(got, expected) is same
+
+
+def test_call_based_cases_call_the_solution_method():
+    code = ("class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n"
+            "        seen = {}\n        for i, x in enumerate(nums):\n            if target - x in seen:\n"
+            "                return (seen[target - x], i)\n            seen[x] = i\n")
+    cases = [("[2, 7, 11, 15]\n9", "[0, 1]", "twoSum"), ("[3, 3]\n6", "[0, 1]", "twoSum")]
+    assert sandbox.check(code, cases, LIMITS).passed  # a tuple counts as the list (List from typing, as LCB)
+    assert sandbox.check(code, [("[1, 2]\n3", "[1, 0]", "twoSum")], LIMITS).reason == "wrong answer"
+    assert sandbox.check("def double(x):\n    return 2 * x\n", [("21", "42", "double")], LIMITS).passed
+    assert not sandbox.check("import os\nos.fork()\n", [("1", "1", "double")], LIMITS).passed
