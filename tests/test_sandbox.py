@@ -2,6 +2,7 @@
 program must fail its test case, within its limits, and leave nothing behind."""
 import os
 import socket
+import threading
 import time
 import uuid
 
@@ -40,23 +41,33 @@ def test_ten_gigabytes_are_refused():
     assert not result.passed and result.reason == "exit 1"
 
 
-def test_fork_bomb_is_capped_and_cleaned_up():
-    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
-    start = time.monotonic()
-    result = sandbox.check(bomb, CASE, LIMITS)
-    assert not result.passed
-    assert time.monotonic() - start < LIMITS.wall_s + 2
-    time.sleep(0.2)
-    # no process of the sandbox's uids survives it
-    left = []
+def _processes_of(uid: int) -> int:
+    n = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            uid = int(open(f"/proc/{pid}/status").read().split("\nUid:")[1].split()[0])
-        except (OSError, IndexError):
+            status = open(f"/proc/{pid}/status").read()
+        except OSError:
             continue
-        if sandbox._UID_BASE <= uid < sandbox._UID_BASE + 4096:
-            left.append(pid)
-    assert not left
+        n += int(status.split("\nUid:")[1].split()[0]) == uid
+    return n
+
+
+def test_fork_bomb_is_capped_and_cleaned_up(monkeypatch):
+    uid = sandbox._UID_BASE + 4095  # this test's own uid, so that other sandboxes' processes do not count
+    monkeypatch.setattr(sandbox, "_next_uid", lambda: uid)
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    results, during = [], []
+    start = time.monotonic()
+    worker = threading.Thread(target=lambda: results.append(sandbox.check(bomb, CASE, LIMITS)))
+    worker.start()
+    time.sleep(1.0)
+    during.append(_processes_of(uid))
+    worker.join()
+    assert not results[0].passed
+    assert time.monotonic() - start < LIMITS.wall_s + 2
+    assert 1 < during[0] <= LIMITS.processes  # it forked, and no further than the cap
+    time.sleep(0.2)
+    assert _processes_of(uid) == 0  # and nothing of it survives
 
 
 def test_writes_outside_its_folder_harm_nothing(tmp_path):
