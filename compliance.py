@@ -29,7 +29,6 @@ or "TEST FAIL", which the submission checker reads):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -37,7 +36,7 @@ import numpy as np
 
 from accuracy.mlperf_log import DTYPES, decode_ids, read_entries
 from common.errors import HarnessError, exit_on_error
-from common.files import make_folder, temp_file_beside
+from common.files import make_folder, parse_json, temp_file_beside
 
 LLAMA2_EOS = 2
 
@@ -48,9 +47,9 @@ def eos_ids_for(log_path: str, given: list[int] | None) -> set[int]:
     results = os.path.join(os.path.dirname(os.path.abspath(log_path)), "results.json")
     if os.path.isfile(results):
         try:
-            with open(results) as f:
-                ids = (json.load(f).get("run") or {}).get("eos_token_ids")
-        except (ValueError, AttributeError) as e:  # not JSON, or not results.json's shape
+            with open(results, encoding="utf-8") as f:
+                ids = (parse_json(f.read(), results).get("run") or {}).get("eos_token_ids")
+        except (HarnessError, ValueError, AttributeError) as e:  # not JSON, or not results.json's shape
             raise HarnessError(f"cannot read the EOS ids from {results} ({e}); pass --eos-token-id") from None
         if ids and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             return set(ids)

@@ -15,6 +15,8 @@ import logging
 import operator
 import os
 
+import numpy as np
+
 from common.errors import HarnessError
 from common.tables import read_table
 
@@ -40,6 +42,14 @@ def read_processed_pickle(path: str):
     return df
 
 
+def token_id(value) -> int:
+    """`value` as a token id. operator.index, not int: a float id (1.5) is refused, never cut to
+    another token; and a bool is an int to Python, but JSON's `true` is not the token 1."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{str(value).lower()} is not a token id")
+    return operator.index(value)
+
+
 class Dataset:
     def __init__(self, dataset_path: str, total_sample_count: int | None = None,
                  perf_count_override: int | None = None, model_path: str | None = None):
@@ -61,9 +71,8 @@ class Dataset:
                         total_sample_count, len(df), dataset_path, len(df))
         self.total_sample_count = min(len(df), total_sample_count)
         try:
-            # operator.index, not int: a float id (1.5) is refused, never cut to another token
             rows = df["tok_input"].iloc[: self.total_sample_count]
-            self.input_ids = [[operator.index(t) for t in ids] for ids in rows]
+            self.input_ids = [[token_id(t) for t in ids] for ids in rows]
         except (TypeError, ValueError) as e:
             raise HarnessError(f"dataset {dataset_path}: column tok_input must hold lists of token ids ({e})") from e
         if any(len(ids) == 0 for ids in self.input_ids):

@@ -122,6 +122,11 @@ def load_accuracy_log(path: str, dtype: str) -> list[Response]:
             raise HarnessError(f"accuracy log {path}: response for qsl_idx {qsl_idx}: {e}") from None
     if dtype == "int32" and _looks_like_int64(out):
         raise HarnessError(f"accuracy log {path} looks like int64 ids (every second int32 is 0); pass --dtype int64")
+    if len(entries) > len(out):
+        # LoadGen logs a sample once per query in accuracy mode: repeats mean a performance-mode log
+        # or a merged one, and scoring them twice would weigh those samples double.
+        log.warning("accuracy log %s: %d of %d responses repeat a qsl_idx already seen; the first of each is "
+                    "scored", path, len(entries) - len(out), len(entries))
     return out
 
 

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from common.errors import HarnessError
+from common.files import parse_json
 
 DTYPES = {"int32": np.int32, "int64": np.int64}
 
@@ -19,12 +20,13 @@ def read_entries(path: str) -> list[dict]:
     if not os.path.isfile(path):
         raise HarnessError(f"accuracy log not found: {path} (run main.py with --accuracy first)")
     try:
-        with open(path) as f:
-            entries = json.load(f)
-    except json.JSONDecodeError as e:
-        raise HarnessError(f"accuracy log {path} is empty, truncated or not JSON ({e})") from e
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except UnicodeDecodeError as e:
         raise HarnessError(f"accuracy log {path} is not a text file ({e})") from e
+    if not text.strip():
+        raise HarnessError(f"accuracy log {path} is empty (the run stopped before LoadGen wrote it?)")
+    entries = parse_json(text, f"accuracy log {path} (truncated?)")
     if not isinstance(entries, list):
         raise HarnessError(f"accuracy log {path} holds a JSON {type(entries).__name__}, expected a list of responses")
     if not entries:

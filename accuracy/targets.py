@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from common.errors import HarnessError
-from common.files import read_text, temp_file_beside
+from common.files import parse_yaml, read_text, temp_file_beside
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,7 @@ def _read_file(path: Path, models_required: bool = True) -> dict:
     """The targets file's top-level mapping; a HarnessError for an unreadable file, bad YAML, or
     no 'models:' mapping (a missing one is allowed when not `models_required`)."""
     text = read_text(path, "accuracy targets file", allow_empty=True)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise HarnessError(f"accuracy targets file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    data = parse_yaml(text, f"accuracy targets file {path}") or {}
     if not isinstance(data, dict) or not isinstance(data.get("models", None if models_required else {}), dict):
         raise HarnessError(f"accuracy targets file {path} has no 'models:' mapping")
     return data

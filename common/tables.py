@@ -13,11 +13,11 @@ pandas, numpy and pyarrow are imported only when a table is read.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import pickle
 
 from common.errors import HarnessError
+from common.files import parse_json
 
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 PARQUET_SUFFIXES = (".parquet",)
@@ -131,11 +131,7 @@ def _read_jsonl(path: str, what: str):
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise HarnessError(f"{what} {path}: line {number} is not JSON ({e.msg}); expected one "
-                                   f"object per line") from None
+            row = parse_json(line, f"{what} {path}: line {number}")
             if not isinstance(row, dict):
                 raise HarnessError(f"{what} {path}: line {number} holds a {type(row).__name__}; expected "
                                    f"one object per line (column: value)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 UINT64_MAX = 2**64 - 1
+# LoadGen configs are a few KB (mlperf.conf, the largest, about 10 KB): a bigger file is a mistake,
+# and is refused before it is read into memory.
+MAX_CONF_BYTES = 1 << 20
+MAX_SHOWN = 80  # characters of a bad line or value an error message quotes
 _INTEGER = re.compile(r"\+?(0|[1-9][0-9]*)")
 _NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
@@ -112,21 +117,31 @@ def check_value(key: str, value: str) -> str | None:
     rule = RULES[key]
     if rule.integer:
         if not _INTEGER.fullmatch(value):
+            if len(value) > MAX_SHOWN:
+                return f"must be {rule.describe()}, got '{_clip(value)}'"
             if _NUMBER.fullmatch(value) or value.lower().startswith(("0x", "-")):
                 return (f"must be {rule.describe()}, written in decimal "
                         f"(LoadGen would read '{value}' as {_loadgen_integer(value)})")
             return f"must be {rule.describe()}, got '{value}'"
-        if int(value) > UINT64_MAX:
-            return f"must be {rule.describe()} and below 2^64, got {value}"
+        # The length first: int() of more than 4,300 digits raises instead of answering.
+        if len(value.lstrip("+0")) > len(str(UINT64_MAX)) or int(value) > UINT64_MAX:
+            return f"must be {rule.describe()} and below 2^64, got {_clip(value)}"
         number = float(int(value))
     else:
         if not _NUMBER.fullmatch(value):
-            return f"must be {rule.describe()}, got '{value}'"
+            return f"must be {rule.describe()}, got '{_clip(value)}'"
         number = float(value)
+        if not math.isfinite(number):
+            return f"must be {rule.describe()}, got {_clip(value)} (too large)"
     too_low = number <= rule.minimum if rule.minimum_excluded else number < rule.minimum
     if too_low or number > rule.maximum:
         return f"must be {rule.describe()}, got {value}"
     return None
+
+
+def _clip(text: str) -> str:
+    """`text` as an error message shows it: a line of megabytes is not echoed back whole."""
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}... ({len(text):,} characters)"
 
 
 def _loadgen_integer(value: str) -> str:
@@ -154,14 +169,14 @@ def check_line(line: str, audit: bool = False) -> str | None:
     if len(tokens) > 3:
         if tokens[3].startswith("#"):
             return "inline comments are not allowed (LoadGen refuses them): put the comment on a line of its own"
-        return f"one value per line, got {' '.join(tokens[2:])!r}"
+        return f"one value per line, got {_clip(' '.join(tokens[2:]))!r}"
     name, value = tokens[0], tokens[2]
     parts = name.split(".")
     if len(parts) < 3 or not all(parts):
-        return f"expected 'model.scenario.key = value', got key '{name}'"
+        return f"expected 'model.scenario.key = value', got key '{_clip(name)}'"
     line_model, scenario, key = ".".join(parts[:-2]), parts[-2], parts[-1]
     if scenario != "*" and scenario not in SCENARIOS:
-        return f"unknown scenario '{scenario}' (expected '*' or one of {', '.join(SCENARIOS)})"
+        return f"unknown scenario '{_clip(scenario)}' (expected '*' or one of {', '.join(SCENARIOS)})"
     if audit and line_model != "*":
         return f"LoadGen reads audit.config for model '*' only; the line for '{line_model}' would be ignored"
     if key in NOT_READ_HERE:
@@ -171,7 +186,7 @@ def check_line(line: str, audit: bool = False) -> str | None:
             return f"'{key}' belongs in a compliance test's audit.config, which its verification reads"
         return _verification_value(key, value)
     if key not in RULES:
-        return f"unknown LoadGen key '{key}'"
+        return f"unknown LoadGen key '{_clip(key)}'"
     rule = RULES[key]
     if scenario != "*" and scenario not in rule.scenarios:
         return f"LoadGen reads '{key}' only for {', '.join(rule.scenarios)}; for {scenario} it would be ignored"
@@ -184,6 +199,10 @@ def check_conf(path: str, model: str, audit: bool = False) -> None:
     run's --lg-model-name: lines for other models are allowed (one user.conf often serves several)
     and logged once, since LoadGen skips them."""
     try:
+        size = os.path.getsize(path)
+        if size > MAX_CONF_BYTES:
+            raise HarnessError(f"LoadGen config {path} is {size:,} bytes; a user.conf or audit.config is a few KB "
+                               f"(limit {MAX_CONF_BYTES:,} bytes): is it the right file?")
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -192,7 +211,7 @@ def check_conf(path: str, model: str, audit: bool = False) -> None:
     for n, line in enumerate(lines, 1):
         problem = check_line(line, audit)
         if problem:
-            raise HarnessError(f"{path}:{n}: {problem}: {line.strip()}")
+            raise HarnessError(f"{path}:{n}: {problem}: {_clip(line.strip())}")
         tokens = line.split()
         if tokens and not tokens[0].startswith("#"):
             line_model = tokens[0].rsplit(".", 2)[0]

@@ -27,12 +27,12 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from common.errors import HarnessError
-from common.files import temp_file_beside
+from common.files import parse_json, temp_file_beside
 from common.times import iso_utc
 from harness.loadgen_logs import loadgen_figures
 from harness.records import RequestColumns, RequestLog
@@ -329,28 +329,92 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def check_shape(results: dict[str, Any], where: str) -> None:
+    """Refuse, with one line, a results.json whose sections or the fields the summary and the report
+    read have the wrong type (an edited or foreign file), instead of failing deep inside them. The
+    models live here so that pydantic is imported only when a results.json is read."""
+    from pydantic import BaseModel, ConfigDict
+
+    from common.schema import parse_model
+
+    Numbers = Optional[dict[str, Optional[float]]]
+
+    class Section(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+    class Run(Section):
+        scenario: Optional[str] = None
+        mode: Optional[str] = None
+        backend: Optional[dict[str, Any]] = None
+        status: Optional[str] = None
+        status_reasons: Optional[list[str]] = None
+        errors: Optional[list[str]] = None
+
+    class LoadGen(Section):
+        result: Optional[str] = None
+        invalid_reasons: Optional[list[str]] = None
+        samples_per_s: Optional[float] = None
+        tokens_per_s: Optional[float] = None
+        ttft_ms: Numbers = None
+        tpot_ms: Numbers = None
+        latency_ms: Numbers = None
+        early_stopping: Optional[dict[str, Any]] = None
+
+    class Requests(Section):
+        count: Optional[int] = None
+        completed: Optional[int] = None
+        errors: Optional[int] = None
+        ttft_ms: Numbers = None
+        tpot_ms: Numbers = None
+        itl_ms: Numbers = None
+        e2e_ms: Numbers = None
+        queue_ms: Numbers = None
+        ttft_from_dispatch_ms: Numbers = None
+
+    class Sysmetrics(Section):
+        aggregates: Optional[dict[str, Any]] = None
+        samples: Optional[dict[str, Any]] = None
+
+    class Goodput(Section):
+        slo_ms: dict[str, float]
+        fraction: Optional[float] = None
+        requests_per_s: Optional[float] = None
+
+    class Shape(Section):
+        schema_version: int
+        run: Optional[Run] = None
+        loadgen: Optional[LoadGen] = None
+        requests: Optional[Requests] = None
+        environment: Optional[dict[str, Any]] = None
+        goodput: Optional[Goodput] = None
+        sysmetrics: Optional[Sysmetrics] = None
+        accuracy: Optional[dict[str, Any]] = None
+        files: Optional[dict[str, Any]] = None
+
+    parse_model(Shape, results, f"{where}: not the shape of a results.json")
+
+
 def load_results(path: str | Path) -> dict[str, Any]:
     """results.json of a run (give the file or its folder); adds "_dir" (the folder) and, when
     an accuracy file is present, "accuracy"."""
     path = Path(path)
     file = path / RESULTS_FILE if path.is_dir() else path
     try:
-        results = json.loads(file.read_text(encoding="utf-8"))
+        results = parse_json(file.read_text(encoding="utf-8"), str(file))
     except FileNotFoundError:
         raise HarnessError(f"no {RESULTS_FILE} in {path} (not a finished run folder?)") from None
-    except json.JSONDecodeError as e:
-        raise HarnessError(f"{file} is not valid JSON ({e.msg} at line {e.lineno})") from None
     except UnicodeDecodeError as e:
         raise HarnessError(f"{file} is not valid JSON (not UTF-8 text: byte {e.start})") from None
     if not isinstance(results, dict) or "schema_version" not in results:
         raise HarnessError(f"{file} is not a results.json written by this harness")
+    check_shape(results, str(file))
     results["_dir"] = str(file.parent)
     accuracy = file.parent / ACCURACY_FILE
     if accuracy.exists() and "accuracy" not in results:
         try:
-            results["accuracy"] = json.loads(accuracy.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise HarnessError(f"{accuracy} is not valid JSON ({getattr(e, 'msg', 'not UTF-8 text')})") from None
+            results["accuracy"] = parse_json(accuracy.read_text(encoding="utf-8"), str(accuracy))
+        except UnicodeDecodeError:
+            raise HarnessError(f"{accuracy} is not valid JSON (not UTF-8 text)") from None
     return results
 
 

@@ -53,7 +53,7 @@ def loadgen_reasons(lg: dict[str, Any]) -> list[str]:
 
 
 def run_summary(results: dict[str, Any]) -> str:
-    run, lg, rq = results.get("run", {}), results.get("loadgen") or {}, results.get("requests") or {}
+    run, lg, rq = results.get("run") or {}, results.get("loadgen") or {}, results.get("requests") or {}
     backend = run.get("backend") or {}
     lines = [f"{run.get('scenario', '?')} {run.get('mode', '?')}: backend {backend.get('backend', '?')}, "
              f"{rq.get('count', 0)} queries in {fmt_num(rq.get('duration_s'))} s"]

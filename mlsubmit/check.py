@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import HarnessError
+from common.files import parse_json
 from harness.loadgen_logs import DETAIL_FILE, parse_detail
 from mlsubmit.layout import (ACC_FILES, ACCURACY_LOG, MAX_ACCURACY_LOG_SIZE, PERF_FILES, SCENARIO_FILES, SRC_DIR,
                              TREE_SUBDIR, VERIFY_FILE, VERIFY_FILES)
@@ -39,12 +40,15 @@ TEST06_LINES = (("First token check pass: True", "First token check pass: Skippe
 
 def _json(path: Path, problems: list[str]) -> dict[str, Any] | None:
     try:
-        obj = json.loads(path.read_text())
+        obj = parse_json(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         problems.append(f"{path}: missing")
         return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
         problems.append(f"{path}: not valid JSON ({e})")
+        return None
+    except HarnessError as e:
+        problems.append(str(e))
         return None
     if not isinstance(obj, dict):
         problems.append(f"{path}: expected a JSON object")

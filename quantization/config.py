@@ -41,7 +41,7 @@ from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAd
 from pydantic.dataclasses import dataclass
 
 from common.errors import HarnessError
-from common.files import read_text
+from common.files import parse_yaml, read_text
 from common.schema import describe_errors
 
 FORMATS = ("int", "fp8_e4m3")
@@ -181,12 +181,7 @@ def parse_config(raw: Any, source: str = "<dict>", base_dir: str = ".") -> Quant
 
 def load_config(path: str) -> QuantConfig:
     """Read and validate a quant config YAML file."""
-    import yaml
-
     text = read_text(path, "quant config", allow_empty=True)  # empty: "quantizes nothing" below
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise HarnessError(f"quant config {path}: not valid YAML: {' '.join(str(e).split())}") from None
+    raw = parse_yaml(text, f"quant config {path}")
     cfg = parse_config(raw, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
     return dataclasses.replace(cfg, path=os.path.abspath(path))

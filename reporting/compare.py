@@ -44,7 +44,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from common.errors import HarnessError, exit_on_error
-from common.files import make_folder, read_text
+from common.files import make_folder, parse_json, parse_yaml, read_text
 from common.redact import RedactingArgumentParser, redact_data, shown_command
 from common.schema import parse_model
 from harness.results import RESULTS_FILE, load_results
@@ -101,15 +101,7 @@ def load_spec(path: str | Path) -> tuple[list[RunSpec], dict[str, Any]]:
     """Runs from a YAML/JSON spec, defaults merged in and every field checked (one line per problem)."""
     path = Path(path)
     text = read_text(path, "comparison spec")
-    try:
-        if path.suffix == ".json":
-            raw = json.loads(text)
-        else:
-            import yaml
-            raw = yaml.safe_load(text)
-    except Exception as e:  # yaml.YAMLError / JSONDecodeError: say where
-        raise HarnessError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                           f"{str(e).splitlines()[0]}") from None
+    raw = parse_json(text, str(path)) if path.suffix == ".json" else parse_yaml(text, str(path))
     spec = parse_model(Spec, raw, str(path))
     runs, names = [], set()
     for i, entry in enumerate(spec.runs):

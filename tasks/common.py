@@ -7,7 +7,6 @@ backend computes the log-probabilities.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -18,6 +17,7 @@ from typing import Any, Sequence
 from backends import GenerationParams, make_backend
 from backends.base import Backend
 from common.errors import HarnessError
+from common.files import parse_json
 from common.times import iso_utc
 from harness.results import RESULTS_FILE, environment, write_new_json
 from inputs.models import resolve_model_path
@@ -96,12 +96,12 @@ def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
 def parse_json_or_lines(text: str, p: Path):
     """A JSON document, or JSON lines (one object per line)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return parse_json(text, str(p))
+    except HarnessError:
         try:
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise HarnessError(f"{p} is neither JSON nor JSON lines ({e.msg} at line {e.lineno})") from None
+            return [parse_json(line, f"line {n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        except HarnessError as e:
+            raise HarnessError(f"{p} is neither JSON nor JSON lines ({e})") from None
 
 
 def check_output_dir(path: str | os.PathLike) -> Path:

@@ -27,6 +27,7 @@ Files read:
 from __future__ import annotations
 
 import logging
+import json
 import math
 import re
 import struct
@@ -175,14 +176,26 @@ def _llamacpp_question(obj, where: str) -> Question:
     """One {"question", "mc1_targets": {"choices", "labels"}} task; exactly one label is 1."""
     try:
         mc1 = obj["mc1_targets"]
-        choices, labels = tuple(str(c) for c in mc1["choices"]), [int(v) for v in mc1["labels"]]
-        question = str(obj["question"])
-    except (KeyError, TypeError, ValueError):
+        choices, labels, question = mc1["choices"], mc1["labels"], obj["question"]
+    except (KeyError, TypeError):
         raise HarnessError(f"{where}: expected {{\"question\": ..., \"mc1_targets\": {{\"choices\": [...], "
                            "\"labels\": [...]}}}} (llama.cpp multiple-choice JSON)") from None
+    # Types as llama.cpp writes them: str() would score null as the text "None", a string of choices
+    # as one choice per character, and true as the label 1.
+    if not isinstance(question, str):
+        raise HarnessError(f"{where}: question must be text, got {_shown(question)}")
+    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        raise HarnessError(f"{where}: mc1_targets.choices must be a list of texts, got {_shown(choices)}")
+    if not isinstance(labels, list) or not all(type(v) is int for v in labels):
+        raise HarnessError(f"{where}: mc1_targets.labels must be a list of 0/1 integers, got {_shown(labels)}")
+    choices = tuple(choices)
     if len(labels) != len(choices) or labels.count(1) != 1:
         raise HarnessError(f"{where}: mc1_targets needs one label per choice with exactly one label 1")
     return _check(Question(question, choices, labels.index(1), str(obj.get("subject", ""))), where)
+
+
+def _shown(value) -> str:
+    return json.dumps(value)[:80]
 
 
 def _read_llamacpp_json(p: Path) -> list[Question]:

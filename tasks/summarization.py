@@ -60,7 +60,12 @@ def load_documents(path: str | Path) -> list[Document]:
             keys = ", ".join(obj) if isinstance(obj, dict) else type(obj).__name__
             raise HarnessError(f"{p} item {i}: needs \"document\" and \"summary\" (or \"source\" and "
                                f"\"target\"); found {keys}")
-        doc, ref = str(obj[fields[0]]).strip(), str(obj[fields[1]]).strip()
+        doc, ref = obj[fields[0]], obj[fields[1]]
+        if not isinstance(doc, str) or not isinstance(ref, str):
+            # str() would score null as the summary "None" and a list as its Python repr
+            raise HarnessError(f"{p} item {i}: {fields[0]} and {fields[1]} must be texts, got "
+                               f"{type(doc).__name__} and {type(ref).__name__}")
+        doc, ref = doc.strip(), ref.strip()
         if not doc or not ref:
             raise HarnessError(f"{p} item {i}: empty document or summary")
         docs.append(Document(str(obj.get("id", i)), doc, ref))

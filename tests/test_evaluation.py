@@ -313,8 +313,8 @@ def test_int64_log_needs_dtype_int64(run_dir, tiny_tokenizer_dir):
 
 @pytest.mark.parametrize("content, message", [
     (None, "accuracy log not found"),
-    ("", "empty, truncated or not JSON"),
-    ('[{"seq_id": 0, "qsl_idx": 0, "data": "01000000"', "empty, truncated or not JSON"),
+    ("", "is empty"),
+    ('[{"seq_id": 0, "qsl_idx": 0, "data": "01000000"', "is not valid JSON"),
     ("[]", "has no responses"),
     ('{"a": 1}', "expected a list"),
     ('[{"seq_id": 0, "qsl_idx": 9, "data": "01000000"}]', "qsl_idx 9 .*outside the dataset"),

@@ -298,3 +298,164 @@ def test_dataset_token_ids_that_are_not_integers(tmp_path, ids):
                  timeout=120)
     assert_one_error(p, "column tok_input must hold lists of token ids")
     assert not (tmp_path / "run").exists()
+
+
+# -- files built to exhaust the parser: each is refused with one line, in bounded memory -------------
+# Memory is measured on the process (psutil, every 20 ms) and the process is killed past the limit,
+# so a regression fails the test instead of taking the machine's memory.
+RSS_LIMIT_MB = 500
+BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))  # 9^9 values
+DEEP = "[" * 50_000 + "]" * 50_000
+HUGE_INT = "1" * 5_000
+
+
+def run_bounded(*args: str, limit_mb: int = RSS_LIMIT_MB) -> tuple[subprocess.CompletedProcess, float]:
+    """python ARGS... as run() does, with the peak RSS seen (MB); killed when it passes limit_mb."""
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen([PY, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    ps, peak, deadline = psutil.Process(proc.pid), 0.0, time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            peak = max(peak, ps.memory_info().rss / 2**20)
+        except psutil.Error:
+            break
+        if peak > limit_mb:
+            proc.kill()
+            break
+        time.sleep(0.02)
+    if proc.poll() is None and time.monotonic() >= deadline:
+        proc.kill()
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), peak
+
+
+def assert_bounded_error(args, *fragments: str) -> str:
+    p, peak = run_bounded(*args)
+    assert peak < RSS_LIMIT_MB, f"peak RSS {peak:.0f} MB"
+    line = assert_one_error(p, *fragments)
+    assert len(line) < 600, line[:600]  # never the hostile content echoed back whole
+    return line
+
+
+@pytest.mark.parametrize("text, message", [(BOMB, "expands to more than 1,000,000 values"),
+                                           (DEEP, "nests deeper than 100 levels"),
+                                           (f"weights: {{bits: {HUGE_INT}}}\n", "more than 4,300 digits")],
+                         ids=["alias-bomb", "deep", "huge-int"])
+def test_hostile_quant_config(tmp_path, text, message):
+    config = tmp_path / "q.yaml"
+    config.write_text(text)
+    data = tiny_dataset(tmp_path / "data.pkl", n=2)
+    assert_bounded_error(["main.py", "--no-progress", "--backend", "fakequant", "--quant-config", str(config),
+                          "--dataset-path", str(data), "--output-log-dir", str(tmp_path / "run")], "q.yaml", message)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("spec.yaml", BOMB, "expands to more than 1,000,000 values"),
+    ("spec.yaml", DEEP, "nests deeper than 100 levels"),
+    ("spec.json", DEEP, "nests deeper than about 1,000 levels"),
+    ("spec.json", f'{{"runs": [{{"name": "a", "repeats": {HUGE_INT}}}]}}', "more than 4,300 digits"),
+], ids=["yaml-alias-bomb", "yaml-deep", "json-deep", "json-huge-int"])
+def test_hostile_comparison_spec(tmp_path, name, text, message):
+    spec = tmp_path / name
+    spec.write_text(text)
+    assert_bounded_error(["-m", "reporting.compare", str(spec), "--output-dir", str(tmp_path / "out")], name, message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("data, message", [(DEEP, "nests deeper than about 1,000 levels"),
+                                           (f'[{{"seq_id": 0, "qsl_idx": {HUGE_INT}, "data": "07000000"}}]',
+                                            "more than 4,300 digits")], ids=["deep", "huge-qsl_idx"])
+def test_hostile_accuracy_log(tmp_path, data, message):
+    log = tmp_path / "mlperf_log_accuracy.json"
+    log.write_text(data)
+    assert_bounded_error(["compliance.py", "--accuracy-log", str(log), "--scenario", "Offline"], message)
+
+
+@pytest.mark.parametrize("body, message", [
+    (DEEP, "nests deeper than about 1,000 levels"),
+    ('{"schema_version": 2, "requests": {"count": ' + HUGE_INT + "}}", "more than 4,300 digits"),
+    ('{"schema_version": 2, "run": "x"}', "run: Input should be a valid dictionary"),
+    ('{"schema_version": 2, "requests": {"ttft_ms": {"p99": "fast"}}}', "requests.ttft_ms.p99"),
+    ('{"schema_version": 2, "goodput": {"fraction": 0.5}}', "goodput.slo_ms: Field required"),
+], ids=["deep", "huge-int", "run-not-a-mapping", "latency-not-a-number", "goodput-without-slo"])
+def test_report_of_a_results_json_of_the_wrong_shape(tmp_path, body, message):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(body)
+    assert_bounded_error(["-m", "reporting.report", str(run_dir), "--output", str(tmp_path / "r.html")], message)
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_user_conf_integer_of_thousands_of_digits(tmp_path):
+    conf = tmp_path / "user.conf"
+    conf.write_text(f"*.Offline.min_query_count = {HUGE_INT}\n")
+    data = tiny_dataset(tmp_path / "data.pkl", n=2)
+    assert_bounded_error(["main.py", "--no-progress", "--backend", "null", "--dataset-path", str(data), "--user-conf",
+                          str(conf), "--output-log-dir", str(tmp_path / "run")], "below 2^64", "(5,000 characters)")
+
+
+def test_user_conf_of_one_50_mb_line(tmp_path):
+    """Before: read whole, split, and echoed back whole in the error line (a 50 MB line on stderr)."""
+    conf = tmp_path / "user.conf"
+    with open(conf, "w") as f:
+        f.write("*.Offline.min_query_count = " + "9" * 50_000_000 + "\n")
+    data = tiny_dataset(tmp_path / "data.pkl", n=2)
+    assert_bounded_error(["main.py", "--no-progress", "--backend", "null", "--dataset-path", str(data), "--user-conf",
+                          str(conf), "--output-log-dir", str(tmp_path / "run")], "50,000,029 bytes", "limit 1,048,576")
+
+
+@pytest.mark.parametrize("row, message", [
+    ('{"id": "a", "input": "q", "tok_input": [true, 5]}', "true is not a token id"),
+    ('{"id": ' + HUGE_INT + ', "input": "q", "tok_input": [5]}', "line 1: holds an integer of more than 4,300 digits"),
+    ('{"id": "a", "input": "q", "tok_input": [' + HUGE_INT + "]}", "more than 4,300 digits"),
+], ids=["bool-token", "huge-id", "huge-token"])
+def test_jsonl_dataset_with_values_that_are_not_token_ids(tmp_path, row, message):
+    data = tmp_path / "data.jsonl"
+    data.write_text(row + "\n")
+    assert_bounded_error(["main.py", "--no-progress", "--backend", "null", "--dataset-path", str(data),
+                          "--output-log-dir", str(tmp_path / "run")], message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_duplicate_qsl_idx_in_an_accuracy_log_is_a_warning_with_the_count(tmp_path, caplog):
+    import evaluation
+
+    log = tmp_path / "mlperf_log_accuracy.json"
+    log.write_text(json.dumps([{"seq_id": i, "qsl_idx": i % 2, "data": "07000000"} for i in range(5)]))
+    with caplog.at_level("WARNING"):
+        responses = evaluation.load_accuracy_log(str(log), "int32")
+    assert [r.qsl_idx for r in responses] == [0, 1]
+    assert "3 of 5 responses repeat a qsl_idx" in caplog.text
+
+
+# -- task inputs: empty, wrong-typed, malformed --------------------------------------------------------
+MC = '[{{"question": {q}, "mc1_targets": {{"choices": {c}, "labels": {l}}}}}]'
+
+
+@pytest.mark.parametrize("task, name, text, message", [
+    ("perplexity", "t.txt", "", "is empty"),
+    ("perplexity", "t.txt", "\xff\xfe", "not UTF-8"),
+    ("multiple-choice", "mc.json", "", "holds no questions"),
+    ("multiple-choice", "mc.json", '{"question": "q"}', "expected a JSON list"),
+    ("multiple-choice", "mc.json", MC.format(q="null", c='["a", "b"]', l="[1, 0]"), "question must be text"),
+    ("multiple-choice", "mc.json", MC.format(q='"q"', c='"ab"', l="[1, 0]"), "choices must be a list of texts"),
+    ("multiple-choice", "mc.json", MC.format(q='"q"', c='["a", "b"]', l="[true, false]"), "labels must be a list of 0/1"),
+    ("multiple-choice", "mc.json", DEEP, "nests deeper"),
+    ("multiple-choice", "mc.csv", 'a,b\n"open\n', "not a readable CSV"),
+    ("summarization", "s.json", "", "is empty"),
+    ("summarization", "s.json", '[{"document": "d", "summary": null}]', "must be texts, got str and NoneType"),
+    ("summarization", "s.json", '[{"document": ["d"], "summary": "s"}]', "must be texts, got list and str"),
+    ("summarization", "s.jsonl", '{"document": "d", "summary": "s"}\n{"document": ', "neither JSON nor JSON lines"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 20 else None)
+def test_task_inputs_that_are_empty_wrong_typed_or_malformed(tmp_path, task, name, text, message):
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1") if "\xff" in text else text.encode())
+    assert_bounded_error(["-m", "tasks", task, "--dataset-path", str(path), "--output-dir", str(tmp_path / "out"),
+                          "--no-progress"], message)
+    assert not (tmp_path / "out").exists()

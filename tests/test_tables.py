@@ -167,7 +167,7 @@ def test_parquet_and_jsonl_give_the_pickles_frame(tmp_path):
     ("d.pkl", b"\x80\x05K", r"cannot read table .*: not a pandas pickle \(UnpicklingError"),
     ("d.pkl", pickle.dumps([1, 2]), "holds a list, expected a pandas DataFrame"),
     ("d.parquet", b"PAR1 not really", "cannot read table .*: not parquet"),
-    ("d.jsonl", b'{"a": 1}\n{"a": 2,\n', "line 2 is not JSON"),
+    ("d.jsonl", b'{"a": 1}\n{"a": 2,\n', "line 2 is not valid JSON"),
     ("d.jsonl", b'{"a": 1}\n[1, 2]\n', "line 2 holds a list; expected one object per line"),
     ("d.jsonl", b'{"a": "\xff"}\n', "not UTF-8 text"),
 ])
