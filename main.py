@@ -10,6 +10,7 @@ Flags follow the MLPerf llama2-70b reference (main.py) so existing scripts keep 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import math
 import os
@@ -429,7 +430,20 @@ def main(argv=None) -> int:
     args = get_args(argv)
     # SIGTERM acts as Ctrl-C; during the LoadGen test harness/runner.py handles both.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    return exit_on_error(lambda: run(args), interrupted="interrupted; nothing was published")
+    return exit_on_error(lambda: run_naming_a_full_disk(args), interrupted="interrupted; nothing was published")
+
+
+def run_naming_a_full_disk(args) -> int:
+    """run(args); a full disk (or quota) becomes one line naming the partial run folder."""
+    try:
+        return run(args)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from harness.runner import claimed
+        where = f"; the partial run is in {claimed[-1]}" if claimed else ""
+        raise HarnessError(f"no space left on the disk ({e.strerror}{': ' + str(e.filename) if e.filename else ''})"
+                           f"{where}; nothing was published") from None
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 _PARTIAL = ".partial-"
 
 
+claimed: list[str] = []  # run folders this process claimed, for the error line of a full disk
+
+
 def claim_output_dir(path: str) -> str:
     """The folder the run writes into (see the module docstring); refuses a `path` that holds
     anything. Still empty when the process exits (the backend failed to load, Ctrl-C before
@@ -54,6 +57,7 @@ def claim_output_dir(path: str) -> str:
     except OSError as e:
         raise HarnessError(f"cannot create the run folder {tmp}: {e.strerror}") from None
     atexit.register(discard_claim, tmp)
+    claimed.append(tmp)
     return tmp
 
 

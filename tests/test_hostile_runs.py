@@ -130,3 +130,33 @@ def test_stamps_differ_within_one_process():
     sys.path.insert(0, str(ROOT))
     from common.times import stamp
     assert len({stamp() for _ in range(100)}) == 100
+
+
+# -- the disk fills up mid-run ----------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 300 KB tmpfs (needs root, as CI's container runs; skipped where mount is refused)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {p.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_mid_run_names_the_partial_folder_and_publishes_nothing(tmp_path, small_disk):
+    data = tiny_dataset(tmp_path / "data.pkl", n=64)
+    conf = tmp_path / "user.conf"
+    conf.write_text("*.Offline.min_duration = 0\n*.Offline.min_query_count = 2000\n")  # LoadGen's logs fill it
+    p = run_main("--backend", "null", "--dataset-path", str(data), "--user-conf", str(conf),
+                 "--output-log-dir", str(small_disk / "run"), timeout=120)
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    last = p.stderr.strip().splitlines()[-1]
+    partial = [f for f in small_disk.iterdir() if ".partial-" in f.name]
+    assert last.startswith("error: no space left on the disk") and "nothing was published" in last, last
+    assert len(partial) == 1 and str(partial[0]) in last, (last, partial)
+    assert not (small_disk / "run").exists()
