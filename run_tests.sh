@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what the tests need and run them (the command .ci/run calls).
 #   bash run_tests.sh              # whole suite
-#   bash run_tests.sh -k harness   # extra arguments go to pytest
+#   bash run_tests.sh -k harness   # extra arguments go to pytest (and the container test is left out)
+# The whole suite also builds and runs the CPU container (tests/container/run.sh, ~20 min on 2 cores,
+# after build.sh so it reuses the llama.cpp wheel just built); CONTAINER_TEST=0 leaves it out.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -14,4 +16,16 @@ if [ "$(id -u)" = 0 ] && { ! command -v shellcheck >/dev/null || ! command -v ch
 fi
 
 export HF_HUB_OFFLINE=1
-exec .venv/bin/python -m pytest -q -ra "$@" tests
+container=0
+if [ $# = 0 ] && [ "${CONTAINER_TEST:-1}" = 1 ]; then
+    bash tests/container/run.sh || container=$?
+fi
+status=0
+.venv/bin/python -m pytest -q -ra "$@" tests || status=$?
+# the exit status covers both; 77 is the container test's skip (tools not installable), said loudly above
+case $container in
+    0) ;;
+    77) echo "run_tests.sh: the container test was SKIPPED (tests/container/run.sh, see its message above)" >&2 ;;
+    *) echo "run_tests.sh: the container test FAILED (exit $container, tests/container/run.sh)" >&2; status=1 ;;
+esac
+exit $status

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = sorted(ROOT.glob("*.sh")) + [ROOT / ".ci" / "run"]
+SCRIPTS = sorted(ROOT.glob("*.sh")) + [ROOT / ".ci" / "run", ROOT / "tests" / "container" / "run.sh"]
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (Debian package shellcheck)")
