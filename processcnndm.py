@@ -90,7 +90,7 @@ def build(df, tokenizer, text_column: str = "article", summary_column: str = "hi
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--dataset-path", required=True,
                    help="local CNN-DailyMail 3.0.0 validation split (.parquet, .jsonl or .pkl)")
     p.add_argument("--model-id", "--model-dir", dest="model_id", default=None,

@@ -140,11 +140,7 @@ def _read_jsonl(path: str, what: str):
 
 
 def _json_array(path: str, what: str, text: str) -> list[dict]:
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise HarnessError(f"{what} {path}: not JSON ({e.msg} at line {e.lineno}); expected an array of objects "
-                           f"or one object per line") from None
+    rows = parse_json(text, f"{what} {path} (an array of objects or one object per line)")
     bad = next((i for i, row in enumerate(rows) if not isinstance(row, dict)), None) if isinstance(rows, list) else 0
     if bad is not None:
         raise HarnessError(f"{what} {path}: expected an array of objects (column: value), item {bad} is not one")

@@ -228,7 +228,7 @@ def test_shipped_configs_parse():
     assert {"w8a8.yaml", "w8a16.yaml", "w4a16_g128.yaml", "example_full.yaml"} <= set(names)
     for name in names:
         cfg = load_config(os.path.join(root, name))
-        assert cfg.weights is not None or cfg.activations is not None
+        assert cfg.weights is not None or cfg.activations is not None or cfg.kv_cache is not None
 
 
 def test_calibration_pickle(tmp_path):
