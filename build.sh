@@ -46,7 +46,15 @@ export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 echo "build.sh: installing the project with extras [$EXTRAS] (the first llama.cpp build takes ~11 min)"
 "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"
 
-if [ "$llamacpp" = 1 ] && ! problem=$("$VENV/bin/python" -m backends.llamacpp_cpu check "$LLAMA_CPU"); then
+# A CUDA build cannot be loaded where no GPU driver is (an image build): its check waits for a GPU.
+check=$llamacpp
+case " ${CMAKE_ARGS:-} " in *-DGGML_CUDA=[oO][nN]*|*-DGGML_CUDA=1*)
+    if ! nvidia-smi -L >/dev/null 2>&1; then
+        check=0
+        echo "build.sh: llama.cpp built with CUDA and no GPU here: its check (python -m backends.llamacpp_cpu check) is left for a machine with one"
+    fi ;;
+esac
+if [ "$check" = 1 ] && ! problem=$("$VENV/bin/python" -m backends.llamacpp_cpu check "$LLAMA_CPU"); then
     # pip's cache is keyed by the source, not by CMAKE_ARGS: build this one afresh.
     echo "build.sh: $problem; rebuilding llama-cpp-python (LLAMA_CPU=$LLAMA_CPU, ~11 min)"
     pin=$(grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml | sed 's/\[server\]//')
