@@ -6,8 +6,9 @@
 #
 #   bash benchmarks/offline_backends.sh [ROUNDS] [OUT_DIR] [CONFIG ...]
 #
-# CONFIG: np1 np2 np4 np8 (llamacpp, n_parallel=N, n_threads=2), hf32 hfbf16 (hf float32 /
-# bfloat16, batches of 64), vllm (in-process, bfloat16, from .venv-vllm; skipped if that venv is missing).
+# CONFIG: npN (llamacpp, n_parallel=N, n_threads=2; npN:DIR takes llama-cpp-python from DIR, another
+# build installed with pip install --target DIR), hf32 hfbf16 (hf float32 / bfloat16, batches of 64),
+# vllm (in-process, bfloat16, from .venv-vllm; skipped if that venv is missing).
 # Default: all of them, 2 rounds. One vLLM engine at a time: run nothing else with vLLM meanwhile.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,14 +24,16 @@ export VLLM_CPU_OMP_THREADS_BIND=${VLLM_CPU_OMP_THREADS_BIND:-0-1} VLLM_CPU_NUM_
 mkdir -p "$OUT"
 printf '*.Offline.target_qps = 1\n*.Offline.min_duration = 1000\n*.Offline.min_query_count = 64\n' > "$OUT/perf.conf"
 common=(--scenario Offline --no-progress --user-conf "$OUT/perf.conf" --max-new-tokens 128 --ignore-eos)
-cd "$ROOT"
+cd "$ROOT" || exit 2
 for r in $(seq 1 "$ROUNDS"); do
   i=0
   for cfg in "${CONFIGS[@]}"; do
-    i=$((i + 1)); run="$cfg-$r-$i"      # a config may be listed twice in a round
+    i=$((i + 1)); run="${cfg//[^a-zA-Z0-9]/_}-$r-$i"      # a config may be listed twice in a round
     case $cfg in
-      np*) cmd=("$PY" main.py "${common[@]}" --backend llamacpp --backend-arg n_threads=2
-                --backend-arg "n_parallel=${cfg#np}" --batch-size 64) ;;
+      np*) n=${cfg#np}; site=
+           case $n in *:*) site=${n#*:}; n=${n%%:*} ;; esac
+           cmd=(env "PYTHONPATH=$site" "$PY" main.py "${common[@]}" --backend llamacpp --backend-arg n_threads=2
+                --backend-arg "n_parallel=$n" --batch-size 64) ;;
       hf32) cmd=("$PY" main.py "${common[@]}" --backend hf --dtype float32 --batch-size 64) ;;
       hfbf16) cmd=("$PY" main.py "${common[@]}" --backend hf --dtype bfloat16 --batch-size 64) ;;
       vllm) [ -x "$VLLM_PY" ] || continue
