@@ -311,7 +311,8 @@ HUGE_INT = "1" * 5_000
 
 
 def run_bounded(*args: str, limit_mb: int = RSS_LIMIT_MB) -> tuple[subprocess.CompletedProcess, float]:
-    """python ARGS... as run() does, with the peak RSS seen (MB); killed when it passes limit_mb."""
+    """python ARGS... as run() does, with the peak RSS seen (MB) of the process and its children;
+    killed when it passes limit_mb."""
     import time
 
     import psutil
@@ -321,7 +322,11 @@ def run_bounded(*args: str, limit_mb: int = RSS_LIMIT_MB) -> tuple[subprocess.Co
     ps, peak, deadline = psutil.Process(proc.pid), 0.0, time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         try:
-            peak = max(peak, ps.memory_info().rss / 2**20)
+            # main.py works in a child of a small supervising parent: count the whole tree
+            tree = [ps, *ps.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree) / 2**20)
+        except psutil.NoSuchProcess:
+            continue        # a child ended between listing and reading: sample again
         except psutil.Error:
             break
         if peak > limit_mb:
