@@ -50,7 +50,7 @@ run_args=(--scenario Offline --accuracy --backend "$BACKEND" --dtype "$DTYPE" --
           --output-log-dir "$OUTPUT_DIR")
 [ -n "$SAMPLES" ] && run_args+=(--total-sample-count "$SAMPLES")
 # llama.cpp decodes 64 sequences together: on 2 cores 1.5x the tokens/s of 8 and 1.3x hf bfloat16, ROUGE within
-# 0.2 of it (docs/performance.md, "Backends side by side"). An n_parallel in EXTRA_ARGS wins.
+# 0.04 of n_parallel=8 (docs/performance.md, "The safe llama.cpp build"). An n_parallel in EXTRA_ARGS wins.
 if [ "$BACKEND" = llamacpp ] && [[ "${EXTRA_ARGS:-}" != *n_parallel=* ]]; then
     run_args+=(--backend-arg n_parallel=64)
 fi
