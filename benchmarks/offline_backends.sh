@@ -32,8 +32,9 @@ for r in $(seq 1 "$ROUNDS"); do
     case $cfg in
       np*) n=${cfg#np}; site=
            case $n in *:*) site=${n#*:}; n=${n%%:*} ;; esac
-           cmd=(env "PYTHONPATH=$site" "$PY" main.py "${common[@]}" --backend llamacpp --backend-arg n_threads=2
-                --backend-arg "n_parallel=$n" --batch-size 64) ;;
+           cmd=("$PY" main.py "${common[@]}" --backend llamacpp --backend-arg n_threads=2
+                --backend-arg "n_parallel=$n" --batch-size 64)
+           [ -n "$site" ] && cmd=(env "PYTHONPATH=$site" "${cmd[@]}") ;;
       hf32) cmd=("$PY" main.py "${common[@]}" --backend hf --dtype float32 --batch-size 64) ;;
       hfbf16) cmd=("$PY" main.py "${common[@]}" --backend hf --dtype bfloat16 --batch-size 64) ;;
       vllm) [ -x "$VLLM_PY" ] || continue

@@ -326,7 +326,7 @@ def run_bounded(*args: str, limit_mb: int = RSS_LIMIT_MB) -> tuple[subprocess.Co
             tree = [ps, *ps.children(recursive=True)]
             peak = max(peak, sum(p.memory_info().rss for p in tree) / 2**20)
         except psutil.NoSuchProcess:
-            continue        # a child ended between listing and reading: sample again
+            pass            # a child ended between listing and reading: the next sample counts again
         except psutil.Error:
             break
         if peak > limit_mb:
