@@ -147,9 +147,12 @@ def loadgen_model_name(scenario: str, lg_model_name: str) -> str:
     return name
 
 
-def check_unique_issue(args, samples: int) -> None:
-    """An audit config that issues each sample once (performance_issue_unique, TEST07 / TEST09)
-    for more queries than the data set has: LoadGen 6.0.17 crashes (SIGSEGV) on it."""
+def fit_unique_issue(args, settings, samples: int) -> None:
+    """An audit config that issues each sample once (performance_issue_unique: TEST07, TEST09) over
+    a data set smaller than LoadGen's performance_sample_count (mlperf.conf's 6,396 for
+    gpt-oss-120b, whose TEST07 set has 990): LoadGen 6.0.17 crashes (SIGSEGV) on it, so the count
+    is lowered to the data set's size. LoadGen then issues each of its samples once (also when
+    min_query_count asks for more queries than there are samples)."""
     import mlperf_loadgen as lg
 
     if args.accuracy or not os.path.isfile(args.audit_conf):
@@ -157,9 +160,10 @@ def check_unique_issue(args, samples: int) -> None:
     audit = lg.TestSettings()
     audit.FromConfig(args.audit_conf, loadgen_model_name(args.scenario, args.lg_model_name),
                      loadgen_scenario(args.scenario), 2)
-    if audit.performance_issue_unique and audit.min_query_count > samples:
-        raise HarnessError(f"{args.audit_conf} issues each sample once for {audit.min_query_count} queries, and the "
-                           f"data set has {samples}: LoadGen crashes on that; give the test's full data set")
+    if audit.performance_issue_unique and settings.performance_sample_count_override > samples:
+        log.info("%s issues each sample once: performance_sample_count %d lowered to the data set's %d samples",
+                 args.audit_conf, settings.performance_sample_count_override, samples)
+        settings.performance_sample_count_override = samples
 
 
 def build_settings(args):
@@ -322,7 +326,7 @@ def run(args) -> int:
         raise HarnessError(f"--lg-model-name {args.lg_model_name}: no demo data set is shipped; give --dataset-path")
     dataset_path = args.dataset_path or default_dataset_path(args.model_path, demo=demo_set)
     dataset = Dataset(dataset_path, args.total_sample_count, model_path=args.model_path)
-    check_unique_issue(args, dataset.total_sample_count)
+    fit_unique_issue(args, settings, dataset.total_sample_count)
     if args.output_log_dir is None:
         mode = "accuracy" if args.accuracy else "performance"
         args.output_log_dir = os.path.join("output-logs", f"{args.scenario.lower()}-{mode}-{stamp()}")

@@ -39,7 +39,7 @@ from harness.results import environment, write_new, write_new_json
 from mlsubmit import layout, preflight, registry
 from mlsubmit.check import check_tree
 from mlsubmit.runs import (Run, compliance_command, estimate_s, evaluation_command, fmt_duration, main_command,
-                           parse_main_flags, plan, shown)
+                           parse_main_flags, plan, shown, unique_queries)
 from mlsubmit.system import AVAILABILITIES, measurements, system_description
 
 HERE = Path(__file__).resolve().parent
@@ -116,8 +116,8 @@ class Submission:
         self.logs = self.out / "run_logs"
         self.org = layout.submitter_dir(self.out, args.division, self.submitter)
         # the compliance tests the registry names for the benchmark (test06, test07, test09)
-        kinds = tuple(k for k in layout.RUN_KINDS if not k.startswith("TEST") or getattr(self.bench, k.lower()))
-        self.runs = plan(self.scenarios, kinds)
+        self.kinds = tuple(k for k in layout.RUN_KINDS if not k.startswith("TEST") or getattr(self.bench, k.lower()))
+        self.runs = plan(self.scenarios, self.kinds)
         self.rates: dict[str, float] = {}   # samples/s measured by each scenario's performance run
         self.unsubmittable: list[str] = []  # the preflight's findings, when allowed
 
@@ -134,6 +134,11 @@ class Submission:
             from common.tables import read_table
             total = len(read_table(self.dataset, "--dataset-path"))
         found = preflight.problems(self.bench, self.scenarios, self.flags.user_conf, total)
+        for kind in self.kinds:
+            need = unique_queries(kind, self.bench) if kind.startswith("TEST") else 0
+            if need > total:
+                found.append(f"{kind} logs each of its {need} samples once; the data set has {total}, so its runs "
+                             "cover only those (compliance_check.py reads only the verdict)")
         for line in found:
             print(f"preflight: {line}", file=sys.stderr)
         if found and self.args.division == "closed" and not self.args.allow_unsubmittable:
@@ -301,10 +306,12 @@ class Submission:
 
     def fail(self, run: Run, run_dir: Path, why: str) -> None:
         kept = ""
-        if run_dir.exists():
+        # main.py's folder, or the .partial-PID one it left when it failed before publishing
+        found = [run_dir] if run_dir.exists() else sorted(run_dir.parent.glob(f"{run_dir.name}.partial-*"))
+        if found:
             dest = self.logs / "failed" / f"{run.scenario}-{run.kind}-{stamp()}"
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(run_dir, dest)
+            os.rename(found[0], dest)
             kept = f"; its logs: {dest}"
         shutil.rmtree(self.logs / ".staging", ignore_errors=True)
         raise HarnessError(f"{run.label} failed ({why}){kept}; nothing was added to the submission tree, "

@@ -39,6 +39,13 @@ def audit_conf(kind: str, bench: Benchmark) -> Path:
     return TEST06_AUDIT if kind == "TEST06" else ROOT / "compliance" / kind / bench.name / "audit.config"
 
 
+def unique_queries(kind: str, bench: Benchmark) -> int:
+    """The samples a compliance test issues once each (TEST07: 990, TEST09: 6,396); 0 for a test
+    that samples with repeats (TEST06)."""
+    path = audit_conf(kind, bench)
+    return int(_audit_value("min_query_count", 0, path)) if _audit_value("performance_issue_unique", 0, path) else 0
+
+
 def plan(scenarios: list[str], kinds: tuple[str, ...]) -> list[Run]:
     pairs = [(s, k) for s in scenarios for k in kinds]
     return [Run(s, k, i, len(pairs)) for i, (s, k) in enumerate(pairs, 1)]

@@ -171,6 +171,22 @@ def test_failed_run_never_lands(work):
     assert len(failed) == 1 and (failed[0] / "results.json").is_file()
 
 
+def test_crashed_run_keeps_its_partial_logs(work):
+    """main.py crashing natively leaves its .partial-PID folder: it goes to failed/, as the error says."""
+    (work / "sitecustomize.py").write_text(
+        "import faulthandler, sys\nif sys.argv and sys.argv[0].endswith('main.py'):\n"
+        "    import backends.null\n    backends.null.NullBackend.generate = lambda self, p: faulthandler._sigsegv()\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([str(work), str(ROOT)]))
+    proc = subprocess.run([sys.executable, str(ROOT / "submission.py"), *null_args("sub", "closed", ("Offline",))],
+                          cwd=work, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: [1/3] Offline performance failed (main.py exited with 139)")
+    [failed] = list((work / "sub/run_logs/failed").iterdir())
+    assert str(failed) in err and (failed / "native_crash.txt").is_file()
+    assert not (work / "sub/run_logs/.staging").exists()
+
+
 def test_interrupted_run_never_lands_and_the_same_command_resumes(work):
     args = null_args("sub", "closed", ("Offline",), "--backend-arg", "delay_ms=1500")
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
