@@ -4,7 +4,9 @@ assets/openorca_demo/open_orca_demo.parquet (llama2-70b) and assets/cnndm_demo/
 cnn_dailymail_demo.jsonl (llama3.1-8b) are small files in the benchmarks' source formats, written
 for this project. On first use one goes through its preparation tool (processorca.py,
 processcnndm.py) with the model's tokenizer (tokens depend on the model) and the result is kept
-under data/, keyed by model. Which benchmark uses which folder: mlsubmit/registry.py.
+under data/, keyed by model. The reasoning benchmarks' demo sets (assets/reasoning_demo/*.jsonl)
+are read as they are: their prompts are tokenized at load (inputs/reasoning.py). Which benchmark
+uses which: mlsubmit/registry.py.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ CNNDM_DEMO = "assets/cnndm_demo"
 DEMO_PARQUET = os.path.join(ROOT, OPENORCA_DEMO, "open_orca_demo.parquet")
 DEMO_SAMPLES = 64  # 16 per origin
 CNNDM_DEMO_FILE = os.path.join(ROOT, CNNDM_DEMO, "cnn_dailymail_demo.jsonl")
+REASONING_DEMOS = ("assets/reasoning_demo/deepseek-r1.jsonl", "assets/reasoning_demo/gpt-oss-120b.jsonl")
 # The embedded Gemma 3 270M is a base model: on these prompts it practically never emits an end
 # token, so every answer would run to the reference's 1024 tokens (~15 s each on 2 CPU cores).
 # The demo caps answers at 128 tokens (the demo references average ~25); its accuracy targets in
@@ -33,9 +36,11 @@ DEMO_MAX_NEW_TOKENS = 128
 
 def default_dataset_path(model_path: str | None, export_root: str | None = None, demo: str = OPENORCA_DEMO) -> str:
     """Processed demo set `demo` (OPENORCA_DEMO or CNNDM_DEMO) for `model_path` (None: the
-    embedded model), built if missing."""
+    embedded model), built if missing; a reasoning demo set is its file."""
+    if demo in REASONING_DEMOS:
+        return os.path.join(ROOT, demo)
     if demo not in (OPENORCA_DEMO, CNNDM_DEMO):
-        raise HarnessError(f"no demo data set {demo!r} (known: {OPENORCA_DEMO}, {CNNDM_DEMO})")
+        raise HarnessError(f"no demo data set {demo!r} (known: {', '.join((OPENORCA_DEMO, CNNDM_DEMO) + REASONING_DEMOS)})")
     source = DEMO_PARQUET if demo == OPENORCA_DEMO else CNNDM_DEMO_FILE
     # Keyed by model (tokens depend on it) and by the source file (a changed demo set is rebuilt).
     model_key = DEFAULT_MODEL_NAME if model_path is None else \

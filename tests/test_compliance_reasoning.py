@@ -131,3 +131,19 @@ def test_submission_runs_test07_and_test09_on_a_demo_set(tmp_path):
         logged = json.loads((d / kind / "accuracy" / "mlperf_log_accuracy.json").read_text())
         assert sorted(e["qsl_idx"] for e in logged) == list(range(10))
     assert "Not submittable as it stands" in (d / "README.md").read_text()
+
+
+def test_reasoning_benchmarks_default_to_their_demo_sets(tmp_path):
+    """main.py --lg-model-name deepseek-r1 without --dataset-path runs its shipped demo set (and so
+    does submission.py, which asks for the same path)."""
+    from helpers import run_main
+    from inputs.demo import default_dataset_path
+    from mlsubmit import registry
+
+    for name in ("deepseek-r1", "gpt-oss-120b"):
+        demo = registry.benchmark("v6.1", name).dataset.demo
+        assert default_dataset_path(None, demo=demo) == str(ROOT / demo) and (ROOT / demo).is_file()
+    p = run_main("--backend", "null", "--lg-model-name", "deepseek-r1", "--accuracy", "--max-new-tokens", "4",
+                 "--output-log-dir", str(tmp_path / "run"), timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert len(json.loads((tmp_path / "run" / "mlperf_log_accuracy.json").read_text())) == 10
