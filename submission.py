@@ -118,6 +118,7 @@ class Submission:
         # the compliance tests the registry names for the benchmark (test06, test07, test09)
         self.kinds = tuple(k for k in layout.RUN_KINDS if not k.startswith("TEST") or getattr(self.bench, k.lower()))
         self.runs = plan(self.scenarios, self.kinds)
+        self.total: int | None = None          # the samples the runs use (check_rules counts them)
         self.rates: dict[str, float] = {}   # samples/s measured by each scenario's performance run
         self.unsubmittable: list[str] = []  # the preflight's findings, when allowed
 
@@ -133,7 +134,12 @@ class Submission:
         if total is None:
             from common.tables import read_table
             total = len(read_table(self.dataset, "--dataset-path"))
+        self.total = total
         found = preflight.problems(self.bench, self.scenarios, self.flags.user_conf, total)
+        one_of = self.bench.one_of(self.system_type)
+        if self.args.division == "closed" and one_of and not set(one_of) & set(self.scenarios):
+            found.append(f"a closed {self.benchmark} submission needs {' or '.join(one_of)} besides "
+                         f"{', '.join(self.scenarios)} (check_scenarios)")
         for kind in self.kinds:
             need = unique_queries(kind, self.bench) if kind.startswith("TEST") else 0
             if need > total:
@@ -236,7 +242,7 @@ class Submission:
         return cmds
 
     def estimate(self, run: Run) -> tuple[float, str]:
-        return estimate_s(run, self.flags.user_conf, self.bench, self.flags.total_sample_count or self.bench.dataset.size,
+        return estimate_s(run, self.flags.user_conf, self.bench, self.total or self.bench.dataset.size,
                           self.rates.get(run.scenario))
 
     def make(self, run: Run, started: float) -> None:

@@ -273,4 +273,8 @@ def _check_submitter(org: Path, division: str, benchmarks: dict[str, Benchmark])
                     if required not in scenarios:
                         problems.append(f"{bench_dir}: required scenario {required} missing "
                                         f"(required-scenarios-{str(system_type).replace(',', '-')})")
+                one_of = bench.one_of(str(system_type))
+                if one_of and not set(one_of) & set(scenarios):
+                    problems.append(f"{bench_dir}: neither {' nor '.join(one_of)} (check_scenarios: one of them is "
+                                    "required where both are optional)")
     return problems

@@ -104,6 +104,12 @@ class Benchmark:
                                f"{', '.join(self.required)})")
         return self.required[key] + (self.optional.get(key, ()) if optional else ())
 
+    def one_of(self, system_type: str) -> tuple[str, ...]:
+        """Scenarios of which a closed submission needs at least one: Server and Interactive where
+        both are optional (the checker's check_scenarios: "(one of) Interactive or Server")."""
+        optional = self.optional.get(system_type.replace(" ", ""), ())
+        return ("Server", "Interactive") if {"Server", "Interactive"} <= set(optional) else ()
+
     def loadgen_model(self, scenario: str) -> str:
         """The model name LoadGen reads mlperf.conf / user.conf under for this scenario."""
         return self.lg_model_name + ("-interactive" if scenario == "Interactive" else "")

@@ -131,6 +131,10 @@ def test_submission_runs_test07_and_test09_on_a_demo_set(tmp_path):
         logged = json.loads((d / kind / "accuracy" / "mlperf_log_accuracy.json").read_text())
         assert sorted(e["qsl_idx"] for e in logged) == list(range(10))
     assert "Not submittable as it stands" in (d / "README.md").read_text()
+    # the checker's check_scenarios: Offline alone is not a closed gpt-oss-120b submission
+    assert "preflight: a closed gpt-oss-120b submission needs Server or Interactive besides Offline" in proc.stderr
+    check = submission("--check", "sub", cwd=tmp_path)
+    assert check.returncode == 1 and "gpt-oss-120b: neither Server nor Interactive (check_scenarios" in check.stdout
 
 
 def test_reasoning_benchmarks_default_to_their_demo_sets(tmp_path):

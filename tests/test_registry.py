@@ -119,3 +119,11 @@ def test_numbers_match_the_official_checker(round_name):
             key = system_type.replace(",", "-")
             assert sorted(b.required.get(system_type, ())) == sorted(cfg[f"required-scenarios-{key}"].get(name, []))
             assert sorted(b.optional.get(system_type, ())) == sorted(cfg[f"optional-scenarios-{key}"].get(name, []))
+
+
+def test_server_or_interactive_where_both_are_optional():
+    """The checker's check_scenarios: a closed datacenter submission of a benchmark whose optional
+    scenarios are Server and Interactive needs one of them (mlcommons/inference #2654)."""
+    for name in ("llama2-70b-99.9", "llama3.1-8b", "deepseek-r1", "gpt-oss-120b"):
+        assert registry.benchmark("v6.1", name).one_of("datacenter") == ("Server", "Interactive")
+    assert registry.benchmark("v6.1", "llama3.1-8b-edge").one_of("edge") == ()
