@@ -149,6 +149,8 @@ def estimate_s(run: Run, user_conf: str, bench: Benchmark, total_samples: int,
     else:
         path = audit_conf(run.kind, bench)
         n = _audit_value("min_query_count", s.min_query_count, path)
+        if _audit_value("performance_issue_unique", 0, path):  # each sample once, however many are asked for
+            n = min(n, total_samples)
         secs = max(_audit_value("min_duration", 0, path) / 1000, n / rate)
         why = f"{run.kind}: {n:g} queries at {rate:g} QPS ({source})"
     return secs, why

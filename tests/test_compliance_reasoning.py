@@ -151,3 +151,12 @@ def test_reasoning_benchmarks_default_to_their_demo_sets(tmp_path):
                  "--output-log-dir", str(tmp_path / "run"), timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert len(json.loads((tmp_path / "run" / "mlperf_log_accuracy.json").read_text())) == 10
+
+
+def test_time_estimate_of_a_unique_issue_test_counts_the_samples_there_are():
+    from mlsubmit import registry, runs
+
+    b = registry.benchmark("v6.1", "gpt-oss-120b")
+    run = runs.Run("Offline", "TEST09", 4, 4)
+    assert runs.estimate_s(run, str(ROOT / "user.conf"), b, 10, 2.0)[0] == 5.0       # 10 samples, not 6,396
+    assert runs.estimate_s(run, str(ROOT / "user.conf"), b, 6396, 2.0)[0] == 3198.0
