@@ -45,9 +45,7 @@ class SlotEngine:
                  prefill_wait_ms: float = 0.0):
         """kv_fp8: None | "fake" | "real" (see SlotCache); kv_static_scale: the per_tensor fp8
         scale (None: one scale per token and KV head). prefill_wait_ms: while slots decode, a new
-        request waits up to this long for others to share its prefill (see _defer); 0: none.
-        prefill_tokens, stream_interval and prefill_wait_ms are read at every step, so they may be
-        changed between runs."""
+        request waits up to this long for others to share its prefill (see _defer); 0: none."""
         self.model = model
         self.decoder = model.model
         if model.config._attn_implementation == "sdpa":
@@ -57,9 +55,7 @@ class SlotEngine:
         self.n_slots = n_slots
         self.cache_len = cache_len
         self.kv_bucket = max(1, kv_bucket)
-        self.prefill_tokens = max(1, prefill_tokens)
-        self.stream_interval = max(1, stream_interval)
-        self.prefill_wait_ms = max(0.0, prefill_wait_ms)
+        self.reschedule(prefill_tokens, stream_interval, prefill_wait_ms)
         self.decode_sdpa = sdpa_backends(decode_sdpa)
         self.device = model.get_input_embeddings().weight.device
         cfg = model.config
@@ -114,6 +110,7 @@ class SlotEngine:
         # Where the engine thread's time goes (host wall clock; each prefill and each decode step
         # ends in a device-to-host copy, so the GPU work is inside these times); see stats.py.
         self.stats = new_stats()
+        self.idle_since: float | None = None  # perf_counter when the current idle wait began
         self.wakeup = threading.Condition()
         self.closing = False
         self.failed: Exception | None = None
@@ -121,6 +118,15 @@ class SlotEngine:
         self.thread.start()
 
     # ---- public API (any thread) --------------------------------------------------------
+    SCHEDULE = ("prefill_tokens", "stream_interval", "prefill_wait_ms")
+
+    def reschedule(self, prefill_tokens: int, stream_interval: int, prefill_wait_ms: float):
+        """Set the options in SCHEDULE; the engine reads them at every step, so a benchmark may
+        change them between runs without rebuilding the cache or recapturing graphs."""
+        self.prefill_tokens = max(1, prefill_tokens)
+        self.stream_interval = max(1, stream_interval)
+        self.prefill_wait_ms = max(0.0, prefill_wait_ms)
+
     def submit(self, prompts: list[list[int]]) -> list[Request]:
         """Queue requests (all at once, so the engine can prefill them together)."""
         for prompt in prompts:
@@ -139,6 +145,15 @@ class SlotEngine:
             self.pending.extend(reqs)
             self.wakeup.notify()
         return reqs
+
+    def snapshot(self) -> dict:
+        """A copy of `stats` that counts an idle wait in progress up to now (a run that starts
+        while the engine waits counts only its own part of that wait)."""
+        with self.wakeup:
+            out = dict(self.stats)
+            if self.idle_since is not None:
+                out["idle_s"] += time.perf_counter() - self.idle_since
+        return out
 
     def stream(self, prompt: list[int]) -> Iterator[list[int]]:
         yield from self.chunks(self.submit([prompt])[0])
@@ -196,10 +211,11 @@ class SlotEngine:
         idle = len(free) == self.n_slots
         with self.wakeup:
             if idle and not self.pending and not self.closing:
-                t0 = time.perf_counter()
+                self.idle_since = time.perf_counter()
                 while not self.pending and not self.closing:
                     self.wakeup.wait()  # idle: wait for work
-                self.stats["idle_s"] += time.perf_counter() - t0
+                self.stats["idle_s"] += time.perf_counter() - self.idle_since
+                self.idle_since = None
             if self.closing and idle and not self.pending:
                 return False  # closing finishes the work already submitted first
             if not self.pending:

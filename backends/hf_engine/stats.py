@@ -1,8 +1,8 @@
 """Where the slots engine's thread spends its time, kept cheaply (two clock reads per phase).
 
-The engine adds to `stats` as it runs (only its own thread writes it); a caller takes a copy
-before and after a run and `summarize(before, after, wall_s, cpu_s)` turns the difference into
-the split a reader needs:
+The engine adds to `stats` as it runs (only its own thread writes it); a caller takes
+`SlotEngine.snapshot()` before and after a run and `summarize(before, after, wall_s, cpu_s)` turns
+the difference into the split a reader needs:
 
 - prefill, decode: wall time, of which `launch` is the host issuing work up to the one host
   sync (`.tolist()`), the rest waiting for the device; `cpu` is the engine thread's own CPU time.
@@ -12,6 +12,7 @@ the split a reader needs:
 
 Off-CPU time outside `idle` is time the thread could run but did not. CUDA spin-waits for the
 device by default (one context per process), so that time is waiting for the GIL, or for a CPU.
+(On the CPU it also holds the waits for torch's intra-op threads, which do the maths there.)
 A prefill paid per prompt (host launch overhead) shows as prefill groups of about one prompt,
 each taking its launch time; GIL contention shows as off-CPU time in prefill, decode or emit.
 """
