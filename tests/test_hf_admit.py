@@ -130,15 +130,16 @@ def test_wait_ends_after_prefill_wait_ms_while_others_decode(model, prompts):
 def test_time_split_accounts_for_the_run(model, prompts):
     engine = _engine(model)
     engine.collect(engine.submit(prompts[:2]))  # warm-up
-    before, cpu0, t = dict(engine.stats), thread_cpu_s(engine.thread), time.perf_counter()
-    time.sleep(0.05)   # idle
+    time.sleep(0.2)    # idle before the run: not counted in it
+    before, cpu0, t = engine.snapshot(), thread_cpu_s(engine.thread), time.perf_counter()
+    time.sleep(0.05)   # idle within the run
     engine.collect(engine.submit(prompts))
     wall = time.perf_counter() - t
-    s = summarize(before, engine.stats, wall, thread_cpu_s(engine.thread) - cpu0)
+    s = summarize(before, engine.snapshot(), wall, thread_cpu_s(engine.thread) - cpu0)
     engine.close()
     assert s["prefill_groups"] == 1 and s["prefill_prompts"] == 8 and s["prompts_per_group"] == 8
     assert s["decode_steps"] == 48 - 1 and s["steps_per_s"] > 0
-    assert s["idle_s"] >= 0.04
+    assert 0.04 <= s["idle_s"] < 0.2 + 0.04
     for k in ("prefill_s", "decode_s", "emit_s", "idle_s", "thread_cpu_s"):
         assert 0 < s[k] <= wall, k
     assert 0 <= s["prefill_launch_s"] <= s["prefill_s"] and 0 <= s["decode_launch_s"] <= s["decode_s"]
@@ -205,3 +206,41 @@ def test_wait_option_may_change_between_runs(model, prompts):
     threading.Thread(target=lambda: (engine.collect(engine.submit([prompts[0]])), done.set())).start()
     assert done.wait(30)   # idle engine: no wait, whatever the setting
     engine.close()
+
+
+@pytest.mark.slow
+def test_gpu_throughput_compares_server_variants_on_the_cpu(tmp_path):
+    """benchmarks/gpu_throughput.py's Server comparison, tiny model on the CPU: one row per target
+    and --server-backend-args variant, each with the engine's split over its LoadGen run."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, os.path.join(root, "benchmarks", "gpu_throughput.py"), "--tiny", "--device", "cpu",
+           "--skip-baseline", "--slots", "", "--server-slots", "4", "--input-len", "16", "--output-len", "8",
+           "--n-prompts", "16", "--server-limits", "llama2-70b:8;interactive:8", "--server-duration-s", "1",
+           "--stream-interval", "4", "--server-quant-configs", "fp16",
+           "--server-backend-args", "prefill_wait_ms=0;prefill_wait_ms=30,prefill_tokens=64",
+           "--log-dir", str(tmp_path / "logs"), "--out", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=root,
+                       env=dict(os.environ, PYTHONPATH=root, HF_HUB_OFFLINE="1"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = json.loads(out.read_text())["server"]
+    assert [(r["limits"], r["variant"]) for r in runs] == [
+        ("llama2-70b", "prefill_wait_ms=0"), ("llama2-70b", "prefill_wait_ms=30,prefill_tokens=64"),
+        ("interactive", "prefill_wait_ms=0"), ("interactive", "prefill_wait_ms=30,prefill_tokens=64")]
+    assert runs[1]["schedule"] == {"prefill_tokens": 64, "stream_interval": 4, "prefill_wait_ms": 30.0}
+    assert runs[2]["schedule"] == {"prefill_tokens": 8192, "stream_interval": 4, "prefill_wait_ms": 0.0}
+    for r in runs:
+        e = r["engine"]
+        assert r["errors"] == 0 and e["prefill_prompts"] == r["samples"] > 0 and e["decode_steps"] > 0
+        assert abs(sum(e["share"].values()) - 1) < 1e-9 and e["other_s"] > -0.05
+    assert runs[0]["engine"]["admit_deferred"] == 0
+    assert p.stdout.count("ENGINE fp16") == 4
+
+    bad = subprocess.run(cmd[:-4] + ["--server-backend-args", "batch_size=2"], capture_output=True, text=True,
+                         timeout=120, cwd=root, env=dict(os.environ, PYTHONPATH=root))
+    assert bad.returncode == 2 and "unknown option 'batch_size'" in bad.stderr
