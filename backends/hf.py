@@ -51,6 +51,8 @@ class HFBackend(Backend):
         "kv_bucket": 64,           # attention reads the cache up to the next multiple of this
         "prefill_tokens": 8192,    # prompt tokens prefilled in one forward pass
         "stream_interval": 1,      # stream(): tokens per chunk after the first (fewer thread wake-ups)
+        "prefill_wait_ms": 0.0,    # slots, while decoding: a new request waits up to this for others
+                                   # to share its prefill forward (Server arrivals); 0: prefilled at once
         "decode_sdpa": "auto",     # SDPA kernel for decode steps: auto | efficient | cudnn | math
         "compile": "auto",         # slots: torch.compile backend for RMSNorm/RoPE/SiLU*up: auto (inductor
                                    # on one GPU, else off) | off | inductor | eager
@@ -77,6 +79,8 @@ class HFBackend(Backend):
             raise HarnessError(f"option compile must be auto, off, inductor or eager, got '{self.options['compile']}'")
         if self.options["batch_size"] < 1:
             raise HarnessError("option batch_size must be >= 1")
+        if self.options["prefill_wait_ms"] < 0:
+            raise HarnessError("option prefill_wait_ms must be >= 0")
         self.quant_config = None
         self.quant_report: dict | None = None
         if self.options["quant_config"]:
@@ -266,7 +270,7 @@ class HFBackend(Backend):
             eos_ids=self.eos_token_ids, cuda_graphs=self.options["cuda_graphs"],
             kv_bucket=self.options["kv_bucket"], prefill_tokens=self.options["prefill_tokens"],
             stream_interval=self.options["stream_interval"], decode_sdpa=self.options["decode_sdpa"],
-            compile=self.options["compile"], **self._kv_options())
+            compile=self.options["compile"], prefill_wait_ms=self.options["prefill_wait_ms"], **self._kv_options())
         return self.engine
 
     def _kv_options(self) -> dict:

@@ -17,6 +17,11 @@ which the decode-only number (the one usually quoted) leaves out.
 LoadGen Offline) once per config on a copy of the same random model (`--backend hf --quant-config`,
 real kernels) and compares greedy outputs with the fp16 run and with `--backend fakequant` of the
 same config; rooflines of a quantized row count its own weight and KV bytes and its fp8 matmul rate.
+
+`--server-backend-args "prefill_wait_ms=0;prefill_wait_ms=30"` runs each Server target once per
+variant (engine scheduling options, set on the same engine between runs: one model build and one
+graph capture serve all), so one call compares them on the same card. Every LoadGen run records
+the engine thread's time split over the run (`engine` in its row; backends/hf_engine/stats.py).
 """
 from __future__ import annotations
 
@@ -38,9 +43,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from backends.base import GenerationParams  # noqa: E402
+from backends.base import GenerationParams, parse_options  # noqa: E402
 from backends.fakequant import FakeQuantBackend  # noqa: E402
 from backends.hf import HFBackend  # noqa: E402
+from backends.hf_engine import SlotEngine, stats  # noqa: E402
 from common.errors import HarnessError  # noqa: E402
 from quantization import fp8_kv  # noqa: E402
 
@@ -307,9 +313,15 @@ def loadgen_run(backend, prompts, scenario: str, log_dir: str, target_qps: float
     ls.log_output = out
     core.start()
     meter = energy_meter()
+    engine = getattr(backend, "engine", None)
+    before, cpu0 = (engine.snapshot(), stats.thread_cpu_s(engine.thread)) if engine else (None, None)
     t = time.perf_counter()
     lg.StartTestWithLogSettings(sut, qsl, settings, ls)
     wall = time.perf_counter() - t
+    split = None
+    if engine:
+        cpu1 = stats.thread_cpu_s(engine.thread)
+        split = stats.summarize(before, engine.snapshot(), wall, cpu1 - cpu0 if None not in (cpu0, cpu1) else None)
     core.stop()
     lg.DestroyQSL(qsl)
     lg.DestroySUT(sut)
@@ -325,7 +337,7 @@ def loadgen_run(backend, prompts, scenario: str, log_dir: str, target_qps: float
     first = min(r.t_issued for r in recs)
     last = max(r.t_done for r in recs if r.t_done)
     return {"samples": len(recs), "tokens": n_tok, "wall_s": wall, "tok_s": n_tok / (last - first),
-            "energy": energy_of(meter, n_tok),
+            "energy": energy_of(meter, n_tok), "engine": split,
             "errors": len(core.errors), "result": summary.get("Result is", "?"),
             "lg_tokens_per_s": summary.get("Tokens per second", summary.get("Completed tokens per second", "?")),
             "ttft_p99_ms": _pct([1000 * r.ttft for r in recs if r.ttft is not None], 99),
@@ -354,6 +366,10 @@ def write_json(res: dict, path: str):
         with open(path + ".tmp", "w") as f:
             json.dump(res, f, indent=1, default=str)
         os.replace(path + ".tmp", path)
+
+
+def _fmt(v) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
 def _pct(values, p):
@@ -385,6 +401,9 @@ def main():
     ap.add_argument("--server-quant-configs", default="fp16", help="comma list: 'fp16' and/or quant config YAMLs "
                     "the Server sweep runs (one backend each)")
     ap.add_argument("--stream-interval", type=int, default=16, help="Server: tokens per streamed chunk after the first")
+    ap.add_argument("--server-backend-args", default="", help="';' list of variants, each a ',' list of KEY=VALUE "
+                    f"engine options ({', '.join(SlotEngine.SCHEDULE)}): each Server target runs once per variant, "
+                    "e.g. 'prefill_wait_ms=0;prefill_wait_ms=30'")
     ap.add_argument("--decode-sdpa", default="", help="extra runs of the last slot count with these decode "
                     "SDPA kernels (comma list of efficient,cudnn,math)")
     ap.add_argument("--compile", default="auto", help="engine option compile for the --slots runs (comma list: "
@@ -408,6 +427,10 @@ def main():
     ap.add_argument("--out", default="", help="write all results as JSON here")
     ap.add_argument("--log-dir", default="/tmp/gpu_throughput_logs")
     args = ap.parse_args()
+    try:
+        server_variants(args.server_backend_args)   # a bad variant fails before the model is built
+    except HarnessError as e:
+        ap.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     n_in, n_out = args.input_len, args.output_len
     res: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv,
@@ -568,35 +591,74 @@ def main():
             print(f"| {r['mode']} | {r['tok_s']:.0f} tok/s | x fp16 {r['x_fp16']:.2f} | "
                   f"J/token {r['energy']['gpu_joules_per_output_token']} | power limit {r['energy']['gpu0_power_limit_w']} W |")
     for s in res.get("server", []):
-        print(f"| LoadGen Server {s['quant']} {s['limits']} target {s['target_qps']:g} QPS | {s['tok_s']:.0f} | "
+        e = s["engine"] or {}
+        print(f"| LoadGen Server {s['quant']} {s['limits']} target {s['target_qps']:g} QPS [{s['variant']}] | "
+              f"{s['tok_s']:.0f} | {s['samples'] / s['wall_s']:.1f} samples/s | "
               f"result {s['result']} | J/token {s['energy']['gpu_joules_per_output_token']} | "
-              f"TTFT p99 {s['ttft_p99_ms']} ms | TPOT p99 {s['tpot_p99_ms']} ms | errors {s['errors']} |")
+              f"TTFT p99 {s['ttft_p99_ms']} ms | TPOT p99 {s['tpot_p99_ms']} ms | errors {s['errors']} | "
+              f"prompts/group {_fmt(e.get('prompts_per_group'))} | ms/decode step {_fmt(e.get('decode_ms_per_step'))} "
+              f"| prefill share {_fmt(e.get('share', {}).get('prefill'))} | off-CPU busy s "
+              f"{_fmt(e.get('off_cpu_busy_s'))} |")
+
+
+def server_variants(text: str) -> list[tuple[str, dict]]:
+    """--server-backend-args: ';' list of variants, each a ',' list of KEY=VALUE engine scheduling
+    options (SlotEngine.SCHEDULE); '' is one variant with the command line's values. (label, options)."""
+    defaults = {k: HFBackend.defaults[k] for k in SlotEngine.SCHEDULE}
+    out = []
+    for entry in [e.strip() for e in text.split(";") if e.strip()] or [""]:
+        given = {}
+        for item in [i.strip() for i in entry.split(",") if i.strip()]:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise HarnessError(f"--server-backend-args: expected KEY=VALUE, got '{item}'")
+            given[key.strip()] = value.strip()
+        opts = parse_options(defaults, given, "hf (--server-backend-args)")
+        out.append((entry or "default", {k: opts[k] for k in given}))
+    return out
 
 
 def server_sweeps(args, prompts, record) -> None:
-    """LoadGen Server at each --server-qps target, per quant config and latency limit set; a
-    limit set's sweep stops at the first target whose latency limits fail (higher ones would fail
-    too; an INVALID for too few queries, early stopping, goes on). record(run) gets each run as it
-    ends (the results file is rewritten each time: a sweep cut short keeps what it measured)."""
+    """LoadGen Server at each --server-qps target, per quant config and latency limit set, once
+    per --server-backend-args variant (set on the same engine between runs); a variant's sweep of
+    a limit set stops at its first target whose latency limits fail (higher ones would fail too;
+    an INVALID for too few queries, early stopping, goes on). record(run) gets each run as it ends
+    (the results file is rewritten each time: a sweep cut short keeps what it measured)."""
     from quantization.config import load_config
 
     slots = args.server_slots
+    variants = server_variants(args.server_backend_args)
     for name in [c for c in args.server_quant_configs.split(",") if c]:
         label = "fp16" if name == "fp16" else load_config(name).name
         b = load_backend(args, slots, stream_interval=args.stream_interval,
                          quant_config="" if name == "fp16" else name)
         try:
             warm_all_graphs(b, prompts)
+            base = {k: b.options[k] for k in SlotEngine.SCHEDULE}
             for entry in [x for x in args.server_limits.split(";") if x]:
                 limits, _, targets = entry.partition(":")
+                failed: set[str] = set()
                 for qps in [float(q) for q in (targets or args.server_qps).split(",") if q]:
-                    lgr = loadgen_run(b, prompts, "Server", os.path.join(args.log_dir, f"server_{label}_{limits}_{qps:g}"),
-                                      target_qps=qps, duration_s=args.server_duration_s, workers=2 * slots,
-                                      limits_ms=SERVER_LIMITS[limits])
-                    lgr.update(target_qps=qps, quant=label, limits=limits, limits_ms=SERVER_LIMITS[limits])
-                    record(lgr)
-                    log.info("SERVER %s", json.dumps(lgr, default=str))
-                    if lgr["summary_lines"].get("Performance constraints satisfied") == "NO":
+                    for vlabel, opts in variants:
+                        if vlabel in failed:
+                            continue
+                        sched = {**base, **opts}
+                        b.options.update(sched)
+                        b.engine.reschedule(**sched)
+                        slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in vlabel)
+                        lgr = loadgen_run(b, prompts, "Server",
+                                          os.path.join(args.log_dir, f"server_{label}_{limits}_{qps:g}_{slug}"),
+                                          target_qps=qps, duration_s=args.server_duration_s, workers=2 * slots,
+                                          limits_ms=SERVER_LIMITS[limits])
+                        lgr.update(target_qps=qps, quant=label, limits=limits, limits_ms=SERVER_LIMITS[limits],
+                                   variant=vlabel, schedule=sched)
+                        record(lgr)
+                        log.info("SERVER %s", json.dumps(lgr, default=str))
+                        print(f"ENGINE {label} {limits} {qps:g} QPS [{vlabel}] {lgr['result']}: "
+                              f"{stats.line(lgr['engine'])}", flush=True)
+                        if lgr["summary_lines"].get("Performance constraints satisfied") == "NO":
+                            failed.add(vlabel)
+                    if len(failed) == len(variants):
                         break
         finally:
             b.close()

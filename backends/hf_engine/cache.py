@@ -3,6 +3,7 @@ written by the attention layers through a duck-typed transformers Cache; optiona
 from __future__ import annotations
 
 import queue
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +19,7 @@ class Request:
     generated: list[int] = field(default_factory=list)
     sent: int = 0  # how many of `generated` went out as chunks
     slot: int = -1
+    t_submit: float = field(default_factory=time.perf_counter)  # made at submit(): admission waits count from here
 
 
 class SlotCache:

@@ -1,5 +1,13 @@
 """SlotEngine: the continuous-batching loop (admission, prefill groups, decode steps, CUDA graph
-capture) over the slot cache; one background thread owns the model."""
+capture) over the slot cache; one background thread owns the model.
+
+Admission: an idle engine prefills what arrives at once. While slots decode, waiting requests
+are prefilled before the next step, in groups of up to `prefill_tokens` prompt tokens; with
+`prefill_wait_ms` they are left for later steps until the oldest has waited that long, or until
+they fill a prefill group or the free slots. Server arrivals (about one per decode step) then
+share one eager prefill forward, whose host cost is paid per forward, not per prompt; the
+decode steps go on meanwhile, so the wait delays only the new requests' first token.
+"""
 from __future__ import annotations
 
 import collections
@@ -15,6 +23,7 @@ from backends.base import GenerationParams
 from backends.hf_engine.attention import fp8_decode, prefill_mode, register_attention, sdpa_backends
 from backends.hf_engine.cache import Request, SlotCache
 from backends.hf_engine.fused import fuse_elementwise, unfuse_elementwise
+from backends.hf_engine.stats import add, new_stats, tick
 from common.errors import HarnessError
 
 log = logging.getLogger(__name__)
@@ -32,9 +41,11 @@ class SlotEngine:
     def __init__(self, model, n_slots: int, cache_len: int, params: GenerationParams,
                  eos_ids: frozenset[int], cuda_graphs: bool = True, kv_bucket: int = 128,
                  prefill_tokens: int = 8192, stream_interval: int = 1, decode_sdpa: str = "auto",
-                 compile: str = "off", kv_fp8: str | None = None, kv_static_scale: float | None = None):
+                 compile: str = "off", kv_fp8: str | None = None, kv_static_scale: float | None = None,
+                 prefill_wait_ms: float = 0.0):
         """kv_fp8: None | "fake" | "real" (see SlotCache); kv_static_scale: the per_tensor fp8
-        scale (None: one scale per token and KV head)."""
+        scale (None: one scale per token and KV head). prefill_wait_ms: while slots decode, a new
+        request waits up to this long for others to share its prefill (see _defer); 0: none."""
         self.model = model
         self.decoder = model.model
         if model.config._attn_implementation == "sdpa":
@@ -44,8 +55,7 @@ class SlotEngine:
         self.n_slots = n_slots
         self.cache_len = cache_len
         self.kv_bucket = max(1, kv_bucket)
-        self.prefill_tokens = max(1, prefill_tokens)
-        self.stream_interval = max(1, stream_interval)
+        self.reschedule(prefill_tokens, stream_interval, prefill_wait_ms)
         self.decode_sdpa = sdpa_backends(decode_sdpa)
         self.device = model.get_input_embeddings().weight.device
         cfg = model.config
@@ -98,9 +108,9 @@ class SlotEngine:
         self.host_pos = [0] * n_slots
         self.pending: collections.deque[Request] = collections.deque()
         # Where the engine thread's time goes (host wall clock; each prefill and each decode step
-        # ends in a device-to-host copy, so the GPU work is inside these times).
-        self.stats = {"prefill_s": 0.0, "prefill_tokens": 0, "prefill_groups": 0, "decode_s": 0.0,
-                      "decode_steps": 0}
+        # ends in a device-to-host copy, so the GPU work is inside these times); see stats.py.
+        self.stats = new_stats()
+        self.idle_since: float | None = None  # perf_counter when the current idle wait began
         self.wakeup = threading.Condition()
         self.closing = False
         self.failed: Exception | None = None
@@ -108,6 +118,15 @@ class SlotEngine:
         self.thread.start()
 
     # ---- public API (any thread) --------------------------------------------------------
+    SCHEDULE = ("prefill_tokens", "stream_interval", "prefill_wait_ms")
+
+    def reschedule(self, prefill_tokens: int, stream_interval: int, prefill_wait_ms: float):
+        """Set the options in SCHEDULE; the engine reads them at every step, so a benchmark may
+        change them between runs without rebuilding the cache or recapturing graphs."""
+        self.prefill_tokens = max(1, prefill_tokens)
+        self.stream_interval = max(1, stream_interval)
+        self.prefill_wait_ms = max(0.0, prefill_wait_ms)
+
     def submit(self, prompts: list[list[int]]) -> list[Request]:
         """Queue requests (all at once, so the engine can prefill them together)."""
         for prompt in prompts:
@@ -126,6 +145,15 @@ class SlotEngine:
             self.pending.extend(reqs)
             self.wakeup.notify()
         return reqs
+
+    def snapshot(self) -> dict:
+        """A copy of `stats` that counts an idle wait in progress up to now (a run that starts
+        while the engine waits counts only its own part of that wait)."""
+        with self.wakeup:
+            out = dict(self.stats)
+            if self.idle_since is not None:
+                out["idle_s"] += time.perf_counter() - self.idle_since
+        return out
 
     def stream(self, prompt: list[int]) -> Iterator[list[int]]:
         yield from self.chunks(self.submit([prompt])[0])
@@ -180,11 +208,21 @@ class SlotEngine:
         free = [i for i, r in enumerate(self.slot_req) if r is None]
         if not free:
             return True
+        idle = len(free) == self.n_slots
         with self.wakeup:
-            while len(free) == self.n_slots and not self.pending and not self.closing:
-                self.wakeup.wait()  # idle: wait for work
-            if self.closing and len(free) == self.n_slots and not self.pending:
+            if idle and not self.pending and not self.closing:
+                self.idle_since = time.perf_counter()
+                while not self.pending and not self.closing:
+                    self.wakeup.wait()  # idle: wait for work
+                self.stats["idle_s"] += time.perf_counter() - self.idle_since
+                self.idle_since = None
+            if self.closing and idle and not self.pending:
                 return False  # closing finishes the work already submitted first
+            if not self.pending:
+                return True
+            if not idle and self._defer(len(free)):
+                self.stats["admit_deferred"] += 1
+                return True
             new = [self.pending.popleft() for _ in range(min(len(free), len(self.pending)))]
         # Similar prompt lengths together so prefill padding is small.
         new.sort(key=lambda r: len(r.prompt), reverse=True)
@@ -199,6 +237,17 @@ class SlotEngine:
         if group:
             self._prefill(group)
         return True
+
+    def _defer(self, n_free: int) -> bool:
+        """Whether the waiting requests wait for more (the active slots decode meanwhile, so
+        nothing stalls): only with prefill_wait_ms, while the oldest has waited less than that and
+        they fill neither a prefill group nor the free slots. Server arrivals then share one
+        prefill forward instead of paying its fixed host cost each. Caller holds `wakeup`."""
+        if self.prefill_wait_ms <= 0 or self.closing or len(self.pending) >= n_free:
+            return False
+        if len(self.pending) * max(len(r.prompt) for r in self.pending) >= self.prefill_tokens:
+            return False
+        return 1000 * (time.perf_counter() - self.pending[0].t_submit) < self.prefill_wait_ms
 
     def _logits_to_token(self, logits: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
         """Greedy choice; EOS is forbidden while fewer than min_new_tokens exist."""
@@ -222,7 +271,7 @@ class SlotEngine:
             prefill_mode.causal = False
 
     def _prefill(self, group: list[Request]):
-        t0 = time.perf_counter()
+        start = tick()
         n, width = len(group), max(len(r.prompt) for r in group)
         ids = torch.zeros((n, width), dtype=torch.long)
         lens = torch.tensor([len(r.prompt) for r in group])
@@ -239,14 +288,20 @@ class SlotEngine:
         self.ids[rows, 0] = first
         self.pos[rows, 0] = lens
         self.count[rows] = 1
+        t_sync = time.perf_counter()
         first = first.tolist()
-        self.stats["prefill_s"] += time.perf_counter() - t0
+        self.stats["prefill_launch_s"] += t_sync - start[0]
+        add(self.stats, "prefill", start)
         self.stats["prefill_tokens"] += sum(len(r.prompt) for r in group)
         self.stats["prefill_groups"] += 1
+        self.stats["prefill_prompts"] += n
+        self.stats["admit_wait_s"] += sum(start[0] - r.t_submit for r in group)
+        start = tick()
         for r, tok in zip(group, first):
             self.slot_req[r.slot] = r
             self.host_pos[r.slot] = len(r.prompt)
             self._emit(r, tok)
+        add(self.stats, "emit", start)
 
     def _emit(self, req: Request, tok: int):
         """Record one token; hand out a chunk for the first token, then every stream_interval
@@ -283,7 +338,7 @@ class SlotEngine:
         self.count[:nb].add_(1)
 
     def _decode_step(self):
-        t0 = time.perf_counter()
+        start = tick()
         active = [i for i, r in enumerate(self.slot_req) if r is not None]
         nb = 1
         while nb <= active[-1]:
@@ -299,12 +354,16 @@ class SlotEngine:
                 self._step_body(nb, kv_len)
         else:
             self._step_body(nb, kv_len)
+        t_sync = time.perf_counter()
         toks = self.next[:nb].tolist()  # the one host sync per step
-        self.stats["decode_s"] += time.perf_counter() - t0
+        self.stats["decode_launch_s"] += t_sync - start[0]
+        add(self.stats, "decode", start)
         self.stats["decode_steps"] += 1
+        start = tick()
         for i in active:
             self.host_pos[i] += 1
             self._emit(self.slot_req[i], toks[i])
+        add(self.stats, "emit", start)
 
     def _capture(self, nb: int, kv_len: int):
         """Capture the step as a CUDA graph (after one eager warm-up); None if capture fails."""
