@@ -178,9 +178,9 @@ def check_accuracy(folder: Path, bench: Benchmark, division: str) -> list[str]:
         if detail["errors"]:
             problems.append(f"{folder / DETAIL_FILE}: LoadGen errors: {'; '.join(detail['errors'][:3])}")
         count = v.get("effective_accuracy_sample_count", v.get("qsl_reported_total_count"))
-        if count != bench.dataset.size:
-            problems.append(f"{folder / DETAIL_FILE}: accuracy run covers {count} samples, not the data set's "
-                            f"{bench.dataset.size} (dataset_check)")
+        if count != bench.dataset.accuracy_count:
+            problems.append(f"{folder / DETAIL_FILE}: accuracy run covers {count} samples, not "
+                            f"{bench.dataset.accuracy_count} (dataset_check: accuracy-sample-count, dataset-size)")
     return problems
 
 

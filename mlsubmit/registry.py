@@ -64,8 +64,14 @@ class Seeds:
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    size: int                  # dataset-size: what an accuracy run must cover
+    size: int                  # dataset-size
     demo: str | None = None    # the small set shipped under assets/ (None: not shipped yet)
+    accuracy_samples: int | None = None  # accuracy-sample-count, where an accuracy run covers fewer than size
+
+    @property
+    def accuracy_count(self) -> int:
+        """What an accuracy run must cover (dataset_check): accuracy-sample-count, else dataset-size."""
+        return self.accuracy_samples or self.size
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ LLAMA31_8B_MAX_NEW_TOKENS = (128, 128)  # language/llama3.1-8b/SUT_VLLM.py: max_
 DEEPSEEK_R1 = Dataset("deepseek-r1 reasoning set (AIME, MATH500, GPQA, MMLU-Pro, LiveCodeBench)", 4388,
                       "assets/reasoning_demo/deepseek-r1.jsonl")
 GPT_OSS = Dataset("gpt-oss-120b reasoning set (AIME25, GPQA-Diamond, LiveCodeBench v6, ...)", 6396,
-                  "assets/reasoning_demo/gpt-oss-120b.jsonl")
+                  "assets/reasoning_demo/gpt-oss-120b.jsonl", accuracy_samples=4395)
 
 DC = "datacenter"
 DC_EDGE = "datacenter,edge"

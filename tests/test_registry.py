@@ -106,6 +106,7 @@ def test_numbers_match_the_official_checker(round_name):
             == uppers
         assert b.performance_sample_count == cfg["performance-sample-count"][name]
         assert b.dataset.size == cfg["dataset-size"][name]
+        assert b.dataset.accuracy_count == cfg.get("accuracy-sample-count", {}).get(name, b.dataset.size)
         assert b.offline_min_samples_per_query == c["OFFLINE_MIN_SPQ_SINCE_V4"][name]
         assert b.min_queries == cfg["min-queries"][name]
         assert b.target_latency_ns == cfg["latency-constraint"].get(name, {})

@@ -118,7 +118,7 @@ def test_check_lists_each_rule_broken_and_nothing_else(closed_tree, tmp_path):
     assert "Server/performance/run_1/mlperf_log_detail.txt: early stopping condition not met" in problems
     assert "min_query_count 16" not in problems   # early stopping stands in for Server's query count
     assert "rouge1 0.0" in problems and "tokens_per_sample 32.0" in problems   # closed: llama2-70b targets
-    assert "accuracy run covers 16 samples, not the data set's 24576" in problems
+    assert "accuracy run covers 16 samples, not 24576 (dataset_check" in problems
     assert "missing" not in problems and "TEST06 failed" not in problems and "not truncated" not in problems
 
     # a bad status, a missing file and a failed TEST06 appear
@@ -223,7 +223,7 @@ def test_truncation_as_the_official_tool(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--check", "no-such-dir"], "error: no submission folder at no-such-dir"),
     ([a for a in null_args("sub") if a != "--allow-unsubmittable"],
-     "error: 3 rule(s) of MLPerf v6.1 would be broken (above); the closed division refuses"),
+     "error: 4 rule(s) of MLPerf v6.1 would be broken (above); the closed division refuses"),
     (["--benchmark", "llama2-70b-99", *null_args("sub")],
      "error: 'llama2-70b-99' is not a benchmark of MLPerf v6.1 (known: llama2-70b-99.9, "),
     (null_args("sub", "closed", ("Offline",), "--scenario", "Server"), "error: --scenario is set by submission.py"),
