@@ -6,7 +6,9 @@ The same few functions serve both paths of a config with `format: fp8_e4m3`:
 - real execution (`--backend hf --quant-config`) stores each selected nn.Linear's weight as
   float8_e4m3fn with one float32 scale per output channel (or per tensor), quantizes the input
   per token (or per tensor) on every call, and multiplies with `torch._scaled_mm` on a CUDA GPU
-  of compute capability 8.9 or more (Ada, Hopper), the input quantized by one Triton kernel. Elsewhere (CPU: tests, CI) the same maths
+  of compute capability 8.9 or more (Ada, Hopper), the input quantized by one Triton kernel, or
+  handed over already quantized (FP8Rows) by the compiled RMSNorm / SiLU*up that produced it
+  (backends/hf_engine/fused.py). Elsewhere (CPU: tests, CI) the same maths
   runs as a float32 reference: the fp8 codes widened to float32 (exact), one matmul accumulating
   in float32, then the row and column scales, which is what the GPU kernel computes.
 
