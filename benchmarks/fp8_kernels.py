@@ -61,7 +61,8 @@ def fused_quantization(dev: str) -> list[dict]:
                 together = timed(lambda: quantizing(*args))
             gb = (read + m * k + 4 * m) / 1e9
             r = {"op": name, "M": m, "K": k, "separate_ms": separate, "fused_ms": together,
-                 "speedup": separate / together, "separate_GBps": gb / separate * 1e3, "fused_GBps": gb / together * 1e3}
+                 "speedup": separate / together, "separate_GBps": gb / separate * 1e3,
+                 "fused_GBps": gb / together * 1e3}
             rows.append(r)
             print(f"{name} + fp8 quantization M={m} K={k}: separate {separate:.4f} ms, fused {together:.4f} ms "
                   f"({r['speedup']:.2f}x; fused {r['fused_GBps']:.0f} GB/s)", flush=True)

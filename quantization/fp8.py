@@ -31,7 +31,11 @@ FP8_MAX = 448.0
 
 def fp8_scale(amax: torch.Tensor) -> torch.Tensor:
     amax = amax.float()
-    return torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+    # Eager CUDA divides a tensor by a Python number as a multiply by its float32 reciprocal (the
+    # CPU divides): written out on CUDA, so that compiled code (inductor), which may lower either
+    # form either way, computes what eager torch and the Triton quantizer compute.
+    scaled = amax * (1.0 / FP8_MAX) if amax.is_cuda else amax / FP8_MAX
+    return torch.where(amax > 0, scaled, torch.ones_like(amax))
 
 
 def to_fp8(x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:

@@ -9,7 +9,8 @@ pytest.importorskip("transformers")
 
 from backends import make_backend  # noqa: E402
 from backends.hf_engine import fused  # noqa: E402
-from quantization.fp8 import FP8, FP8Group, FP8Linear, FP8Rows, merge_shared_inputs, quantize_rows, takes_rows  # noqa: E402
+from quantization.fp8 import (FP8, FP8Group, FP8Linear, FP8Rows, merge_shared_inputs, quantize_rows,  # noqa: E402
+                             takes_rows)
 from test_fakequant import tiny_model, write_config  # noqa: E402
 from test_fp8 import FP8_ALL, PARAMS, PROMPTS  # noqa: E402
 

@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
                                 reason="needs a CUDA GPU with fp8 (compute capability >= 8.9)")
 
-from quantization.fp8 import FP8, FP8Linear, merge_shared_inputs, quantize_rows, quantize_rows_fast  # noqa: E402
+from quantization.fp8 import (FP8, FP8Linear, fp8_scale, merge_shared_inputs, quantize_rows,  # noqa: E402
+                             quantize_rows_fast)
 from quantization.fp8_kv import decode_attention_reference, decode_attention_triton, quantize_kv, write_kv  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +50,14 @@ def test_merged_gate_up_matmul_equals_separate_linears(m):
     x = torch.randn(m, 4096, device="cuda", dtype=torch.float16)
     for member, ref in zip((mlp.gate_proj, mlp.up_proj), alone):
         assert rel(member(x), ref(x)) < 1e-3
+
+
+def test_fp8_scale_on_cuda_is_eager_division_by_448():
+    """fp8_scale multiplies by 1/448 on CUDA (so that compiled code computes it the same way):
+    the same float32 bits as eager CUDA's amax / 448.0."""
+    amax = torch.rand(1 << 20, device="cuda") * torch.logspace(-30, 30, 1 << 20, device="cuda")
+    amax[:3] = torch.tensor([0.0, 448.0, 3.4e38])
+    assert torch.equal(fp8_scale(amax), torch.where(amax > 0, amax / 448.0, torch.ones_like(amax)))
 
 
 def test_triton_activation_quantizer_gives_torch_codes():

@@ -61,9 +61,8 @@ def fp8_numerics() -> dict | None:
       as the unfused function's output is when stored (inductor otherwise keeps the float32 value
       of a cast that stays inside one kernel);
     - IEEE division for x / scale, as eager torch and the Triton quantizer divide (inductor's
-      Triton division is otherwise approximate; CPU code divides exactly either way). Division by
-      a constant (amax / 448) stays a multiply by the reciprocal on CUDA, which is what eager CUDA
-      and the Triton quantizer compute too.
+      Triton division is otherwise approximate; CPU code divides exactly either way). The scale
+      itself (fp8_scale) is a multiply on CUDA and a division on the CPU, in any backend.
     Both change only the quantizing functions (RMSNorm, RoPE and SiLU*up alone compile as before)."""
     from torch._inductor import config
 
