@@ -1,9 +1,11 @@
 """Kernel times of the real fp8 path at Llama-2-7B shapes on one GPU (CUDA events, medians):
 FP8Linear (per-token activation quantization + torch._scaled_mm) against the fp16 nn.Linear, and
-the Triton fp8 decode attention against fp16 SDPA over the same cache (bytes read / time), and the
-activation quantizer and the fp8 cache write against a plain copy of the same bytes.
+the Triton fp8 decode attention against fp16 SDPA over the same cache (bytes read / time), the
+activation quantizer and the fp8 cache write against a plain copy of the same bytes, and RMSNorm /
+SiLU*up with the activation quantization fused in against the compiled function followed by the
+Triton quantizer (backends/hf_engine/fused.py).
 
-    python3 benchmarks/fp8_kernels.py [--out fp8_kernels.json]
+    python3 benchmarks/fp8_kernels.py [--only fused] [--out fp8_kernels.json]
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from backends.hf_engine import fused  # noqa: E402
 from quantization.fp8 import FP8Linear, quantize_rows_fast  # noqa: E402
 from quantization.fp8_kv import decode_attention_triton, kernel_configs, quantize_kv, write_kv  # noqa: E402
 
@@ -37,13 +40,49 @@ def timed(fn, reps: int = 20) -> float:
     return statistics.median(times)
 
 
+def fused_quantization(dev: str) -> list[dict]:
+    """RMSNorm + quantization and SiLU*up + quantization at 7B shapes (hidden 4096, intermediate
+    11008; gate and up as views of one merged matmul output), float16: separate (the compiled
+    function as the engine runs it unfused, then quantize_rows_fast) against fused (the quantizing
+    function compiled with fp8_numerics, as the engine runs it). GB/s: the fused kernel's bytes
+    (the inputs read once, codes and scales written), over each time."""
+    compiled = fused._compiled("inductor")
+    rows = []
+    for m in (256, 8192):
+        x = torch.randn(m, 4096, device=dev, dtype=torch.float16)
+        w = torch.rand(4096, device=dev, dtype=torch.float16) + 0.5
+        gate, up = torch.randn(m, 2 * 11008, device=dev, dtype=torch.float16).split(11008, dim=-1)
+        cases = (("rms_norm", (x, w, 1e-5), 4096, 2 * m * 4096 + 2 * 4096),
+                 ("silu_mul", (gate, up), 11008, 2 * 2 * m * 11008))
+        for name, args, k, read in cases:
+            act, quantizing = compiled[f"_{name}"], compiled[f"_{name}_fp8"]
+            with torch.inference_mode():
+                separate = timed(lambda: quantize_rows_fast(act(*args).reshape(-1, k)))
+                together = timed(lambda: quantizing(*args))
+            gb = (read + m * k + 4 * m) / 1e9
+            r = {"op": name, "M": m, "K": k, "separate_ms": separate, "fused_ms": together,
+                 "speedup": separate / together, "separate_GBps": gb / separate * 1e3,
+                 "fused_GBps": gb / together * 1e3}
+            rows.append(r)
+            print(f"{name} + fp8 quantization M={m} K={k}: separate {separate:.4f} ms, fused {together:.4f} ms "
+                  f"({r['speedup']:.2f}x; fused {r['fused_GBps']:.0f} GB/s)", flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
+    ap.add_argument("--only", choices=("all", "fused"), default="all",
+                    help="fused: only the fused RMSNorm / SiLU*up quantization timings")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     dev = "cuda"
     res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "linear": [], "attention": [],
-           "quantizer": []}
+           "quantizer": [], "fused_quantization": []}
+    if fused.fp8_numerics() is None:
+        sys.exit("this torch's inductor lacks the switches the fused quantization needs (fused.fp8_numerics)")
+    res["fused_quantization"] = fused_quantization(dev)
+    if args.only == "fused":
+        return write(res, args.out)
     # bytes moved: the fp16 input read, the fp8 codes and float32 scales written
     for m, k in ((256, 4096), (256, 11008), (8192, 4096), (8192, 11008)):
         x = torch.randn(m, k, device=dev, dtype=torch.float16)
@@ -101,8 +140,12 @@ def main():
             line += f"\n  fp8 triton (BLOCK_G, BLOCK_N, warps, stages) {cfg}: {t8:.3f} ms ({fp8_gb / t8 * 1e3:.0f} GB/s)"
         res["attention"].append(row)
         print(line, flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
+    write(res, args.out)
+
+
+def write(res: dict, path: str) -> None:
+    if path:
+        with open(path, "w") as f:
             json.dump(res, f, indent=1)
 
 

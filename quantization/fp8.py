@@ -6,7 +6,9 @@ The same few functions serve both paths of a config with `format: fp8_e4m3`:
 - real execution (`--backend hf --quant-config`) stores each selected nn.Linear's weight as
   float8_e4m3fn with one float32 scale per output channel (or per tensor), quantizes the input
   per token (or per tensor) on every call, and multiplies with `torch._scaled_mm` on a CUDA GPU
-  of compute capability 8.9 or more (Ada, Hopper), the input quantized by one Triton kernel. Elsewhere (CPU: tests, CI) the same maths
+  of compute capability 8.9 or more (Ada, Hopper), the input quantized by one Triton kernel, or
+  handed over already quantized (FP8Rows) by the compiled RMSNorm / SiLU*up that produced it
+  (backends/hf_engine/fused.py). Elsewhere (CPU: tests, CI) the same maths
   runs as a float32 reference: the fp8 codes widened to float32 (exact), one matmul accumulating
   in float32, then the row and column scales, which is what the GPU kernel computes.
 
@@ -14,6 +16,8 @@ Scale of a group: amax / 448 (the largest finite e4m3 value), so the group's lar
 lands on 448; an all-zero group gets scale 1.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,7 +31,11 @@ FP8_MAX = 448.0
 
 def fp8_scale(amax: torch.Tensor) -> torch.Tensor:
     amax = amax.float()
-    return torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+    # Eager CUDA divides a tensor by a Python number as a multiply by its float32 reciprocal (the
+    # CPU divides): written out on CUDA, so that compiled code (inductor), which may lower either
+    # form either way, computes what eager torch and the Triton quantizer compute.
+    scaled = amax * (1.0 / FP8_MAX) if amax.is_cuda else amax / FP8_MAX
+    return torch.where(amax > 0, scaled, torch.ones_like(amax))
 
 
 def to_fp8(x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
@@ -94,6 +102,26 @@ def quantize_rows_fast(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, s
 
 
+@dataclass(frozen=True, eq=False)   # eq=False: compared by identity, as the tensor it replaces (FP8Group)
+class FP8Rows:
+    """An activation already quantized per token by the kernel that computed it, handed to
+    FP8Linear / FP8Group in place of that tensor: codes (M, K) and scales (M, 1) as quantize_rows
+    gives them for the tensor flattened to (M, K); shape and dtype are the tensor's own (callers
+    read .shape, the matmul returns dtype)."""
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    shape: torch.Size
+    dtype: torch.dtype
+
+
+def takes_rows(module: nn.Module) -> bool:
+    """Whether `module` accepts FP8Rows: a per-token FP8Linear, or a member of a per-token FP8Group."""
+    if isinstance(module, FP8GroupMember):
+        module = module.group
+    return isinstance(module, (FP8Linear, FP8Group)) and module.per_token
+
+
 def scaled_mm_available(device: torch.device) -> bool:
     """torch._scaled_mm with fp8 inputs needs compute capability 8.9 (Ada) or newer."""
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
@@ -110,7 +138,8 @@ def fp8_matmul(a8: torch.Tensor, scale_a: torch.Tensor, w8: torch.Tensor, scale_
 
 class FP8Linear(nn.Module):
     """nn.Linear with an e4m3 weight (per output channel or per tensor scale) and e4m3 inputs
-    (per token or per tensor scale, taken from each input: dynamic)."""
+    (per token or per tensor scale, taken from each input: dynamic). The input is a tensor, or
+    (per token) FP8Rows: the same codes and scales, computed by the kernel that made the input."""
 
     def __init__(self, linear: nn.Linear, weight_granularity: str, act_granularity: str):
         super().__init__()
@@ -126,14 +155,17 @@ class FP8Linear(nn.Module):
         self.bias = linear.bias
         self.per_token = act_granularity == "per_token"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | FP8Rows) -> torch.Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, self.in_features)
-        if self.per_token:
-            a8, sa = quantize_rows_fast(x2)
+        if isinstance(x, FP8Rows):   # quantized per token by the kernel that produced it
+            if not self.per_token:
+                raise TypeError("FP8Rows (per-token codes) given to a per-tensor FP8Linear")
+            a8, sa = x.codes, x.scale
+        elif self.per_token:
+            a8, sa = quantize_rows_fast(x.reshape(-1, self.in_features))
         else:
-            a8, sa = quantize_tensor(x2)
-            sa = sa.reshape(1, 1).expand(x2.shape[0], 1).contiguous()
+            a8, sa = quantize_tensor(x.reshape(-1, self.in_features))
+            sa = sa.reshape(1, 1).expand(a8.shape[0], 1).contiguous()
         out = fp8_matmul(a8, sa, self.weight, self.weight_scale, x.dtype)
         if self.bias is not None:
             out = out + self.bias
@@ -160,7 +192,7 @@ class FP8Group(nn.Module):
         self._x = None       # the input of the last call, held so that its identity stays unique
         self._outs: list = []
 
-    def output(self, i: int, x: torch.Tensor) -> torch.Tensor:
+    def output(self, i: int, x: torch.Tensor | FP8Rows) -> torch.Tensor:
         """Member i's output for x: the merged product is computed when x is a new input (or this
         member already took its slice of it) and kept until every member has taken its slice."""
         if x is not self._x or self._outs[i] is None:
@@ -192,7 +224,7 @@ class FP8GroupMember(nn.Module):
         start = sum(self.group.sizes[:self.index])
         return self.group.weight[start:start + self.out_features]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | FP8Rows) -> torch.Tensor:
         return self.group.output(self.index, x)
 
 

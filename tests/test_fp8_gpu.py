@@ -1,5 +1,6 @@
 """The GPU kernels of the real fp8 path against the reference maths that tests/test_fp8.py checks
-on the CPU: torch._scaled_mm in FP8Linear, the Triton fp8 decode attention, and a tiny Llama run
+on the CPU: torch._scaled_mm in FP8Linear, the Triton fp8 decode attention, the quantization fused
+into the compiled RMSNorm and SiLU*up (tests/test_fp8_fused.py on the CPU), and a tiny Llama run
 by `--backend hf --quant-config` (CUDA graphs on) against its fakequant simulation. Skipped
 without a CUDA GPU of compute capability 8.9 or newer (CI has none; run on the GPU machine)."""
 import os
@@ -10,7 +11,8 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
                                 reason="needs a CUDA GPU with fp8 (compute capability >= 8.9)")
 
-from quantization.fp8 import FP8, FP8Linear, merge_shared_inputs, quantize_rows, quantize_rows_fast  # noqa: E402
+from quantization.fp8 import (FP8, FP8Linear, fp8_scale, merge_shared_inputs, quantize_rows,  # noqa: E402
+                             quantize_rows_fast)
 from quantization.fp8_kv import decode_attention_reference, decode_attention_triton, quantize_kv, write_kv  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +50,14 @@ def test_merged_gate_up_matmul_equals_separate_linears(m):
     x = torch.randn(m, 4096, device="cuda", dtype=torch.float16)
     for member, ref in zip((mlp.gate_proj, mlp.up_proj), alone):
         assert rel(member(x), ref(x)) < 1e-3
+
+
+def test_fp8_scale_on_cuda_is_eager_division_by_448():
+    """fp8_scale multiplies by 1/448 on CUDA (so that compiled code computes it the same way):
+    the same float32 bits as eager CUDA's amax / 448.0."""
+    amax = torch.rand(1 << 20, device="cuda") * torch.logspace(-30, 30, 1 << 20, device="cuda")
+    amax[:3] = torch.tensor([0.0, 448.0, 3.4e38])
+    assert torch.equal(fp8_scale(amax), torch.where(amax > 0, amax / 448.0, torch.ones_like(amax)))
 
 
 def test_triton_activation_quantizer_gives_torch_codes():
@@ -92,6 +102,91 @@ def test_triton_decode_attention_equals_reference(h, hk, d, static):
     ref = decode_attention_reference(q, k8.view(FP8), v8.view(FP8), ks, vs, lengths, d ** -0.5)
     out = decode_attention_triton(q, k8, v8, ks, vs, lengths, d ** -0.5)
     assert torch.isfinite(out).all() and rel(out, ref) < 3e-3
+
+
+def fused_cases(m: int, dtype: torch.dtype):
+    """(activation function, its quantizing version, arguments) at Llama-2-7B shapes."""
+    from backends.hf_engine import fused
+
+    g = torch.Generator(device="cuda").manual_seed(m)
+    x = (torch.randn(m, 4096, device="cuda", generator=g) * 3).to(dtype)
+    x[7], x[9, :5] = 0, 3e4
+    w = (torch.rand(4096, device="cuda", generator=g) + 0.5).to(dtype)
+    gate_up = (torch.randn(m, 2 * 11008, device="cuda", generator=g) * 3).to(dtype)
+    gate_up[7] = 0
+    gate, up = gate_up.split(11008, dim=-1)   # views, as the merged gate/up matmul hands them over
+    return {"rms_norm": (fused._rms_norm, fused._rms_norm_fp8, (x, w, 1e-5)),
+            "silu_mul": (fused._silu_mul, fused._silu_mul_fp8, (gate, up))}
+
+
+def flat(y):
+    return y.reshape(-1, y.shape[-1])
+
+
+@pytest.mark.parametrize("m", [256, 8192])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_fused_quantization_gives_the_triton_quantizers_codes(m, dtype):
+    """Inductor with fp8_numerics: a kernel that computes the activation, stores it and quantizes
+    it holds exactly the codes and scales that the Triton quantizer (the separate path) gives for
+    the stored activation. The quantizing function alone against the activation compiled alone
+    (same options): SiLU*up bit for bit; RMSNorm too unless inductor sums the squares in another
+    order in the two kernels (one rounding of a few activations, so a few codes at most)."""
+    from backends.hf_engine import fused
+
+    options = fused.fp8_numerics()
+    assert options is not None, "this torch's inductor lacks the switches the fused path needs"
+    for name, (act, quantizing, args) in fused_cases(m, dtype).items():
+        def both(*a, act=act):
+            y = act(*a)
+            return (y, *quantize_rows(flat(y)))
+
+        y, q, s = torch.compile(both, options=options)(*args)
+        q0, s0 = quantize_rows_fast(flat(y))
+        assert torch.equal(s, s0) and torch.equal(q.view(torch.uint8), q0.view(torch.uint8)), name
+        q, s = torch.compile(quantizing, options=options)(*args)
+        q0, s0 = quantize_rows_fast(flat(torch.compile(act, options=options)(*args)))
+        differ = (q.view(torch.uint8) != q0.view(torch.uint8)).float().mean().item()
+        if name == "silu_mul":
+            assert torch.equal(s, s0) and differ == 0, (name, differ)
+        else:
+            assert differ < 1e-4 and ((s - s0).abs() <= 2 ** -7 * s0).all(), (name, differ)
+
+
+def test_tiny_llama_fused_fp8_on_gpu_matches_unfused(tmp_path, monkeypatch):
+    """float16 through `--backend hf` with fp8.yaml, compile=inductor and CUDA graphs: the
+    quantization fused into RMSNorm and SiLU*up against the same engine with it switched off.
+    The two differ only where fp8_numerics changes the compiled activation (IEEE division in SiLU,
+    no fused multiply-add in the RMSNorm sum): a last-bit change that can flip an e4m3 rounding,
+    so: log-probs far closer than fp8 moves them, and most greedy outputs equal."""
+    from backends import GenerationParams, make_backend
+    from backends.hf_engine import fused
+    from test_fakequant import VOCAB, tiny_model
+
+    tiny_model().save_pretrained(tmp_path)
+    params = GenerationParams(max_new_tokens=24, min_new_tokens=1, ignore_eos=True)
+    g = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in (6, 11, 17, 4, 30, 9)]
+    cfg = os.path.join(ROOT, "quant_configs", "fp8.yaml")
+    outs, scores = {}, {}
+    for name, config in (("plain", ""), ("fused", cfg), ("unfused", cfg)):
+        with monkeypatch.context() as m:
+            if name == "unfused":
+                m.setattr(fused, "takes_rows", lambda module: False)
+            b = make_backend("hf", model_path=str(tmp_path), dtype="float16", device="cuda", params=params,
+                             options={"batch_size": "4", "quant_config": config, "compile": "inductor"})
+            b.load()
+            outs[name] = b.generate(prompts)
+            scores[name] = torch.tensor(b.score(prompts[4] + prompts[2]))
+            layer = b.model.model.layers[0]
+            fp8 = [getattr(vars(mod).get("forward"), "fp8", False) for mod in (layer.input_layernorm, layer.mlp)]
+            assert fp8 == [name == "fused"] * 2, (name, fp8)
+            assert b.engine.use_graphs and b.engine.graphs   # the decode step was captured, FP8Rows and all
+            b.close()
+    same = sum(a == b for a, b in zip(outs["fused"], outs["unfused"]))
+    fused_vs_unfused = (scores["fused"] - scores["unfused"]).abs().max()
+    fp8_effect = (scores["unfused"] - scores["plain"]).abs().max()
+    assert fused_vs_unfused < 0.5 * fp8_effect, (fused_vs_unfused, fp8_effect)
+    assert same >= len(prompts) - 1, (same, outs["fused"], outs["unfused"])
 
 
 def test_tiny_llama_real_fp8_on_gpu_matches_fakequant(tmp_path):

@@ -12,7 +12,8 @@ dynamic KV cache by concatenation, and pays Python overhead per layer per step. 
   sequence, not the whole allocation;
 - on a GPU the decode step (model forward, greedy argmax, bookkeeping) is captured once per
   (active slots rounded up to a power of two, kv bucket) as a CUDA graph and replayed;
-- optionally (`compile`) RMSNorm, RoPE and SiLU*up run as torch.compile'd fused kernels.
+- optionally (`compile`) RMSNorm, RoPE and SiLU*up run as torch.compile'd fused kernels (with
+  the fp8 activation quantization inside where per-token fp8 linears read their output).
 
 The model's own modules do all the maths (embedding, RoPE, MLP, norms, SDPA attention): this
 module only supplies a cache object (`update()` writes into the slot rows) and explicit masks.
