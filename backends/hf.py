@@ -56,6 +56,8 @@ class HFBackend(Backend):
         "decode_sdpa": "auto",     # SDPA kernel for decode steps: auto | efficient | cudnn | math
         "compile": "auto",         # slots: torch.compile backend for RMSNorm/RoPE/SiLU*up: auto (inductor
                                    # on one GPU, else off) | off | inductor | eager
+        "fuse_fp8": True,          # slots, compile=inductor, real fp8 activations: RMSNorm and SiLU*up
+                                   # quantize their output in the compiled kernel (false: a separate quantizer)
         "attn_implementation": "sdpa",
         "quant_config": "",        # YAML file (main.py: --quant-config): hf executes it for real
         **speculative.OPTIONS,     # transformers' prompt lookup / assisted generation (engine=generate)
@@ -270,7 +272,8 @@ class HFBackend(Backend):
             eos_ids=self.eos_token_ids, cuda_graphs=self.options["cuda_graphs"],
             kv_bucket=self.options["kv_bucket"], prefill_tokens=self.options["prefill_tokens"],
             stream_interval=self.options["stream_interval"], decode_sdpa=self.options["decode_sdpa"],
-            compile=self.options["compile"], prefill_wait_ms=self.options["prefill_wait_ms"], **self._kv_options())
+            compile=self.options["compile"], fuse_fp8=self.options["fuse_fp8"],
+            prefill_wait_ms=self.options["prefill_wait_ms"], **self._kv_options())
         return self.engine
 
     def _kv_options(self) -> dict:

@@ -31,6 +31,7 @@ import gc
 import json
 import logging
 import os
+import re
 import statistics
 import sys
 import threading
@@ -280,9 +281,9 @@ def compare(ours, base) -> dict:
 
 def loadgen_run(backend, prompts, scenario: str, log_dir: str, target_qps: float = 0.0,
                 duration_s: float = 0.0, workers: int = 1, batch_size: int = 128,
-                limits_ms: tuple[int, int] = SERVER_LIMITS["llama2-70b"]) -> dict:
+                limits_ms: tuple[int, int] = SERVER_LIMITS["llama2-70b"], min_queries: int = 1) -> dict:
     """One LoadGen run over an in-memory QSL through harness/core.py's SUTCore (Server: TTFT and
-    TPOT p99 limits_ms); with the GPU energy of the run."""
+    TPOT p99 limits_ms, at least duration_s and min_queries queries); with the GPU energy of the run."""
     import mlperf_loadgen as lg
 
     from harness.core import SUTCore
@@ -302,7 +303,7 @@ def loadgen_run(backend, prompts, scenario: str, log_dir: str, target_qps: float
         settings.ttft_latency = limits_ms[0] * 1_000_000   # ns
         settings.tpot_latency = limits_ms[1] * 1_000_000
         settings.min_duration_ms = int(duration_s * 1000)
-        settings.min_query_count = 1
+        settings.min_query_count = max(1, min_queries)
     core = SUTCore(backend, prompts, streaming=scenario == "Server", num_workers=workers, batch_size=batch_size)
     sut = lg.ConstructSUT(core.issue_queries, core.flush_queries)
     qsl = lg.ConstructQSL(n, n, lambda s: None, lambda s: None)
@@ -394,6 +395,8 @@ def main():
     ap.add_argument("--loadgen-offline", action="store_true", help="also run LoadGen Offline on the best slots")
     ap.add_argument("--server-qps", default="", help="comma list of Server target QPS to try through LoadGen")
     ap.add_argument("--server-duration-s", type=float, default=60)
+    ap.add_argument("--server-min-queries", type=int, default=1, help="Server: each run lasts until this many "
+                    "queries too (LoadGen's early stopping needs a few hundred for a p99 at the limits)")
     ap.add_argument("--server-slots", type=int, default=256)
     ap.add_argument("--server-limits", default="llama2-70b", help="';' list of Server latency limits, each "
                     "NAME (swept over --server-qps) or NAME:QPS,QPS,... (its own targets); names: "
@@ -423,12 +426,16 @@ def main():
     ap.add_argument("--quant-configs", default="", help="comma list: 'fp16' and/or quant config YAMLs, each run "
                     "by the slots engine (and LoadGen Offline with --loadgen-offline) at the last --slots value "
                     "instead of the --slots runs; outputs compared with fp16 and with fakequant")
+    ap.add_argument("--quant-backend-args", default="", help="';' list of variants, each a ',' list of KEY=VALUE "
+                    "hf options (e.g. 'fuse_fp8=true;fuse_fp8=false'): each quant config YAML of --quant-configs runs "
+                    "once per variant on a fresh backend ('fp16' once), a later variant's outputs compared with the first's")
     ap.add_argument("--match-prompts", type=int, default=128, help="prompts whose greedy outputs are compared")
     ap.add_argument("--out", default="", help="write all results as JSON here")
     ap.add_argument("--log-dir", default="/tmp/gpu_throughput_logs")
     args = ap.parse_args()
     try:
         server_variants(args.server_backend_args)   # a bad variant fails before the model is built
+        option_variants(args.quant_backend_args, "--quant-backend-args")
     except HarnessError as e:
         ap.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -582,6 +589,11 @@ def main():
                   f"{sp['prefill_tokens'] / max(sp['prefill_s'], 1e-9):.0f} | {sp['decode_s']:.2f} "
                   f"({sp['decode_steps']}) | {1000 * sp['decode_s'] / max(sp['decode_steps'], 1):.2f} |")
     for label, m in res.get("quant_matches", {}).items():
+        if "vs_fakequant" not in m:   # a later --quant-backend-args variant against the first
+            (other, c), = m.items()
+            print(f"| {label} greedy outputs | = {other[3:]}: {c['identical']}/{c['total']} "
+                  f"(first difference median {c['first_divergence_median']}) |")
+            continue
         f16, fq = m.get("vs_fp16"), m["vs_fakequant"]
         print(f"| {label} greedy outputs | = fp16: {f16['identical'] if f16 else '-'}/{f16['total'] if f16 else '-'} "
               f"(first difference median {f16['first_divergence_median'] if f16 else '-'}) | = fakequant: "
@@ -604,16 +616,22 @@ def main():
 def server_variants(text: str) -> list[tuple[str, dict]]:
     """--server-backend-args: ';' list of variants, each a ',' list of KEY=VALUE engine scheduling
     options (SlotEngine.SCHEDULE); '' is one variant with the command line's values. (label, options)."""
-    defaults = {k: HFBackend.defaults[k] for k in SlotEngine.SCHEDULE}
+    return option_variants(text, "--server-backend-args", SlotEngine.SCHEDULE)
+
+
+def option_variants(text: str, flag: str, keys=None) -> list[tuple[str, dict]]:
+    """A ';' list of variants, each a ',' list of KEY=VALUE hf options (only `keys`, where given),
+    checked by the backend's own parser; '' is one variant with the command line's values."""
+    defaults = {k: v for k, v in HFBackend.defaults.items() if keys is None or k in keys}
     out = []
     for entry in [e.strip() for e in text.split(";") if e.strip()] or [""]:
         given = {}
         for item in [i.strip() for i in entry.split(",") if i.strip()]:
             key, sep, value = item.partition("=")
             if not sep:
-                raise HarnessError(f"--server-backend-args: expected KEY=VALUE, got '{item}'")
+                raise HarnessError(f"{flag}: expected KEY=VALUE, got '{item}'")
             given[key.strip()] = value.strip()
-        opts = parse_options(defaults, given, "hf (--server-backend-args)")
+        opts = parse_options(defaults, given, f"hf ({flag})")
         out.append((entry or "default", {k: opts[k] for k in given}))
     return out
 
@@ -649,7 +667,7 @@ def server_sweeps(args, prompts, record) -> None:
                         lgr = loadgen_run(b, prompts, "Server",
                                           os.path.join(args.log_dir, f"server_{label}_{limits}_{qps:g}_{slug}"),
                                           target_qps=qps, duration_s=args.server_duration_s, workers=2 * slots,
-                                          limits_ms=SERVER_LIMITS[limits])
+                                          limits_ms=SERVER_LIMITS[limits], min_queries=args.server_min_queries)
                         lgr.update(target_qps=qps, quant=label, limits=limits, limits_ms=SERVER_LIMITS[limits],
                                    variant=vlabel, schedule=sched)
                         record(lgr)
@@ -818,10 +836,15 @@ def quant_runs(args, model, prompts, row, res):
         gc.collect()
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
-    for name in [c for c in args.quant_configs.split(",") if c]:
+    variants = option_variants(args.quant_backend_args, "--quant-backend-args")
+    runs = [("fp16", ("", {})) if c == "fp16" else (c, v) for c in args.quant_configs.split(",") if c
+            for v in (variants[:1] if c == "fp16" else variants)]
+    for name, (variant, options) in runs:
         cfg = None if name == "fp16" else load_config(name)
-        label = "fp16" if cfg is None else cfg.name
-        b = load_backend(args, slots, quant_config="" if cfg is None else name)
+        base = "fp16" if cfg is None else cfg.name
+        tag = "" if cfg is None or len(variants) == 1 else " [{}]"
+        label, first = base + tag.format(variant), base + tag.format(variants[0][0])
+        b = load_backend(args, slots, quant_config="" if cfg is None else name, **options)
         try:
             t = time.perf_counter()
             b.generate(todo[:slots])  # warm-up: compile, graph capture for every (slots, kv bucket)
@@ -831,8 +854,8 @@ def quant_runs(args, model, prompts, row, res):
             before = dict(b.engine.stats)
             t = time.perf_counter()
             if args.loadgen_offline:   # the engine's split is taken around the LoadGen run itself
-                lgr = loadgen_run(b, todo, "Offline", os.path.join(args.log_dir, f"offline_{label}"),
-                                  workers=2, batch_size=slots)
+                log_dir = os.path.join(args.log_dir, "offline_" + re.sub(r"[^\w.=-]+", "_", label))
+                lgr = loadgen_run(b, todo, "Offline", log_dir, workers=2, batch_size=slots)
                 energy = lgr["energy"]
             else:
                 meter = energy_meter()
@@ -854,18 +877,22 @@ def quant_runs(args, model, prompts, row, res):
                 r = row(f"LoadGen Offline, hf backend, {slots} slots, {label}", lgr["tok_s"], slots, extra, cfg)
             else:
                 r = row(f"hf backend slots engine, {slots} slots, {label}", len(todo) * n_out / dt, slots, extra, cfg)
-            if cfg is None:
-                fp16_tps["rate"] = r["tok_s"]
+            if cfg is None and label == first:
+                fp16_tps["rate"], fp16_tps["label"] = r["tok_s"], label
             if "rate" in fp16_tps:
                 r["x_fp16"] = r["tok_s"] / fp16_tps["rate"]
-            if cfg is not None and n_match:
-                match = {"vs_fp16": compare(outs[label], outs["fp16"]) if "fp16" in outs else None}
+            if label != first and n_match:   # the same config with other options: same tokens?
+                res["quant_matches"][label] = {f"vs_{first}": compare(outs[label], outs[first])}
+                log.info("MATCH %s %s", label, json.dumps(res["quant_matches"][label]))
+            elif cfg is not None and n_match:
+                ref = outs.get(fp16_tps.get("label"))
+                match = {"vs_fp16": compare(outs[label], ref) if ref is not None else None}
                 logits["real"] = last_logits(b.model, todo[:8])
-                if args.check_ties and "fp16" in outs:
-                    match["vs_fp16_ties"] = tie_margins(b.model, todo, outs[label], outs["fp16"])
+                if args.check_ties and ref is not None:
+                    match["vs_fp16_ties"] = tie_margins(b.model, todo, outs[label], ref)
         finally:
             free(b)
-        if cfg is not None and n_match:
+        if cfg is not None and n_match and label == first:
             fb = load_backend(args, n_match, cls=InMemoryFake, quant_config=name)
             try:
                 fake = fb.generate(todo[:n_match])

@@ -116,17 +116,15 @@ def checkpoint(tmp_path_factory):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_tiny_llama_fused_fp8_equals_unfused(checkpoint, dtype, monkeypatch):
+def test_tiny_llama_fused_fp8_equals_unfused(checkpoint, dtype):
     """compile=eager (the compiled functions' own ops, run by dynamo) with and without the fused
-    quantization: the same greedy outputs and bit-identical log-probs. float32 also against
+    quantization (option fuse_fp8): the same greedy outputs and bit-identical log-probs. float32 also against
     compile=off (HF's own modules; in bfloat16 HF rounds twice in RMSNorm where _rms_norm rounds
     once, so only float32 is comparable there). Inductor is checked per function above: through
     the whole model its CPU compile takes over a minute (tests/test_fp8_gpu.py runs it on a GPU)."""
     outs, scores, fp8 = run_hf(checkpoint, dtype, compile="eager")
     assert fp8 == [True, True, True]   # both norms and the MLP hand FP8Rows to their readers
-    with monkeypatch.context() as m:
-        m.setattr(fused, "takes_rows", lambda module: False)
-        ref_outs, ref_scores, ref_fp8 = run_hf(checkpoint, dtype, compile="eager")
+    ref_outs, ref_scores, ref_fp8 = run_hf(checkpoint, dtype, compile="eager", fuse_fp8="false")
     assert ref_fp8 == [False, False, False]
     assert outs == ref_outs and torch.equal(scores, ref_scores)
     if dtype == "float32":
@@ -149,3 +147,32 @@ def test_per_tensor_activations_keep_the_separate_quantizer(checkpoint, tmp_path
         assert forward.fused and not hasattr(forward, "fp8")
     finally:
         b.close()
+
+
+def test_gpu_throughput_compares_fused_and_separate_quantization(tmp_path):
+    """benchmarks/gpu_throughput.py --quant-backend-args on the CPU (tiny model, compile=eager):
+    fp16 once, fp8 once per fuse_fp8 variant through LoadGen Offline, the separate quantizer's
+    greedy outputs equal to the fused one's."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, os.path.join(root, "benchmarks", "gpu_throughput.py"), "--tiny", "--device", "cpu",
+           "--skip-baseline", "--slots", "4", "--n-prompts", "8", "--input-len", "16", "--output-len", "8",
+           "--loadgen-offline", "--quant-configs", "fp16,quant_configs/fp8.yaml", "--match-prompts", "4",
+           "--quant-backend-args", "fuse_fp8=true,compile=eager;fuse_fp8=false,compile=eager",
+           "--log-dir", str(tmp_path / "logs"), "--out", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=root,
+                       env=dict(os.environ, PYTHONPATH=root, HF_HUB_OFFLINE="1"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    fused_, separate = "fp8 [fuse_fp8=true,compile=eager]", "fp8 [fuse_fp8=false,compile=eager]"
+    assert [r["quant"] for r in res["rows"]] == ["fp16", fused_, separate]
+    assert all(r["loadgen"]["result"] == "VALID" and r["tok_s"] > 0 for r in res["rows"])
+    assert res["quant_matches"][separate] == {f"vs_{fused_}": {"identical": 4, "total": 4,
+                                                               "first_divergence_median": None,
+                                                               "first_divergence_min": None}}
+    assert res["quant_matches"][fused_]["vs_fakequant"]["total"] == 4

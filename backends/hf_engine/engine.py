@@ -42,10 +42,12 @@ class SlotEngine:
                  eos_ids: frozenset[int], cuda_graphs: bool = True, kv_bucket: int = 128,
                  prefill_tokens: int = 8192, stream_interval: int = 1, decode_sdpa: str = "auto",
                  compile: str = "off", kv_fp8: str | None = None, kv_static_scale: float | None = None,
-                 prefill_wait_ms: float = 0.0):
+                 prefill_wait_ms: float = 0.0, fuse_fp8: bool = True):
         """kv_fp8: None | "fake" | "real" (see SlotCache); kv_static_scale: the per_tensor fp8
         scale (None: one scale per token and KV head). prefill_wait_ms: while slots decode, a new
-        request waits up to this long for others to share its prefill (see _defer); 0: none."""
+        request waits up to this long for others to share its prefill (see _defer); 0: none.
+        fuse_fp8: with compile, RMSNorm and SiLU*up feeding fp8 linears quantize their output in
+        the compiled kernel (backends/hf_engine/fused.py); False: the linears quantize it."""
         self.model = model
         self.decoder = model.model
         if model.config._attn_implementation == "sdpa":
@@ -97,7 +99,7 @@ class SlotEngine:
         multi_device = len({kv_[0].device for kv_ in kv}) > 1
         if compile == "auto":
             compile = "inductor" if self.device.type == "cuda" and not multi_device else "off"
-        self.fused = compile != "off" and fuse_elementwise(model, compile)
+        self.fused = compile != "off" and fuse_elementwise(model, compile, quantize=fuse_fp8)
         if compile != "off" and not self.fused:
             log.warning("option compile: not a Llama-style decoder; running eagerly")
         self.use_graphs = cuda_graphs and self.device.type == "cuda" and not multi_device

@@ -112,12 +112,12 @@ def _compiled(backend: str) -> dict[str, _Fused]:
     return _FUSED[backend]
 
 
-def fuse_elementwise(model, backend: str) -> bool:
+def fuse_elementwise(model, backend: str, quantize: bool = True) -> bool:
     """Route the decoder's RMSNorm, rotary embedding and SiLU*up through torch.compile'd
     functions (one kernel each instead of 2-12 un-fused ones per call; matmuls and attention stay
     as they are). Same maths, in the same dtypes. An RMSNorm whose readers (q/k/v, or gate/up) all
     take FP8Rows, and a SiLU*up whose down_proj does, also quantize their output (module
-    docstring). backend: an inductor / "eager" torch.compile backend. False when the model's
+    docstring; quantize=False: they never do). backend: an inductor / "eager" torch.compile backend. False when the model's
     modules are not the expected Llama ones."""
     import sys
 
@@ -129,7 +129,7 @@ def fuse_elementwise(model, backend: str) -> bool:
         return False
     fused = _compiled(backend)
     rms, silu_mul = fused["_rms_norm"], fused["_silu_mul"]
-    rms_fp8, silu_mul_fp8 = fused.get("_rms_norm_fp8"), fused.get("_silu_mul_fp8")
+    rms_fp8, silu_mul_fp8 = (fused.get("_rms_norm_fp8"), fused.get("_silu_mul_fp8")) if quantize else (None, None)
 
     def norm_forward(norm, readers):
         if rms_fp8 is not None and readers and all(takes_rows(r) for r in readers):
