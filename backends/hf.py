@@ -56,8 +56,8 @@ class HFBackend(Backend):
         "decode_sdpa": "auto",     # SDPA kernel for decode steps: auto | efficient | cudnn | math
         "compile": "auto",         # slots: torch.compile backend for RMSNorm/RoPE/SiLU*up: auto (inductor
                                    # on one GPU, else off) | off | inductor | eager
-        "fuse_fp8": True,          # slots, compile=inductor, real fp8 activations: RMSNorm and SiLU*up
-                                   # quantize their output in the compiled kernel (false: a separate quantizer)
+        "fuse_fp8": False,         # slots, compile, real fp8 activations: RMSNorm and SiLU*up quantize their
+                                   # output in the compiled kernel (off by default until checked on a GPU)
         "attn_implementation": "sdpa",
         "quant_config": "",        # YAML file (main.py: --quant-config): hf executes it for real
         **speculative.OPTIONS,     # transformers' prompt lookup / assisted generation (engine=generate)

@@ -122,7 +122,7 @@ def test_tiny_llama_fused_fp8_equals_unfused(checkpoint, dtype):
     compile=off (HF's own modules; in bfloat16 HF rounds twice in RMSNorm where _rms_norm rounds
     once, so only float32 is comparable there). Inductor is checked per function above: through
     the whole model its CPU compile takes over a minute (tests/test_fp8_gpu.py runs it on a GPU)."""
-    outs, scores, fp8 = run_hf(checkpoint, dtype, compile="eager")
+    outs, scores, fp8 = run_hf(checkpoint, dtype, compile="eager", fuse_fp8="true")
     assert fp8 == [True, True, True]   # both norms and the MLP hand FP8Rows to their readers
     ref_outs, ref_scores, ref_fp8 = run_hf(checkpoint, dtype, compile="eager", fuse_fp8="false")
     assert ref_fp8 == [False, False, False]

@@ -42,7 +42,7 @@ class SlotEngine:
                  eos_ids: frozenset[int], cuda_graphs: bool = True, kv_bucket: int = 128,
                  prefill_tokens: int = 8192, stream_interval: int = 1, decode_sdpa: str = "auto",
                  compile: str = "off", kv_fp8: str | None = None, kv_static_scale: float | None = None,
-                 prefill_wait_ms: float = 0.0, fuse_fp8: bool = True):
+                 prefill_wait_ms: float = 0.0, fuse_fp8: bool = False):
         """kv_fp8: None | "fake" | "real" (see SlotCache); kv_static_scale: the per_tensor fp8
         scale (None: one scale per token and KV head). prefill_wait_ms: while slots decode, a new
         request waits up to this long for others to share its prefill (see _defer); 0: none.
