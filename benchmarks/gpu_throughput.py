@@ -31,7 +31,6 @@ import gc
 import json
 import logging
 import os
-import re
 import statistics
 import sys
 import threading
@@ -427,8 +426,9 @@ def main():
                     "by the slots engine (and LoadGen Offline with --loadgen-offline) at the last --slots value "
                     "instead of the --slots runs; outputs compared with fp16 and with fakequant")
     ap.add_argument("--quant-backend-args", default="", help="';' list of variants, each a ',' list of KEY=VALUE "
-                    "hf options (e.g. 'fuse_fp8=true;fuse_fp8=false'): each quant config YAML of --quant-configs runs "
-                    "once per variant on a fresh backend ('fp16' once), a later variant's outputs compared with the first's")
+                    "hf options (e.g. 'fuse_fp8=true;fuse_fp8=false'): each quant config YAML of --quant-configs "
+                    "runs once per variant on a fresh backend ('fp16' once), a later variant's outputs "
+                    "compared with the first's")
     ap.add_argument("--match-prompts", type=int, default=128, help="prompts whose greedy outputs are compared")
     ap.add_argument("--out", default="", help="write all results as JSON here")
     ap.add_argument("--log-dir", default="/tmp/gpu_throughput_logs")
@@ -613,6 +613,11 @@ def main():
               f"{_fmt(e.get('off_cpu_busy_s'))} |")
 
 
+def slug(text: str) -> str:
+    """text as a folder name: letters, digits, '.', '_' and '-'."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
 def server_variants(text: str) -> list[tuple[str, dict]]:
     """--server-backend-args: ';' list of variants, each a ',' list of KEY=VALUE engine scheduling
     options (SlotEngine.SCHEDULE); '' is one variant with the command line's values. (label, options)."""
@@ -663,9 +668,8 @@ def server_sweeps(args, prompts, record) -> None:
                         sched = {**base, **opts}
                         b.options.update(sched)
                         b.engine.reschedule(**sched)
-                        slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in vlabel)
                         lgr = loadgen_run(b, prompts, "Server",
-                                          os.path.join(args.log_dir, f"server_{label}_{limits}_{qps:g}_{slug}"),
+                                          os.path.join(args.log_dir, f"server_{label}_{limits}_{qps:g}_{slug(vlabel)}"),
                                           target_qps=qps, duration_s=args.server_duration_s, workers=2 * slots,
                                           limits_ms=SERVER_LIMITS[limits], min_queries=args.server_min_queries)
                         lgr.update(target_qps=qps, quant=label, limits=limits, limits_ms=SERVER_LIMITS[limits],
@@ -837,8 +841,7 @@ def quant_runs(args, model, prompts, row, res):
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
     variants = option_variants(args.quant_backend_args, "--quant-backend-args")
-    runs = [("fp16", ("", {})) if c == "fp16" else (c, v) for c in args.quant_configs.split(",") if c
-            for v in (variants[:1] if c == "fp16" else variants)]
+    runs = [(c, v) for c in args.quant_configs.split(",") if c for v in ([("", {})] if c == "fp16" else variants)]
     for name, (variant, options) in runs:
         cfg = None if name == "fp16" else load_config(name)
         base = "fp16" if cfg is None else cfg.name
@@ -854,8 +857,8 @@ def quant_runs(args, model, prompts, row, res):
             before = dict(b.engine.stats)
             t = time.perf_counter()
             if args.loadgen_offline:   # the engine's split is taken around the LoadGen run itself
-                log_dir = os.path.join(args.log_dir, "offline_" + re.sub(r"[^\w.=-]+", "_", label))
-                lgr = loadgen_run(b, todo, "Offline", log_dir, workers=2, batch_size=slots)
+                lgr = loadgen_run(b, todo, "Offline", os.path.join(args.log_dir, f"offline_{slug(label)}"),
+                                  workers=2, batch_size=slots)
                 energy = lgr["energy"]
             else:
                 meter = energy_meter()
@@ -877,19 +880,18 @@ def quant_runs(args, model, prompts, row, res):
                 r = row(f"LoadGen Offline, hf backend, {slots} slots, {label}", lgr["tok_s"], slots, extra, cfg)
             else:
                 r = row(f"hf backend slots engine, {slots} slots, {label}", len(todo) * n_out / dt, slots, extra, cfg)
-            if cfg is None and label == first:
-                fp16_tps["rate"], fp16_tps["label"] = r["tok_s"], label
+            if cfg is None:
+                fp16_tps["rate"] = r["tok_s"]
             if "rate" in fp16_tps:
                 r["x_fp16"] = r["tok_s"] / fp16_tps["rate"]
             if label != first and n_match:   # the same config with other options: same tokens?
                 res["quant_matches"][label] = {f"vs_{first}": compare(outs[label], outs[first])}
                 log.info("MATCH %s %s", label, json.dumps(res["quant_matches"][label]))
             elif cfg is not None and n_match:
-                ref = outs.get(fp16_tps.get("label"))
-                match = {"vs_fp16": compare(outs[label], ref) if ref is not None else None}
+                match = {"vs_fp16": compare(outs[label], outs["fp16"]) if "fp16" in outs else None}
                 logits["real"] = last_logits(b.model, todo[:8])
-                if args.check_ties and ref is not None:
-                    match["vs_fp16_ties"] = tie_margins(b.model, todo, outs[label], ref)
+                if args.check_ties and "fp16" in outs:
+                    match["vs_fp16_ties"] = tie_margins(b.model, todo, outs[label], outs["fp16"])
         finally:
             free(b)
         if cfg is not None and n_match and label == first:

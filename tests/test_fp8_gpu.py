@@ -152,7 +152,7 @@ def test_fused_quantization_gives_the_triton_quantizers_codes(m, dtype):
             assert differ < 1e-4 and ((s - s0).abs() <= 2 ** -7 * s0).all(), (name, differ)
 
 
-def test_tiny_llama_fused_fp8_on_gpu_matches_unfused(tmp_path, monkeypatch):
+def test_tiny_llama_fused_fp8_on_gpu_matches_unfused(tmp_path):
     """float16 through `--backend hf` with fp8.yaml, compile=inductor and CUDA graphs: the
     quantization fused into RMSNorm and SiLU*up against the same engine with it switched off.
     The two differ only where fp8_numerics changes the compiled activation (IEEE division in SiLU,
@@ -168,18 +168,17 @@ def test_tiny_llama_fused_fp8_on_gpu_matches_unfused(tmp_path, monkeypatch):
     cfg = os.path.join(ROOT, "quant_configs", "fp8.yaml")
     outs, scores = {}, {}
     for name, config in (("plain", ""), ("fused", cfg), ("unfused", cfg)):
-        with monkeypatch.context():
-            b = make_backend("hf", model_path=str(tmp_path), dtype="float16", device="cuda", params=params,
-                             options={"batch_size": "4", "quant_config": config, "compile": "inductor",
-                                      "fuse_fp8": str(name == "fused").lower()})
-            b.load()
-            outs[name] = b.generate(prompts)
-            scores[name] = torch.tensor(b.score(prompts[4] + prompts[2]))
-            layer = b.model.model.layers[0]
-            fp8 = [getattr(vars(mod).get("forward"), "fp8", False) for mod in (layer.input_layernorm, layer.mlp)]
-            assert fp8 == [name == "fused"] * 2, (name, fp8)
-            assert b.engine.use_graphs and b.engine.graphs   # the decode step was captured, FP8Rows and all
-            b.close()
+        b = make_backend("hf", model_path=str(tmp_path), dtype="float16", device="cuda", params=params,
+                         options={"batch_size": "4", "quant_config": config, "compile": "inductor",
+                                  "fuse_fp8": str(name == "fused").lower()})
+        b.load()
+        outs[name] = b.generate(prompts)
+        scores[name] = torch.tensor(b.score(prompts[4] + prompts[2]))
+        layer = b.model.model.layers[0]
+        fp8 = [getattr(vars(mod).get("forward"), "fp8", False) for mod in (layer.input_layernorm, layer.mlp)]
+        assert fp8 == [name == "fused"] * 2, (name, fp8)
+        assert b.engine.use_graphs and b.engine.graphs   # the decode step was captured, FP8Rows and all
+        b.close()
     same = sum(a == b for a, b in zip(outs["fused"], outs["unfused"]))
     fused_vs_unfused = (scores["fused"] - scores["unfused"]).abs().max()
     fp8_effect = (scores["unfused"] - scores["plain"]).abs().max()

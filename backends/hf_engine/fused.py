@@ -117,8 +117,8 @@ def fuse_elementwise(model, backend: str, quantize: bool = True) -> bool:
     functions (one kernel each instead of 2-12 un-fused ones per call; matmuls and attention stay
     as they are). Same maths, in the same dtypes. An RMSNorm whose readers (q/k/v, or gate/up) all
     take FP8Rows, and a SiLU*up whose down_proj does, also quantize their output (module
-    docstring; quantize=False: they never do). backend: an inductor / "eager" torch.compile backend. False when the model's
-    modules are not the expected Llama ones."""
+    docstring) unless quantize is False. backend: an inductor / "eager" torch.compile backend.
+    False when the model's modules are not the expected Llama ones."""
     import sys
 
     layers = model.model.layers
